@@ -1,0 +1,1 @@
+//! Cryptography: keys, fingerprints, signatures, envelope encryption.

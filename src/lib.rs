@@ -1,0 +1,25 @@
+//! # btps — a self-contained BTPS server appliance
+//!
+//! BTPS (Billing Trust Protocol Secure) moves invoices and other billing documents
+//! between organisations: addresses look like `billing$vendor.com`, keys and servers
+//! are found through DNS TXT records, every artifact is signed (and often encrypted),
+//! and a receiver only accepts documents from senders it has explicitly trusted.
+//!
+//! The crate is layered so that the protocol logic is pure and the I/O sits at the
+//! edges (see `ARCHITECTURE.md`):
+//!
+//! * [`protocol`] — wire types, line classification and validation, error codes, and
+//!   canonical JSON (JavaScript's `JSON.stringify`, byte for byte). No I/O.
+//! * [`crypto`] — key loading, fingerprints, RSA signatures, AES-256-GCM envelopes
+//!   with RSA-OAEP key wrapping, key generation. No I/O.
+//! * [`identity`] — identity syntax, computed ids, DNS TXT records and key discovery
+//!   behind a resolver trait.
+//! * [`verify`] — verification of a classified artifact the way a receiving server
+//!   does it: key resolution, delegation, attestation.
+//! * [`store`] — the storage contract and its implementations.
+
+pub mod crypto;
+pub mod identity;
+pub mod protocol;
+pub mod store;
+pub mod verify;

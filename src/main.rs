@@ -1,0 +1,5 @@
+//! The `btps` command line.
+
+fn main() {
+    println!("btps");
+}

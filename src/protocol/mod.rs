@@ -1,0 +1,3 @@
+//! Protocol core: wire types, classification, validation, canonical JSON.
+
+pub mod json;

@@ -1,0 +1,1 @@
+//! Storage: the trust and identity store contract and its implementations.

@@ -1,0 +1,4 @@
+//! The integration tests: one binary, a module per area, shared helpers in `util`.
+
+mod util;
+mod vectors;
