@@ -1,5 +1,9 @@
-//! The `btps` command line.
+//! The `btps` command line: argument parsing and glue; the work happens in the library.
 
-fn main() {
-    println!("btps");
+mod cli;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    cli::main()
 }
