@@ -1,4 +1,6 @@
 //! The integration tests: one binary, a module per area, shared helpers in `util`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod util;
 mod vectors;

@@ -107,6 +107,9 @@ impl Equivalent<JsString> for StrKey<'_> {
     }
 }
 
+/// A `null` to borrow where a member is absent.
+pub static NULL: Value = Value::Null;
+
 /// A parsed JSON value with JavaScript semantics.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Value {

@@ -1,3 +1,20 @@
-//! Protocol core: wire types, classification, validation, canonical JSON.
+//! Protocol core: wire types, line classification and validation, error codes, the
+//! response envelope, and canonical JSON.
+//!
+//! Architecture invariant: this module performs no I/O. Everything here is a pure
+//! function over bytes and values, tested without sockets.
 
+pub mod artifact;
+pub mod error;
+pub mod formats;
 pub mod json;
+pub mod response;
+pub mod validate;
+
+pub use artifact::{
+    AgentAction, AgentArtifact, Artifact, ArtifactKind, Attestation, ControlAction,
+    ControlArtifact, Delegation, EncryptionObject, EncryptionType, IdentityLookupRequest,
+    SignatureObject, TransporterArtifact, TransporterType,
+};
+pub use error::{ErrorCode, ProtocolError};
+pub use validate::{classify, parse_line, validate};
