@@ -4,6 +4,10 @@
 //! authoritative; these tests pin the schemas to the same rules where JSON Schema can
 //! express them (see `schema/README.md` for where it cannot).
 
+// Test helpers read fixed files of the repository: a failure is a broken checkout, and a
+// panic naming it is the clearest report.
+#![allow(clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -131,9 +135,16 @@ fn schema_for_kind(kind: &str) -> &'static str {
 #[test]
 fn every_schema_is_valid_draft_2020_12_with_its_own_id() {
     let documents = schema_documents();
-    assert!(documents.len() >= 9, "schema files missing: {:?}", documents.keys());
+    assert!(
+        documents.len() >= 9,
+        "schema files missing: {:?}",
+        documents.keys()
+    );
     for (name, doc) in &documents {
-        assert_eq!(doc["$schema"], "https://json-schema.org/draft/2020-12/schema", "{name}");
+        assert_eq!(
+            doc["$schema"], "https://json-schema.org/draft/2020-12/schema",
+            "{name}"
+        );
         assert_eq!(doc["$id"], format!("{BASE}{name}"), "{name}");
         if let Err(e) = jsonschema::draft202012::meta::validate(doc) {
             panic!("{name} is not a valid 2020-12 schema: {e}");
@@ -229,7 +240,10 @@ fn agent_artifact_send_inner_artifact_is_a_transporter_and_a_valid_wrapper() {
         serde_json::from_str(vector["innerArtifact"]["artifact"].as_str().unwrap()).unwrap();
     assert_valid("transporter.json", &inner, "innerArtifact");
     let outer = signed_artifact("agent-artifact-send.json");
-    assert_eq!(outer["document"], inner, "the agent document is the inner artifact");
+    assert_eq!(
+        outer["document"], inner,
+        "the agent document is the inner artifact"
+    );
 }
 
 /// Every `referenceServer.line` of the signed and tampered vectors.
@@ -260,16 +274,31 @@ fn every_reference_server_line_is_a_valid_response() {
             other => panic!("{file}: type {other:?}"),
         }
     }
-    assert!(successes > 0 && errors > 0, "{successes} successes, {errors} errors");
+    assert!(
+        successes > 0 && errors > 0,
+        "{successes} successes, {errors} errors"
+    );
 }
 
 #[test]
 fn json_store_files_and_their_records_are_valid() {
     let stores = [
         ("trust.json", "trust-store.json", "trust-record.json"),
-        ("trust.no-entity.json", "trust-store.json", "trust-record.json"),
-        ("identities.json", "identity-store.json", "identity-record.json"),
-        ("identities.no-entity.json", "identity-store.json", "identity-record.json"),
+        (
+            "trust.no-entity.json",
+            "trust-store.json",
+            "trust-record.json",
+        ),
+        (
+            "identities.json",
+            "identity-store.json",
+            "identity-record.json",
+        ),
+        (
+            "identities.no-entity.json",
+            "identity-store.json",
+            "identity-record.json",
+        ),
     ];
     for (file, store_schema, record_schema) in stores {
         let store = vector_json(&format!("json-stores/{file}"));
@@ -316,12 +345,19 @@ fn tampered_vectors_pass_or_fail_the_schema_as_decided() {
         match check(schema, &artifact) {
             Ok(()) => assert!(!expected_reject, "{file}: the schema should see the change"),
             Err(e) => {
-                assert!(expected_reject, "{file}: {schema} rejected a signature-level change: {e}");
+                assert!(
+                    expected_reject,
+                    "{file}: {schema} rejected a signature-level change: {e}"
+                );
                 rejected.push(file);
             }
         }
     }
-    assert_eq!(rejected.len(), TAMPERED_SCHEMA_REJECTS.len(), "{rejected:?}");
+    assert_eq!(
+        rejected.len(),
+        TAMPERED_SCHEMA_REJECTS.len(),
+        "{rejected:?}"
+    );
 }
 
 /// A change to a JSON value: set (or add) the member at a JSON pointer, or remove it.
@@ -367,9 +403,9 @@ struct Case {
     valid: bool,
 }
 
-fn run(cases: Vec<Case>) {
+fn run(cases: &[Case]) {
     let mut failures = Vec::new();
-    for case in &cases {
+    for case in cases {
         let instance = edited(&case.base, &case.edits);
         match (check(case.schema, &instance), case.valid) {
             (Ok(()), true) | (Err(_), false) => {}
@@ -377,13 +413,33 @@ fn run(cases: Vec<Case>) {
             (Err(e), true) => failures.push(format!("{}: rejected: {e}", case.what)),
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases wrong:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases wrong:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
 
-fn case(what: &'static str, schema: &'static str, base: &Value, edits: Vec<Edit>, valid: bool) -> Case {
-    Case { what, schema, base: base.clone(), edits, valid }
+fn case(
+    what: &'static str,
+    schema: &'static str,
+    base: &Value,
+    edits: Vec<Edit>,
+    valid: bool,
+) -> Case {
+    Case {
+        what,
+        schema,
+        base: base.clone(),
+        edits,
+        valid,
+    }
 }
 
+// A table reads best one case per line.
+#[rustfmt::skip]
 #[test]
 fn formats_accept_and_reject_exactly_the_spec_examples() {
     let base = signed_artifact("trust-req.json");
@@ -392,7 +448,7 @@ fn formats_accept_and_reject_exactly_the_spec_examples() {
     let from = |what, value: &str, valid| case(what, t, &base, vec![Set("/from", json!(value))], valid);
     let email = |what, value: &str, valid| case(what, t, &base, vec![Set("/document/email", json!(value))], valid);
     let url = |what, value: &str, valid| case(what, t, &base, vec![Set("/document/websiteUrl", json!(value))], valid);
-    run(vec![
+    run(&[
         at("datetime with ms", "2025-01-15T10:30:00.000Z", true),
         at("datetime without seconds", "2025-01-15T10:30Z", true),
         at("datetime with 9 fraction digits", "2025-01-01T00:00:00.123456789Z", true),
@@ -446,6 +502,8 @@ fn formats_accept_and_reject_exactly_the_spec_examples() {
     ]);
 }
 
+// A table reads best one case per line.
+#[rustfmt::skip]
 #[test]
 fn transporter_shapes() {
     let t = "transporter.json";
@@ -455,7 +513,7 @@ fn transporter_shapes() {
     let enc = signed_artifact("btps-doc-encrypted.json");
     let del = signed_artifact("delegated-attested.json");
     let invoice = doc["document"].clone();
-    run(vec![
+    run(&[
         case("unknown keys at every level", t, &doc, vec![
             Set("/x", json!(1)),
             Set("/document/x", json!({"y": null})),
@@ -481,7 +539,7 @@ fn transporter_shapes() {
         case("unknown encryption mode", t, &enc, vec![Set("/encryption/type", json!("strong"))], false),
         case("2fa encryption mode", t, &enc, vec![Set("/encryption/type", json!("2faEncrypt"))], true),
         case("encryption without authTag", t, &enc, vec![Remove("/encryption/authTag")], false),
-        case("TRUST_REQ carrying an invoice", t, &req, vec![Set("/document", invoice.clone())], false),
+        case("TRUST_REQ carrying an invoice", t, &req, vec![Set("/document", invoice)], false),
         case("BTPS_DOC carrying a trust request", t, &doc, vec![Set("/document", req["document"].clone())], false),
         case("TRUST_RES with a trust request document", t, &res, vec![Set("/document", req["document"].clone())], false),
         case("trust request without phone", t, &req, vec![Remove("/document/phone")], false),
@@ -521,13 +579,15 @@ fn transporter_shapes() {
     ]);
 }
 
+// A table reads best one case per line.
+#[rustfmt::skip]
 #[test]
 fn control_and_identity_lookup_shapes() {
     let c = "control.json";
     let l = "identity-lookup.json";
     let quit = signed_artifact("control-quit.json");
     let lookup = signed_artifact("identity-lookup-request.json");
-    run(vec![
+    run(&[
         case("control with to", c, &quit, vec![Set("/to", json!("a$b.c"))], false),
         case("control with agentId", c, &quit, vec![Set("/agentId", json!("x"))], false),
         case("control with null document", c, &quit, vec![Set("/document", Value::Null)], false),
@@ -547,6 +607,8 @@ fn control_and_identity_lookup_shapes() {
     ]);
 }
 
+// A table reads best one case per line.
+#[rustfmt::skip]
 #[test]
 fn agent_shapes() {
     let a = "agent.json";
@@ -577,7 +639,7 @@ fn agent_shapes() {
     wrapped_mutation["document"] = mutation.clone();
     let mut wrapped_wrong_type = wrapped.clone();
     wrapped_wrong_type["type"] = json!("TRUST_RES");
-    run(vec![
+    run(&[
         case("missing encryption", a, &fetch, vec![Remove("/encryption")], false),
         case("missing signature", a, &fetch, vec![Remove("/signature")], false),
         case("missing agentId", a, &fetch, vec![Remove("/agentId")], false),
@@ -608,30 +670,30 @@ fn agent_shapes() {
         act("cancel with ids", "outbox.cancel", Some(ids.clone()), true),
         act("trust.delete bare", "trust.delete", Some(ids.clone()), true),
         act("trust.delete wrapped", "trust.delete", Some(wrapped_ids), true),
-        act("trust.update bare", "trust.update", Some(mutation.clone()), true),
+        act("trust.update bare", "trust.update", Some(mutation), true),
         act("trust.update wrapped", "trust.update", Some(wrapped_mutation.clone()), true),
         act("draft.update wrapped is not allowed", "draft.update", Some(wrapped_mutation), false),
-        act("mutation without id", "draft.update", Some(json!({"document": invoice.clone()})), false),
+        act("mutation without id", "draft.update", Some(json!({"document": invoice})), false),
         act("mutation with string document", "draft.update", Some(json!({"id": "d", "document": "x"})), false),
-        act("draft.create", "draft.create", Some(json!({"type": "BTPS_DOC", "document": invoice.clone()})), true),
-        act("draft.create bad type", "draft.create", Some(json!({"type": "INVOICE", "document": invoice.clone()})), false),
+        act("draft.create", "draft.create", Some(json!({"type": "BTPS_DOC", "document": invoice})), true),
+        act("draft.create bad type", "draft.create", Some(json!({"type": "INVOICE", "document": invoice})), false),
         act("draft.create with a bare invoice", "draft.create", Some(invoice.clone()), false),
-        act("artifact.send wrapped", "artifact.send", Some(wrapped.clone()), true),
-        act("artifact.send bare", "artifact.send", Some(invoice.clone()), true),
+        act("artifact.send wrapped", "artifact.send", Some(wrapped), true),
+        act("artifact.send bare", "artifact.send", Some(invoice), true),
         act("artifact.send wrapped and encrypted", "artifact.send", Some(wrapped_encrypted), true),
         act("artifact.send wrapper of the wrong type", "artifact.send", Some(wrapped_wrong_type), false),
         act("artifact.send with a trust request", "artifact.send", Some(trust_req["document"].clone()), false),
         act("trust.request wrapped", "trust.request", Some(trust_req.clone()), true),
         act("trust.request bare", "trust.request", Some(trust_req["document"].clone()), true),
-        act("trust.respond wrapped", "trust.respond", Some(trust_res.clone()), true),
+        act("trust.respond wrapped", "trust.respond", Some(trust_res), true),
         act("trust.respond with a request", "trust.respond", Some(trust_req.clone()), false),
         act("auth.refresh with an auth document", "auth.refresh", Some(auth["document"].clone()), true),
-        act("auth.refresh with ids", "auth.refresh", Some(ids.clone()), false),
+        act("auth.refresh with ids", "auth.refresh", Some(ids), false),
         case("encrypted fetch with a string", a, &fetch, vec![Set("/encryption", encryption.clone()), Set("/document", json!("c2VjcmV0"))], true),
         case("encrypted fetch with an object", a, &fetch, vec![Set("/encryption", encryption.clone())], false),
         case("encrypted seen with empty string", a, &fetch, vec![Set("/action", json!("inbox.seen")), Set("/encryption", encryption.clone()), Set("/document", json!(""))], false),
         case("encrypted auth.request", a, &auth, vec![Set("/encryption", encryption.clone()), Set("/document", json!("c2VjcmV0"))], false),
-        case("encrypted auth.refresh", a, &auth, vec![Set("/action", json!("auth.refresh")), Set("/encryption", encryption.clone()), Set("/document", json!("c2VjcmV0"))], true),
+        case("encrypted auth.refresh", a, &auth, vec![Set("/action", json!("auth.refresh")), Set("/encryption", encryption), Set("/document", json!("c2VjcmV0"))], true),
         case("auth.request without document", a, &auth, vec![Remove("/document")], false),
         case("auth.request without authToken", a, &auth, vec![Remove("/document/authToken")], false),
         case("auth.request bad identity", a, &auth, vec![Set("/document/identity", json!("finance"))], false),
@@ -641,6 +703,8 @@ fn agent_shapes() {
     ]);
 }
 
+// A table reads best one case per line.
+#[rustfmt::skip]
 #[test]
 fn response_and_delivery_failure_shapes() {
     let r = "response.json";
@@ -682,7 +746,7 @@ fn response_and_delivery_failure_shapes() {
     });
     let mut bad_result = query_result.clone();
     bad_result["results"][0]["artifact"]["document"]["status"] = json!("overdue");
-    run(vec![
+    run(&[
         case("delivery failure", d, &delivery_failure, vec![], true),
         case("delivery failure without failed artifact", d, &delivery_failure, vec![Remove("/document/document")], true),
         case("delivery failure wrong type", d, &delivery_failure, vec![Set("/type", json!("BTPS_DOC"))], false),
@@ -720,6 +784,8 @@ fn response_and_delivery_failure_shapes() {
     ]);
 }
 
+// A table reads best one case per line.
+#[rustfmt::skip]
 #[test]
 fn record_and_store_shapes() {
     let tr = "trust-record.json";
@@ -729,7 +795,7 @@ fn record_and_store_shapes() {
     let identity_store = vector_json("json-stores/identities.no-entity.json");
     let trust = trust_store[0].clone();
     let identity = identity_store[0].clone();
-    run(vec![
+    run(&[
         case("trust status active", tr, &trust, vec![Set("/status", json!("active"))], false),
         case("trust documentation-style id", tr, &trust, vec![Set("/id", json!("billing$vendor.test:finance$client.test"))], false),
         case("trust upper-case id", tr, &trust, vec![Set("/id", json!(trust["id"].as_str().unwrap().to_uppercase()))], false),
