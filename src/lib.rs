@@ -14,12 +14,15 @@
 //!   with RSA-OAEP key wrapping, key generation. No I/O.
 //! * [`identity`] — identity syntax, computed ids, DNS TXT records and key discovery
 //!   behind a resolver trait.
-//! * [`verify`] — verification of a classified artifact the way a receiving server
-//!   does it: key resolution, delegation, attestation.
+//! * [`signing`] — what each party signs and how a receiver verifies it: key
+//!   resolution, delegation, attestation, envelope encryption of documents.
 //! * [`store`] — the storage contract and its implementations.
 
 pub mod crypto;
 pub mod identity;
 pub mod protocol;
 pub mod store;
-pub mod verify;
+// pub mod signing;
+
+/// A boxed, sendable future: what the object-safe async traits of this crate return.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
