@@ -248,6 +248,19 @@ async fn names_compare_case_insensitively() {
 }
 
 #[tokio::test]
+async fn unusual_and_international_names_resolve() {
+    // Any byte may sit in a label; `+` is not a host-name character but is sent as is.
+    let dns = responder();
+    let directory = directory(&dns);
+    for text in ["pay+x$vendor.test", "İnfo$örnek.test"] {
+        let identity = identity(text);
+        dns.publish_key(&identity, "btps1", "QUJD");
+        let key = directory.identity_key(&identity, "btps1").await.unwrap();
+        assert_eq!(key.public_key_base64, "QUJD", "{text}");
+    }
+}
+
+#[tokio::test]
 async fn uncached_resolver_asks_every_time() {
     // hickory's own cache is off; caching is the CachingResolver's job alone.
     let dns = responder();

@@ -374,7 +374,7 @@ fn respond(shared: &Shared, query_bytes: &[u8], transport: Transport) -> Option<
         return response.to_vec().ok();
     }
 
-    let key = zone_key(&query.name().to_ascii());
+    let key = wire_zone_key(query.name());
     let answers = {
         let mut zone = shared.zone();
         *zone.queries_by_name.entry(key.clone()).or_default() += 1;
@@ -443,14 +443,29 @@ fn negative_soa(ttl: u32) -> Record {
     Record::from_rdata(Name::root(), ttl, RData::SOA(soa))
 }
 
-/// Lower-cased, without the final dot, internationalised labels in their ASCII
-/// (punycode) form, as they arrive in queries: DNS names compare case-insensitively.
+/// The zone's key for a name given as text: lower-cased (DNS names compare
+/// case-insensitively), without the final dot, non-ASCII labels in their punycode
+/// form as they arrive in queries. ASCII is kept byte for byte, like the resolver
+/// sends it.
 fn zone_key(name: &str) -> String {
-    let ascii = Name::from_utf8(name).map_or_else(|_| name.to_owned(), |name| name.to_ascii());
+    let ascii = if name.is_ascii() {
+        name.to_owned()
+    } else {
+        Name::from_utf8(name).map_or_else(|_| name.to_owned(), |name| name.to_ascii())
+    };
     ascii
         .strip_suffix('.')
         .unwrap_or(&ascii)
         .to_ascii_lowercase()
+}
+
+/// The zone's key for a queried name: its raw labels joined with dots (hickory's
+/// `to_ascii` would escape bytes such as `+`), lower-cased.
+fn wire_zone_key(name: &Name) -> String {
+    name.iter()
+        .map(|label| String::from_utf8_lossy(label).to_ascii_lowercase())
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// Splits a value into character-strings of at most 255 bytes (one empty string for
@@ -487,5 +502,11 @@ mod tests {
             zone_key("BTPS1._btps.Identity.X.Test."),
             "btps1._btps.identity.x.test"
         );
+        assert_eq!(
+            zone_key("_btps.host.Örnek.test"),
+            "_btps.host.xn--rnek-4qa.test"
+        );
+        let wire = Name::from_labels([&b"A+b"[..], b"Test"]).unwrap();
+        assert_eq!(wire_zone_key(&wire), zone_key("a+B.test."));
     }
 }

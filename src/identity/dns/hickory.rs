@@ -75,12 +75,10 @@ impl HickoryTxtResolver {
     }
 
     async fn lookup(&self, name: &str) -> Result<TxtAnswer, DnsError> {
-        let mut query_name = Name::from_utf8(name).map_err(|error| DnsError::InvalidName {
+        let query_name = query_name(name).map_err(|error| DnsError::InvalidName {
             name: name.to_owned(),
             reason: error.to_string(),
         })?;
-        // The names are absolute: never let a search domain be appended.
-        query_name.set_fqdn(true);
         let lookup = self
             .resolver
             .lookup(query_name, RecordType::TXT)
@@ -110,6 +108,23 @@ impl HickoryTxtResolver {
 impl TxtResolver for HickoryTxtResolver {
     fn lookup_txt<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<TxtAnswer, DnsError>> {
         Box::pin(self.lookup(name))
+    }
+}
+
+/// The wire form of `name`, always absolute (no search domain is ever appended).
+///
+/// An ASCII name is sent byte for byte, label by label, as the reference's resolver
+/// does: DNS labels may hold any byte, and identities such as `pay+x$vendor.com` must
+/// resolve although `+` is not a host-name character. A name with non-ASCII
+/// characters is converted with IDNA (punycode), as Node does before querying.
+fn query_name(name: &str) -> Result<Name, ProtoError> {
+    if name.is_ascii() {
+        let relative = name.strip_suffix('.').unwrap_or(name);
+        Name::from_labels(relative.split('.').map(str::as_bytes))
+    } else {
+        let mut name = Name::from_utf8(name)?;
+        name.set_fqdn(true);
+        Ok(name)
     }
 }
 
@@ -150,8 +165,47 @@ fn classify_proto(
             ResponseCode::NXDomain | ResponseCode::NoError => not_found(),
             code => temporary(format!("server answered {code}")),
         },
-        ProtoErrorKind::Timeout => temporary("timed out".to_owned()),
+        ProtoErrorKind::Timeout => temporary("no answer before the timeout".to_owned()),
         ProtoErrorKind::RequestRefused => temporary("request refused".to_owned()),
         _ => temporary(error.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ascii_names_are_sent_verbatim() {
+        let name = query_name("btps1._btps.identity.Pay+X.vendor.test.").unwrap();
+        assert!(name.is_fqdn());
+        let labels: Vec<&[u8]> = name.iter().collect();
+        assert_eq!(
+            labels,
+            [
+                &b"btps1"[..],
+                b"_btps",
+                b"identity",
+                b"Pay+X",
+                b"vendor",
+                b"test"
+            ]
+        );
+        assert_eq!(query_name("a.b").unwrap().num_labels(), 2);
+    }
+
+    #[test]
+    fn unicode_names_become_punycode() {
+        let name = query_name("_btps.host.örnek.test").unwrap();
+        assert_eq!(name.to_ascii(), "_btps.host.xn--rnek-4qa.test.");
+    }
+
+    #[test]
+    fn impossible_names_are_rejected() {
+        assert!(query_name(&format!("{}.test", "a".repeat(64))).is_err());
+        assert!(query_name("a..test").is_err());
+        assert!(query_name("").is_err());
+        let long = vec!["abcdefghij"; 30].join(".");
+        assert!(query_name(&long).is_err());
     }
 }
