@@ -215,9 +215,9 @@ impl KeyRecord {
     }
 }
 
-/// A boxed, sendable future: what [`TxtResolver`] returns so that the trait stays
-/// object-safe (the server holds an `Arc<dyn TxtResolver>`).
-pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+/// [`TxtResolver`] returns boxed futures so that the trait stays object-safe (the
+/// server holds an `Arc<dyn TxtResolver>`).
+pub use crate::BoxFuture;
 
 /// A successful TXT answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
