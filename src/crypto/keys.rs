@@ -395,6 +395,13 @@ mod tests {
     }
 
     #[test]
+    fn keys_can_be_shared_between_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<PublicKey>();
+        assert_send_sync::<PrivateKey>();
+    }
+
+    #[test]
     fn generate_rejects_odd_sizes() {
         for bits in [0, 1024, 2047, 8192] {
             assert!(matches!(
