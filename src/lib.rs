@@ -21,8 +21,8 @@
 pub mod crypto;
 pub mod identity;
 pub mod protocol;
+pub mod signing;
 pub mod store;
-// pub mod signing;
 
 /// A boxed, sendable future: what the object-safe async traits of this crate return.
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;

@@ -83,7 +83,8 @@ impl StaticKeys {
 
     /// Adds the key of `identity` under `selector`.
     pub fn insert(&mut self, identity: &Identity, selector: &str, key: PublicKey) {
-        self.keys.insert((identity.as_str().to_lowercase(), selector.to_owned()), key);
+        self.keys
+            .insert((identity.as_str().to_lowercase(), selector.to_owned()), key);
     }
 }
 
@@ -93,9 +94,14 @@ impl KeySource for StaticKeys {
         identity: &'a Identity,
         selector: &'a str,
     ) -> BoxFuture<'a, Result<PublicKey, KeyLookupFailure>> {
-        let found = self.keys.get(&(identity.as_str().to_lowercase(), selector.to_owned())).cloned();
+        let found = self
+            .keys
+            .get(&(identity.as_str().to_lowercase(), selector.to_owned()))
+            .cloned();
         Box::pin(async move {
-            found.ok_or_else(|| KeyLookupFailure::NotFound { name: identity.key_record_name(selector) })
+            found.ok_or_else(|| KeyLookupFailure::NotFound {
+                name: identity.key_record_name(selector),
+            })
         })
     }
 }
@@ -121,7 +127,9 @@ impl KeySource for Layered {
     ) -> BoxFuture<'a, Result<PublicKey, KeyLookupFailure>> {
         Box::pin(async move {
             match self.first.public_key(identity, selector).await {
-                Err(KeyLookupFailure::NotFound { .. }) => self.then.public_key(identity, selector).await,
+                Err(KeyLookupFailure::NotFound { .. }) => {
+                    self.then.public_key(identity, selector).await
+                }
                 other => other,
             }
         })
@@ -158,19 +166,22 @@ fn check_signature(
     invalid: ErrorCode,
     role: &str,
 ) -> Result<(), ProtocolError> {
-    crypto::verify_text(key, text, &signature.value, &signature.fingerprint).map_err(|error| match error {
-        SignatureError::FingerprintMismatch { .. } => ProtocolError::new(
-            mismatch,
-            format!("{role}: signature fingerprint does not match the key"),
-        ),
-        other => ProtocolError::new(invalid, format!("{role}: {other}")),
+    crypto::verify_text(key, text, &signature.value, &signature.fingerprint).map_err(|error| {
+        match error {
+            SignatureError::FingerprintMismatch => ProtocolError::new(
+                mismatch,
+                format!("{role}: signature fingerprint does not match the key"),
+            ),
+            other => ProtocolError::new(invalid, format!("{role}: {other}")),
+        }
     })
 }
 
 /// Parses an inline SPKI PEM key; an unusable key counts as a fingerprint mismatch,
 /// as in the reference (its fingerprint is "undefined").
 fn inline_key(pem: &str, code: ErrorCode, role: &str) -> Result<PublicKey, ProtocolError> {
-    PublicKey::from_pem(pem).map_err(|error| ProtocolError::new(code, format!("{role}: unusable public key: {error}")))
+    PublicKey::from_pem(pem)
+        .map_err(|error| ProtocolError::new(code, format!("{role}: unusable public key: {error}")))
 }
 
 /// Verifies a transporter artifact as a receiving server does (`spec/03-crypto.md`
@@ -201,7 +212,10 @@ pub async fn verify_transporter(
     if !own && !delegation.signed_by.same_domain(&artifact.from) {
         return Err(ProtocolError::new(
             ErrorCode::DelegationInvalid,
-            format!("{} may not delegate for {}", delegation.signed_by, artifact.from),
+            format!(
+                "{} may not delegate for {}",
+                delegation.signed_by, artifact.from
+            ),
         ));
     }
     // 2. A user delegating for itself needs an attestation.
@@ -222,7 +236,9 @@ pub async fn verify_transporter(
         let raw_attestation = raw_delegation
             .get("attestation")
             .and_then(Value::as_object)
-            .ok_or_else(|| ProtocolError::validation("delegation.attestation: must be an object"))?;
+            .ok_or_else(|| {
+                ProtocolError::validation("delegation.attestation: must be an object")
+            })?;
         let key = keys
             .public_key(&attestation.signed_by, &attestation.selector)
             .await
@@ -263,8 +279,14 @@ pub async fn verify_transporter(
     )?;
 
     // 5. The agent signed the artifact without delegation and signature.
-    let agent = inline_key(&delegation.agent_public_key, ErrorCode::DelegationSigVerification, "agent")?;
-    let text = artifact.raw.to_canonical_without(&["delegation", "signature"]);
+    let agent = inline_key(
+        &delegation.agent_public_key,
+        ErrorCode::DelegationSigVerification,
+        "agent",
+    )?;
+    let text = artifact
+        .raw
+        .to_canonical_without(&["delegation", "signature"]);
     check_signature(
         &agent,
         &text,
@@ -276,21 +298,29 @@ pub async fn verify_transporter(
     Ok(VerifiedSigner::Delegated {
         agent,
         delegator: delegation.signed_by.clone(),
-        attestor: delegation.attestation.as_ref().map(|attestation| attestation.signed_by.clone()),
+        attestor: delegation
+            .attestation
+            .as_ref()
+            .map(|attestation| attestation.signed_by.clone()),
     })
 }
 
 /// Verifies an agent artifact (`spec/03-crypto.md` §6.2–§6.3). `stored_key` is the
 /// key of the agent's record (`computeTrustId(agentId, to)`), when there is one.
 /// Returns the key that verified.
-pub fn verify_agent(artifact: &AgentArtifact, stored_key: Option<&PublicKey>) -> Result<PublicKey, ProtocolError> {
+pub fn verify_agent(
+    artifact: &AgentArtifact,
+    stored_key: Option<&PublicKey>,
+) -> Result<PublicKey, ProtocolError> {
     let document_key = || -> Result<PublicKey, ProtocolError> {
         let pem = artifact
             .raw
             .get("document")
             .and_then(Value::as_object)
             .and_then(|document| document.str("publicKey"))
-            .ok_or_else(|| ProtocolError::new(ErrorCode::SigVerification, "document.publicKey missing"))?;
+            .ok_or_else(|| {
+                ProtocolError::new(ErrorCode::SigVerification, "document.publicKey missing")
+            })?;
         inline_key(pem, ErrorCode::SigMismatch, "agent")
     };
     let key = match artifact.action {
@@ -309,23 +339,39 @@ pub fn verify_agent(artifact: &AgentArtifact, stored_key: Option<&PublicKey>) ->
             .ok_or_else(|| ProtocolError::new(ErrorCode::SigVerification, "unknown agent"))?,
     };
     let text = artifact.raw.to_canonical_without(&["signature"]);
-    check_signature(&key, &text, &artifact.signature, ErrorCode::SigMismatch, ErrorCode::SigVerification, "agent signature")?;
+    check_signature(
+        &key,
+        &text,
+        &artifact.signature,
+        ErrorCode::SigMismatch,
+        ErrorCode::SigVerification,
+        "agent signature",
+    )?;
     Ok(key)
 }
 
 /// Verifies a signed server response exactly as received minus `signature`
 /// (`spec/03-crypto.md` §8; the reference client's added `"encryption":null` is a bug).
-pub async fn verify_response(response: &ServerResponse, keys: &dyn KeySource) -> Result<PublicKey, ProtocolError> {
-    let signer = response
-        .signer
-        .as_ref()
-        .ok_or_else(|| ProtocolError::new(ErrorCode::SigVerification, "the response is not signed"))?;
+pub async fn verify_response(
+    response: &ServerResponse,
+    keys: &dyn KeySource,
+) -> Result<PublicKey, ProtocolError> {
+    let signer = response.signer.as_ref().ok_or_else(|| {
+        ProtocolError::new(ErrorCode::SigVerification, "the response is not signed")
+    })?;
     let key = keys
         .public_key(&signer.signed_by, &signer.selector)
         .await
         .map_err(|failure| failure.into_protocol_error("server"))?;
     let text = response.raw.to_canonical_without(&["signature"]);
-    check_signature(&key, &text, &signer.signature, ErrorCode::SigMismatch, ErrorCode::SigVerification, "response signature")?;
+    check_signature(
+        &key,
+        &text,
+        &signer.signature,
+        ErrorCode::SigMismatch,
+        ErrorCode::SigVerification,
+        "response signature",
+    )?;
     Ok(key)
 }
 
@@ -383,8 +429,16 @@ pub fn build_transporter(
     artifact.insert("from", draft.from.as_str());
     artifact.insert("to", draft.to.as_str());
     artifact.insert("selector", draft.selector);
-    artifact.insert("id", draft.id.unwrap_or_else(crate::protocol::response::new_id));
-    artifact.insert("issuedAt", draft.issued_at.unwrap_or_else(crate::protocol::response::now_iso));
+    artifact.insert(
+        "id",
+        draft.id.unwrap_or_else(crate::protocol::response::new_id),
+    );
+    artifact.insert(
+        "issuedAt",
+        draft
+            .issued_at
+            .unwrap_or_else(crate::protocol::response::now_iso),
+    );
     match encrypt_to {
         None => {
             artifact.insert("document", draft.document);
@@ -447,7 +501,9 @@ pub fn decrypt_document(
     })?;
     let text = String::from_utf8(plaintext)
         .map_err(|_| ProtocolError::new(ErrorCode::Unknown, "decrypted document is not UTF-8"))?;
-    json::parse(&text).map_err(|error| ProtocolError::new(ErrorCode::Unknown, format!("decrypted document: {error}")))
+    json::parse(&text).map_err(|error| {
+        ProtocolError::new(ErrorCode::Unknown, format!("decrypted document: {error}"))
+    })
 }
 
 /// Delegates an agent-signed artifact (`spec/03-crypto.md` §7.1 step 2): the
@@ -466,7 +522,10 @@ pub fn delegate(
     delegation.insert("agentId", agent_id);
     delegation.insert("agentPubKey", agent_key.to_pem());
     delegation.insert("signedBy", delegator.as_str());
-    delegation.insert("issuedAt", issued_at.unwrap_or_else(crate::protocol::response::now_iso));
+    delegation.insert(
+        "issuedAt",
+        issued_at.unwrap_or_else(crate::protocol::response::now_iso),
+    );
     delegation.insert("selector", selector);
     artifact.append("delegation", delegation.clone());
     let signature = crypto::sign_text(delegator_key, &artifact.to_canonical());
@@ -489,11 +548,87 @@ pub fn attest(
     };
     let mut attestation = Object::new();
     attestation.insert("signedBy", attestor.as_str());
-    attestation.insert("issuedAt", issued_at.unwrap_or_else(crate::protocol::response::now_iso));
+    attestation.insert(
+        "issuedAt",
+        issued_at.unwrap_or_else(crate::protocol::response::now_iso),
+    );
     attestation.insert("selector", selector);
     delegation.append("attestation", attestation.clone());
     let signature = crypto::sign_text(attestor_key, &delegation.to_canonical());
     attestation.insert("signature", signature_value(&signature));
     delegation.insert("attestation", attestation);
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// Keys from DNS.
+// ---------------------------------------------------------------------------------
+
+/// Signer keys from DNS TXT records (`<selector>._btps.identity.<account>.<domain>`),
+/// with the parsed keys memoised by their base64 text so that a key served from the
+/// DNS cache is not re-parsed for every artifact.
+pub struct DnsKeys {
+    directory: crate::identity::dns::KeyDirectory,
+    parsed: std::sync::Mutex<HashMap<String, PublicKey>>,
+}
+
+/// How many distinct parsed keys [`DnsKeys`] keeps (about 1 KB each).
+const PARSED_KEY_CAPACITY: usize = 4096;
+
+impl DnsKeys {
+    /// Keys looked up through `directory`.
+    pub fn new(directory: crate::identity::dns::KeyDirectory) -> Self {
+        DnsKeys {
+            directory,
+            parsed: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn parse(&self, name: &str, base64: &str) -> Result<PublicKey, KeyLookupFailure> {
+        // A poisoned lock only means another thread panicked mid-insert of a
+        // self-contained entry; the map is still usable.
+        let mut parsed = self
+            .parsed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(key) = parsed.get(base64) {
+            return Ok(key.clone());
+        }
+        let key =
+            PublicKey::from_base64_spki(base64).map_err(|error| KeyLookupFailure::Unusable {
+                name: name.to_owned(),
+                reason: error.to_string(),
+            })?;
+        if parsed.len() >= PARSED_KEY_CAPACITY {
+            parsed.clear();
+        }
+        parsed.insert(base64.to_owned(), key.clone());
+        Ok(key)
+    }
+}
+
+impl KeySource for DnsKeys {
+    fn public_key<'a>(
+        &'a self,
+        identity: &'a Identity,
+        selector: &'a str,
+    ) -> BoxFuture<'a, Result<PublicKey, KeyLookupFailure>> {
+        use crate::identity::dns::KeyLookupError;
+        Box::pin(async move {
+            match self.directory.identity_key(identity, selector).await {
+                Ok(record) => self.parse(
+                    &identity.key_record_name(selector),
+                    &record.public_key_base64,
+                ),
+                Err(KeyLookupError::Temporary { name, reason }) => {
+                    Err(KeyLookupFailure::Temporary { name, reason })
+                }
+                Err(KeyLookupError::NotFound { name }) => Err(KeyLookupFailure::NotFound { name }),
+                Err(other) => Err(KeyLookupFailure::Unusable {
+                    name: other.name().to_owned(),
+                    reason: other.to_string(),
+                }),
+            }
+        })
+    }
 }

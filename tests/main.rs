@@ -2,8 +2,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cli;
 mod crypto;
 mod dns;
+mod interop;
 mod protocol;
 mod schema;
 mod util;

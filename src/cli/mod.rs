@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod keys;
 mod store;
+mod verify;
 
 /// btps — a self-contained BTPS server appliance.
 #[derive(Debug, Parser)]
@@ -16,6 +18,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Generate an RSA key pair and print its fingerprint and the DNS TXT record to publish.
+    Keygen(keys::KeygenArgs),
+    /// Print the BTPS fingerprint of a public key: base64(SHA-256(SPKI DER)).
+    Fingerprint(keys::FingerprintArgs),
+    /// Verify one artifact or signed response as a receiving server does (exit 1 if invalid).
+    Verify(verify::VerifyArgs),
     /// Import a reference deployment's trust and identity JSON files into the database.
     Import(store::ImportArgs),
     /// Export the database as the reference's trust and identity JSON files.
@@ -26,6 +34,9 @@ enum Command {
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
+        Command::Keygen(args) => keys::keygen(&args),
+        Command::Fingerprint(args) => keys::fingerprint(&args),
+        Command::Verify(args) => verify::verify(&args),
         Command::Import(args) => store::import(&args),
         Command::Export(args) => store::export(&args),
     };
@@ -33,7 +44,8 @@ pub(crate) fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            // 1 is reserved for "checked and refused" (e.g. `btps verify`).
+            ExitCode::from(2)
         }
     }
 }
