@@ -1,0 +1,101 @@
+//! Micro-benchmarks of the hot path of an inbound BTPS_DOC: canonical JSON, one
+//! RSA-2048 verification, and the full parse + classify + validate + verify of a line.
+//!
+//! Run with `cargo bench --bench protocol`. The artifact is a 2 KB invoice signed with
+//! the reference vectors' `billing` key (`../shared/vectors`, or `$BTPS_VECTORS`).
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::semicolon_if_nothing_returned)]
+
+use std::path::PathBuf;
+
+use btps::crypto::{self, PrivateKey};
+use btps::identity::Identity;
+use btps::protocol::{self, Artifact, TransporterType, json};
+use btps::signing::{self, StaticKeys, TransporterDraft};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+fn vectors() -> PathBuf {
+    std::env::var_os("BTPS_VECTORS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors"))
+}
+
+/// A signed BTPS_DOC line of about 2 KB.
+fn two_kilobyte_line(key: &PrivateKey) -> String {
+    let rows: Vec<String> = (0..14)
+        .map(|row| format!(r#"{{"Description":"Consulting services, week {row} — Ünïcödé","Qty":{row},"Amount":{}.5}}"#, 100 + row))
+        .collect();
+    let document = format!(
+        r#"{{"title":"Invoice INV-2025-0001","id":"INV-2025-0001","issuedAt":"2025-06-01T10:00:00.000Z","status":"unpaid","totalAmount":{{"value":1234.5,"currency":"EUR"}},"lineItems":{{"columns":["Description","Qty","Amount"],"rows":[{}]}}}}"#,
+        rows.join(",")
+    );
+    let draft = TransporterDraft {
+        kind: TransporterType::Document,
+        from: Identity::parse("billing$vendor.test").unwrap(),
+        to: Identity::parse("finance$client.test").unwrap(),
+        selector: "btps1".to_owned(),
+        document: json::parse(&document).unwrap(),
+        id: None,
+        issued_at: None,
+    };
+    signing::build_transporter(draft, key, None)
+        .unwrap()
+        .to_canonical()
+}
+
+fn benchmarks(c: &mut Criterion) {
+    let private = PrivateKey::from_pem(
+        &std::fs::read_to_string(vectors().join("keys/billing.key.pem")).unwrap(),
+    )
+    .unwrap();
+    let key = private.public_key().clone();
+    let mut keys = StaticKeys::new();
+    keys.insert(
+        &Identity::parse("billing$vendor.test").unwrap(),
+        "btps1",
+        key.clone(),
+    );
+    let line = two_kilobyte_line(&private);
+
+    let value = json::parse(&line).unwrap();
+    let object = value.as_object().unwrap().clone();
+    let mut group = c.benchmark_group("btps_doc_2kb");
+    group.throughput(Throughput::Bytes(line.len() as u64));
+    group.bench_function("json_parse", |b| {
+        b.iter(|| json::parse(std::hint::black_box(&line)).unwrap())
+    });
+    group.bench_function("canonicalize_minus_signature", |b| {
+        b.iter(|| std::hint::black_box(&object).to_canonical_without(&["signature"]))
+    });
+    group.bench_function("parse_classify_validate", |b| {
+        b.iter(|| protocol::parse_line(std::hint::black_box(line.as_bytes())).unwrap())
+    });
+    let payload = object.to_canonical_without(&["signature"]);
+    let signature = object.get("signature").unwrap().as_object().unwrap();
+    let value = signature.str("value").unwrap().to_owned();
+    let fingerprint = signature.str("fingerprint").unwrap().to_owned();
+    group.bench_function("rsa2048_verify", |b| {
+        b.iter(|| {
+            crypto::verify_text(&key, std::hint::black_box(&payload), &value, &fingerprint).unwrap()
+        })
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    group.bench_function("full_line_to_verified", |b| {
+        b.iter(|| {
+            let Some(Artifact::Transporter(artifact)) =
+                protocol::parse_line(line.as_bytes()).unwrap()
+            else {
+                unreachable!()
+            };
+            runtime
+                .block_on(signing::verify_transporter(&artifact, &keys))
+                .unwrap()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, benchmarks);
+criterion_main!(benches);
