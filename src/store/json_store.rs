@@ -136,13 +136,14 @@ pub(crate) fn read_raw(path: &Path, entity: Option<&str>) -> StoreResult<RawFile
     }
 }
 
-/// Interprets the elements of a file as records, reporting every problem with its
-/// position; duplicate ids are a problem too.
+/// Interprets the elements of a file as records: the records that parsed, with
+/// their positions, and a problem for every element that did not (duplicate ids
+/// included).
 pub(crate) fn parse_records<R: FileRecord>(
     path: &Path,
     elements: &[Value],
-) -> Result<Vec<R>, Vec<RecordProblem>> {
-    let mut records: Vec<R> = Vec::with_capacity(elements.len());
+) -> (Vec<(usize, R)>, Vec<RecordProblem>) {
+    let mut records = Vec::with_capacity(elements.len());
     let mut problems = Vec::new();
     let mut seen: IndexMap<String, usize> = IndexMap::new();
     for (index, element) in elements.iter().enumerate() {
@@ -163,16 +164,12 @@ pub(crate) fn parse_records<R: FileRecord>(
                         record.id()
                     )));
                 }
-                records.push(record);
+                records.push((index, record));
             }
             Err(reason) => problems.push(problem(reason)),
         }
     }
-    if problems.is_empty() {
-        Ok(records)
-    } else {
-        Err(problems)
-    }
+    (records, problems)
 }
 
 /// Serialises records in the file's shape, byte-exact with the reference.
@@ -245,15 +242,17 @@ impl<R: FileRecord> JsonFileStore<R> {
             )?;
         }
         let raw = read_raw(path, entity)?;
-        let records = parse_records::<R>(path, &raw.elements)
-            .map_err(|problems| StoreError::InvalidRecords { problems })?;
+        let (records, problems) = parse_records::<R>(path, &raw.elements);
+        if !problems.is_empty() {
+            return Err(StoreError::InvalidRecords { problems });
+        }
         Ok(JsonFileStore {
             path: path.to_owned(),
             state: Mutex::new(FileState {
                 shape: raw.shape,
                 records: records
                     .into_iter()
-                    .map(|record| (record.id().to_owned(), record))
+                    .map(|(_, record)| (record.id().to_owned(), record))
                     .collect(),
             }),
         })

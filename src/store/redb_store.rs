@@ -120,6 +120,11 @@ impl RedbStore {
             .set_cache_size(usize::try_from(options.cache_size).unwrap_or(usize::MAX))
             .set_check_integrity_on_open(options.check_integrity_on_open);
         let exists = path.exists();
+        if exists {
+            // Inspect the file read-only first, so that a foreign or newer file is
+            // refused without a single byte of it being touched.
+            Self::inspect(path, options)?;
+        }
         // redb checks some invariants with panics in debug builds; a damaged file must
         // produce an error, not bring the process down.
         let opened = catch_unwind(AssertUnwindSafe(|| {
@@ -132,12 +137,7 @@ impl RedbStore {
         let database = match opened {
             Ok(Ok(database)) => database,
             Ok(Err(error)) => return Err(open_error(path, error)),
-            Err(_) => {
-                return Err(StoreError::Corrupted {
-                    path: path.to_owned(),
-                    detail: String::from("the file's structures are inconsistent"),
-                });
-            }
+            Err(_) => return Err(inconsistent(path)),
         };
         let store = RedbStore {
             inner: Arc::new(Inner {
@@ -145,13 +145,65 @@ impl RedbStore {
                 path: path.to_owned(),
             }),
         };
-        catch_unwind(AssertUnwindSafe(|| store.prepare_schema())).unwrap_or_else(|_| {
-            Err(StoreError::Corrupted {
-                path: path.to_owned(),
-                detail: String::from("the file's structures are inconsistent"),
-            })
-        })?;
+        catch_unwind(AssertUnwindSafe(|| store.prepare_schema()))
+            .unwrap_or_else(|_| Err(inconsistent(path)))?;
         Ok(store)
+    }
+
+    /// Read-only look at an existing file: is it a redb file, and is it a btps
+    /// database this build can use? A file that needs crash recovery cannot be
+    /// opened read-only; it passes here and is recovered by the writable open.
+    fn inspect(path: &Path, options: &RedbOptions) -> StoreResult<()> {
+        let mut builder = Database::builder();
+        builder
+            .set_cache_size(usize::try_from(options.cache_size.min(4 << 20)).unwrap_or(usize::MAX));
+        let opened = catch_unwind(AssertUnwindSafe(|| builder.open_read_only(path)));
+        let database = match opened {
+            Ok(Ok(database)) => database,
+            Ok(Err(DatabaseError::RepairAborted)) => return Ok(()),
+            Ok(Err(error)) => return Err(open_error(path, error)),
+            Err(_) => return Err(inconsistent(path)),
+        };
+        let checked = catch_unwind(AssertUnwindSafe(|| -> StoreResult<()> {
+            let error = |e: redb::Error| database_error(path, e);
+            let txn = database.begin_read().map_err(|e| error(e.into()))?;
+            let tables: Vec<String> = txn
+                .list_tables()
+                .map_err(|e| error(e.into()))?
+                .map(|table| redb::TableHandle::name(&table).to_owned())
+                .collect();
+            if tables.is_empty() {
+                return Ok(()); // a fresh file: the writable open sets it up
+            }
+            if !tables
+                .iter()
+                .any(|name| name == redb::TableHandle::name(&META))
+            {
+                return Err(StoreError::Corrupted {
+                    path: path.to_owned(),
+                    detail: String::from(
+                        "a redb database of another application (no btps meta table)",
+                    ),
+                });
+            }
+            let meta = txn.open_table(META).map_err(|e| error(e.into()))?;
+            let version = read_meta(&meta, path, META_SCHEMA_VERSION)?;
+            match version.as_deref().map(<[u8; 4]>::try_from) {
+                Some(Ok(bytes)) if u32::from_be_bytes(bytes) > SCHEMA_VERSION => {
+                    Err(StoreError::NewerSchema {
+                        path: path.to_owned(),
+                        found: u32::from_be_bytes(bytes),
+                        supported: SCHEMA_VERSION,
+                    })
+                }
+                Some(Ok(_)) => Ok(()),
+                _ => Err(StoreError::Corrupted {
+                    path: path.to_owned(),
+                    detail: String::from("the meta table has no valid schema version"),
+                }),
+            }
+        }));
+        checked.unwrap_or_else(|_| Err(inconsistent(path)))
     }
 
     /// Runs redb's full integrity check on the file at `path` (which must not be open).
@@ -161,12 +213,7 @@ impl RedbStore {
         let mut database = match opened {
             Ok(Ok(database)) => database,
             Ok(Err(error)) => return Err(open_error(path, error)),
-            Err(_) => {
-                return Err(StoreError::Corrupted {
-                    path: path.to_owned(),
-                    detail: String::from("the file's structures are inconsistent"),
-                });
-            }
+            Err(_) => return Err(inconsistent(path)),
         };
         database
             .check_integrity()
@@ -360,7 +407,10 @@ fn open_error(path: &Path, error: DatabaseError) -> StoreError {
             }
         }
         DatabaseError::Storage(StorageError::Io(source))
-            if source.kind() != std::io::ErrorKind::UnexpectedEof =>
+            if !matches!(
+                source.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+            ) =>
         {
             StoreError::Io {
                 path: path.to_owned(),
@@ -371,6 +421,13 @@ fn open_error(path: &Path, error: DatabaseError) -> StoreError {
             path: path.to_owned(),
             detail: other.to_string(),
         },
+    }
+}
+
+fn inconsistent(path: &Path) -> StoreError {
+    StoreError::Corrupted {
+        path: path.to_owned(),
+        detail: String::from("the file's structures are inconsistent"),
     }
 }
 

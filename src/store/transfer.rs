@@ -115,14 +115,14 @@ pub fn import(
         let mut report = ImportReport::default();
         let mut conflicts = Vec::new();
         if let Some((path, shape, records)) = &identities {
-            for (index, record) in records.iter().enumerate() {
+            for (index, record) in records.iter() {
                 match import_identity(batch, record, options.overwrite)? {
                     Ok(Outcome::Inserted) => report.identities_inserted += 1,
                     Ok(Outcome::Unchanged) => report.identities_unchanged += 1,
                     Ok(Outcome::Replaced) => report.identities_replaced += 1,
                     Err(reason) => conflicts.push(RecordProblem {
                         file: path.to_path_buf(),
-                        index,
+                        index: *index,
                         reason,
                     }),
                 }
@@ -130,7 +130,7 @@ pub fn import(
             batch.set_meta(META_IDENTITY_SHAPE, &encode_shape(shape))?;
         }
         if let Some((path, shape, records)) = &trust {
-            for (index, record) in records.iter().enumerate() {
+            for (index, record) in records.iter() {
                 let hosted = |identity: &str| -> StoreResult<bool> {
                     Ok(batch
                         .identity(&crate::identity::compute_id(identity))?
@@ -150,14 +150,14 @@ pub fn import(
                         report.trust_skipped += 1;
                         report.warnings.push(RecordProblem {
                             file: path.to_path_buf(),
-                            index,
+                            index: *index,
                             reason: format!("{reason}; skipped"),
                         });
                         continue;
                     }
                     report.warnings.push(RecordProblem {
                         file: path.to_path_buf(),
-                        index,
+                        index: *index,
                         reason: format!("{reason}; imported as inbound"),
                     });
                     perspectives.push(Perspective::Inbound);
@@ -169,7 +169,7 @@ pub fn import(
                         Ok(Outcome::Replaced) => report.trust_replaced += 1,
                         Err(reason) => conflicts.push(RecordProblem {
                             file: path.to_path_buf(),
-                            index,
+                            index: *index,
                             reason,
                         }),
                     }
@@ -188,31 +188,25 @@ pub fn import(
     })
 }
 
-/// Turns parse results into records, adding parse and validation problems.
+/// Validates parsed records and gathers every problem of the file, in file order.
 fn collect<R>(
     path: &Path,
-    parsed: Result<Vec<R>, Vec<RecordProblem>>,
+    (records, mut found): (Vec<(usize, R)>, Vec<RecordProblem>),
     problems: &mut Vec<RecordProblem>,
     validate: fn(&R) -> Result<(), String>,
-) -> Vec<R> {
-    match parsed {
-        Ok(records) => {
-            for (index, record) in records.iter().enumerate() {
-                if let Err(reason) = validate(record) {
-                    problems.push(RecordProblem {
-                        file: path.to_owned(),
-                        index,
-                        reason,
-                    });
-                }
-            }
-            records
-        }
-        Err(found) => {
-            problems.extend(found);
-            Vec::new()
+) -> Vec<(usize, R)> {
+    for (index, record) in &records {
+        if let Err(reason) = validate(record) {
+            found.push(RecordProblem {
+                file: path.to_owned(),
+                index: *index,
+                reason,
+            });
         }
     }
+    found.sort_by_key(|problem| problem.index);
+    problems.extend(found);
+    records
 }
 
 fn import_identity(
