@@ -382,7 +382,7 @@ impl JsonTrustStore {
             if records.contains_key(&record.id) {
                 return Err(StoreError::AlreadyExists {
                     kind: RecordKind::Trust,
-                    id: record.id.clone(),
+                    id: record.id,
                 });
             }
             records.insert(record.id.clone(), record.clone());
@@ -587,7 +587,7 @@ impl JsonIdentityStore {
             if records.contains_key(&record.id) {
                 return Err(StoreError::AlreadyExists {
                     kind: RecordKind::Identity,
-                    id: record.id.clone(),
+                    id: record.id,
                 });
             }
             records.insert(record.id.clone(), record.clone());

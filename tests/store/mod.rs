@@ -1,6 +1,9 @@
 //! Storage: the redb store against a model, under crashes and concurrent readers,
 //! with bad files, and the reference's JSON files through import/export.
 
+// Test helpers outside `#[test]` functions unwrap too: a failure is a test failure.
+#![allow(clippy::unwrap_used)]
+
 mod bad_input;
 mod concurrency;
 mod crash;
