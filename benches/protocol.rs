@@ -4,7 +4,12 @@
 //! Run with `cargo bench --bench protocol`. The artifact is a 2 KB invoice signed with
 //! the reference vectors' `billing` key (`../shared/vectors`, or `$BTPS_VECTORS`).
 
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::semicolon_if_nothing_returned)]
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::semicolon_if_nothing_returned
+)]
 
 use std::path::PathBuf;
 

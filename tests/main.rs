@@ -8,5 +8,6 @@ mod dns;
 mod interop;
 mod protocol;
 mod schema;
+mod store;
 mod util;
 mod vectors;
