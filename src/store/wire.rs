@@ -335,7 +335,7 @@ mod tests {
         assert_eq!(record.expires_at, None);
         assert_eq!(trust_to_json(&record), object);
 
-        let mut changed = record.clone();
+        let mut changed = record;
         changed.expires_at = Some(Timestamp::parse("2026-01-01T00:00:00.000Z").unwrap());
         changed.updated_at = Some(Timestamp::parse("2025-02-01T00:00:00.000Z").unwrap());
         let out = trust_to_json(&changed);
