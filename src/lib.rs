@@ -17,10 +17,16 @@
 //! * [`signing`] — what each party signs and how a receiver verifies it: key
 //!   resolution, delegation, attestation, envelope encryption of documents.
 //! * [`store`] — the storage contract and its implementations.
+//! * [`server`] — the TLS listener, the inbound pipeline and its handlers.
+//! * [`config`] — one configuration struct: defaults < TOML file < environment.
+//! * [`client`] — a BTPS client (TLS, one line out, response lines in).
 
+pub mod client;
+pub mod config;
 pub mod crypto;
 pub mod identity;
 pub mod protocol;
+pub mod server;
 pub mod signing;
 pub mod store;
 

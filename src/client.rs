@@ -1,0 +1,1 @@
+//! A BTPS client: TLS connection to a server, one artifact line out, response lines in.

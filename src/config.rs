@@ -1,0 +1,1 @@
+//! Configuration: defaults < TOML file < environment, every problem reported at once.

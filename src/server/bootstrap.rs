@@ -1,0 +1,1 @@
+//! Preparing a data directory: the server key pair and a self-signed TLS certificate.

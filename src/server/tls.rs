@@ -1,0 +1,1 @@
+//! TLS configuration of the listener (rustls with the ring provider).
