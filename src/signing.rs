@@ -151,6 +151,8 @@ pub enum VerifiedSigner {
         agent: PublicKey,
         /// The delegator identity.
         delegator: Identity,
+        /// The delegator's key (what trust records track for delegated senders).
+        delegator_key: PublicKey,
         /// The attestor, when there was an attestation.
         attestor: Option<Identity>,
     },
@@ -260,7 +262,7 @@ pub async fn verify_transporter(
 
     // 4. The delegator signed the artifact (agent signature kept) with the delegation,
     //    minus its own signature and minus the attestation, in place.
-    let key = keys
+    let delegator_key = keys
         .public_key(&delegation.signed_by, &delegation.selector)
         .await
         .map_err(|failure| failure.into_protocol_error("delegator"))?;
@@ -270,7 +272,7 @@ pub async fn verify_transporter(
     let mut delegated = artifact.raw.clone();
     delegated.insert("delegation", reduced_delegation);
     check_signature(
-        &key,
+        &delegator_key,
         &delegated.to_canonical(),
         &delegation.signature,
         ErrorCode::DelegationSigVerification,
@@ -298,6 +300,7 @@ pub async fn verify_transporter(
     Ok(VerifiedSigner::Delegated {
         agent,
         delegator: delegation.signed_by.clone(),
+        delegator_key,
         attestor: delegation
             .attestation
             .as_ref()

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod keys;
+mod logging;
+mod serve;
 mod store;
 mod verify;
 
@@ -18,6 +20,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the BTPS server (with no configuration: a development instance in ./btps-data on 127.0.0.1:3443).
+    Serve(serve::ServeArgs),
     /// Generate an RSA key pair and print its fingerprint and the DNS TXT record to publish.
     Keygen(keys::KeygenArgs),
     /// Print the BTPS fingerprint of a public key: base64(SHA-256(SPKI DER)).
@@ -34,6 +38,7 @@ enum Command {
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
+        Command::Serve(args) => serve::serve(args),
         Command::Keygen(args) => keys::keygen(&args),
         Command::Fingerprint(args) => keys::fingerprint(&args),
         Command::Verify(args) => verify::verify(&args),

@@ -162,6 +162,7 @@ async fn check(
                     agent,
                     delegator,
                     attestor,
+                    ..
                 } => format!(
                     "signed by agent {} ({}), delegated by {delegator}{}",
                     artifact

@@ -1,0 +1,134 @@
+//! `btps serve`: the server, wired from the configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use btps::config::Config;
+use btps::server::middleware::{BucketSpec, IpFilter, Middleware, RateLimiter};
+use btps::server::trust::TrustPolicy;
+use btps::server::{ListenerSettings, Pipeline, PipelineParts, Server, bootstrap};
+use btps::signing::{DnsKeys, KeySource};
+use btps::store::RedbStore;
+
+/// Arguments of `btps serve`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Configuration file (TOML); environment variables override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on (overrides the configuration).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// DNS server(s) for key discovery, HOST:PORT (overrides the configuration).
+    #[arg(long = "dns-server")]
+    dns_servers: Vec<SocketAddr>,
+    /// Data directory (overrides the configuration).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+/// Loads the configuration: defaults < file < environment < command line.
+pub(crate) fn load_config(
+    file: Option<&std::path::Path>,
+    data_dir: Option<PathBuf>,
+) -> anyhow::Result<Config> {
+    let env = |name: &str| std::env::var(name).ok();
+    let mut config = Config::load(file, &env).map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
+    if let Some(data_dir) = data_dir {
+        config.set_data_dir(data_dir);
+    }
+    Ok(config)
+}
+
+pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut config = load_config(args.config.as_deref(), args.data_dir)?;
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if !args.dns_servers.is_empty() {
+        config.dns.servers = args.dns_servers;
+    }
+    crate::logging::init(&config.log);
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(run(config))
+}
+
+async fn run(config: Config) -> anyhow::Result<ExitCode> {
+    let prepared = bootstrap::prepare(&config).context("preparing the data directory")?;
+    for action in &prepared.actions {
+        println!("{action}");
+    }
+    let store = RedbStore::open(&config.storage.database_path, &config.redb_options())
+        .with_context(|| format!("opening {}", config.storage.database_path.display()))?;
+    let resolver = config.dns_resolver().map_err(|error| anyhow::anyhow!("{error}"))?;
+    let keys: Arc<dyn KeySource> = Arc::new(DnsKeys::new(btps::identity::dns::KeyDirectory::new(resolver)));
+    let mut middleware: Vec<Arc<dyn Middleware>> = Vec::new();
+    if !config.ip_filter.allow.is_empty() || !config.ip_filter.deny.is_empty() {
+        middleware.push(Arc::new(IpFilter::new(config.ip_filter.allow.clone(), config.ip_filter.deny.clone())));
+    }
+    if config.rate_limit.enabled {
+        let bucket = |bucket: &btps::config::Bucket| BucketSpec { rate_per_second: bucket.rate_per_second, burst: bucket.burst };
+        middleware.push(Arc::new(RateLimiter::new(bucket(&config.rate_limit.per_ip), bucket(&config.rate_limit.per_sender))));
+    }
+    let signer_config = config.clone();
+    let pipeline = Pipeline::new(PipelineParts {
+        store: store.clone(),
+        keys,
+        server_key: Arc::new(prepared.server_key),
+        server_selector: config.server.selector.clone(),
+        lookup_signer: Arc::new(move |domain: &str| signer_config.lookup_signer(domain)),
+        policy: TrustPolicy {
+            cooling_off: config.trust.cooling_off,
+            default_privacy: config.trust.default_privacy.clone(),
+            enforce_privacy: config.trust.enforce_privacy,
+        },
+        middleware,
+    });
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let address = listener.local_addr().context("reading the bound address")?;
+    let settings = ListenerSettings {
+        connection: btps::server::ConnectionLimits {
+            max_line_bytes: config.limits.max_line_bytes,
+            idle_timeout: config.limits.idle_timeout,
+        },
+        handshake_timeout: config.tls.handshake_timeout,
+        max_connections: config.limits.max_connections,
+        shutdown_grace: config.limits.shutdown_grace,
+    };
+    let server = Server::new(Arc::new(pipeline), prepared.tls, settings);
+    println!("btps listening on {address} (database {})", config.storage.database_path.display());
+    tracing::info!(address = %address, "listening");
+    server.run(listener, shutdown_signal()).await;
+    drop(store);
+    tracing::info!("stopped");
+    println!("btps stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Completes on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = terminate.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

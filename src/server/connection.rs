@@ -1,0 +1,169 @@
+//! One client connection: newline framing with a maximum line length, the idle
+//! timeout, and the reply after each line. Lines of one connection are handled in
+//! order, so every response carries the `reqId` of its own request.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::watch;
+
+use crate::protocol::response;
+use crate::protocol::{ErrorCode, ProtocolError};
+use crate::server::pipeline::{After, Pipeline};
+
+/// Limits of one connection.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    /// The longest line accepted, in bytes (without the `\n`).
+    pub max_line_bytes: usize,
+    /// How long the connection may stay silent (no byte read, no reply written).
+    pub idle_timeout: Duration,
+}
+
+/// The outcome of reading one line.
+#[derive(Debug, PartialEq, Eq)]
+enum LineRead {
+    /// A complete line is in the buffer (without its `\n`).
+    Line,
+    /// The peer closed the connection (any unterminated fragment is dropped: no
+    /// reply could reach the peer anyway, `spec/01-wire.md` §2.1).
+    Closed,
+    /// The line grew past the limit.
+    TooLong,
+    /// Nothing arrived for the idle timeout.
+    Idle,
+}
+
+/// Reads up to and including the next `\n` into `line` (without the `\n`), never
+/// holding more than `max` bytes; the idle timer restarts whenever bytes arrive.
+async fn read_line<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    line: &mut Vec<u8>,
+    max: usize,
+    idle: Duration,
+) -> io::Result<LineRead> {
+    line.clear();
+    loop {
+        let available = match tokio::time::timeout(idle, reader.fill_buf()).await {
+            Err(_) => return Ok(LineRead::Idle),
+            Ok(result) => result?,
+        };
+        if available.is_empty() {
+            return Ok(LineRead::Closed);
+        }
+        match available.iter().position(|&byte| byte == b'\n') {
+            Some(end) => {
+                if line.len() + end > max {
+                    return Ok(LineRead::TooLong);
+                }
+                line.extend_from_slice(&available[..end]);
+                reader.consume(end + 1);
+                return Ok(LineRead::Line);
+            }
+            None => {
+                let taken = available.len();
+                if line.len() + taken > max {
+                    return Ok(LineRead::TooLong);
+                }
+                line.extend_from_slice(available);
+                reader.consume(taken);
+            }
+        }
+    }
+}
+
+async fn write_line<W: AsyncWrite + Unpin>(writer: &mut W, line: &str, idle: Duration) -> io::Result<()> {
+    let write = async {
+        writer.write_all(line.as_bytes()).await?;
+        writer.write_all(b"\n").await?;
+        writer.flush().await
+    };
+    tokio::time::timeout(idle, write)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the peer does not read its responses"))?
+}
+
+/// Serves one (already TLS-wrapped) connection until the peer leaves, the connection
+/// is ended or destroyed, or `shutdown` fires between two lines.
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    remote: SocketAddr,
+    pipeline: &Pipeline,
+    limits: ConnectionLimits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut stream = BufReader::with_capacity(16 * 1024, stream);
+    let mut line = Vec::with_capacity(4096);
+    let mut last_request_id: Option<String> = None;
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let read = tokio::select! {
+            read = read_line(&mut stream, &mut line, limits.max_line_bytes, limits.idle_timeout) => read,
+            _ = shutdown.changed() => break,
+        };
+        match read {
+            Ok(LineRead::Line) => {}
+            Ok(LineRead::Closed) | Err(_) => return,
+            Ok(LineRead::TooLong) => {
+                let error = ProtocolError::validation(format!("line longer than {} bytes", limits.max_line_bytes))
+                    .with_reason("line too long");
+                tracing::info!(remote = %remote, code = error.code.code(), "line too long; closing the connection");
+                let reply = response::error(&error, None).to_canonical();
+                let _ = write_line(stream.get_mut(), &reply, limits.idle_timeout).await;
+                return;
+            }
+            Ok(LineRead::Idle) => {
+                let error = ProtocolError::new(ErrorCode::SocketTimeout, "idle timeout");
+                let reply = response::error(&error, last_request_id.as_deref()).to_canonical();
+                let _ = write_line(stream.get_mut(), &reply, limits.idle_timeout).await;
+                return;
+            }
+        }
+        let reply = pipeline.handle_line(&line, remote).await;
+        if reply.request_id.is_some() {
+            last_request_id.clone_from(&reply.request_id);
+        }
+        if let Some(reply_line) = &reply.line
+            && write_line(stream.get_mut(), reply_line, limits.idle_timeout).await.is_err()
+        {
+            return;
+        }
+        match reply.after {
+            After::KeepOpen => {}
+            After::End => break,
+            After::Destroy => return,
+        }
+    }
+    // Graceful end: TLS close_notify, then FIN.
+    let _ = tokio::time::timeout(limits.idle_timeout, stream.get_mut().shutdown()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn framing_limits_and_fragments() {
+        let data: &[u8] = b"{\"a\":1}\r\nshort\n0123456789abcdef\ntail";
+        let mut reader = BufReader::with_capacity(4, data);
+        let mut line = Vec::new();
+        let idle = Duration::from_secs(1);
+        assert_eq!(read_line(&mut reader, &mut line, 10, idle).await.unwrap(), LineRead::Line);
+        assert_eq!(line, b"{\"a\":1}\r");
+        assert_eq!(read_line(&mut reader, &mut line, 10, idle).await.unwrap(), LineRead::Line);
+        assert_eq!(line, b"short");
+        assert_eq!(read_line(&mut reader, &mut line, 10, idle).await.unwrap(), LineRead::TooLong);
+    }
+
+    #[tokio::test]
+    async fn an_unterminated_fragment_is_dropped_at_eof() {
+        let data: &[u8] = b"tail";
+        let mut reader = BufReader::new(data);
+        let mut line = Vec::new();
+        assert_eq!(read_line(&mut reader, &mut line, 10, Duration::from_secs(1)).await.unwrap(), LineRead::Closed);
+    }
+}

@@ -1,0 +1,243 @@
+//! Accepting a verified transporter artifact: the duplicate check, the trust check and
+//! the record changes it leads to, and the inbox entry — all in one redb write
+//! transaction, committed before the server answers (README decision 2).
+//!
+//! The checks run first on a read snapshot, so that duplicates and refusals (which
+//! change nothing) cost no disk write; the write transaction repeats them, so that two
+//! connections racing on the same record still see a consistent order.
+
+use crate::identity::{Identity, compute_id, compute_trust_id};
+use crate::protocol::json::Value;
+use crate::protocol::{ProtocolError, TransporterType};
+use crate::server::trust::{self, Decision, RequestTerms, TrustPolicy, VerifyingKey};
+use crate::store::{
+    NewInboxEntry, Perspective, RedbStore, StoreError, Timestamp, TrustPatch, TrustRecord,
+    TrustStatus, WriteBatch,
+};
+
+/// A transporter artifact whose signature has verified, ready to be accepted.
+#[derive(Clone, Debug)]
+pub struct VerifiedArtifact {
+    /// `type`.
+    pub kind: TransporterType,
+    /// The sender's artifact id.
+    pub id: String,
+    /// The sender.
+    pub from: Identity,
+    /// The receiver (hosted here).
+    pub to: Identity,
+    /// The document (`None` when encrypted: the server cannot read it).
+    pub plain_document: Option<Value>,
+    /// Whether the document is encrypted.
+    pub encrypted: bool,
+    /// The exact bytes of the line as received.
+    pub raw: Vec<u8>,
+    /// The key that verified it.
+    pub key: VerifyingKey,
+    /// The peer's address, for the inbox entry.
+    pub remote_address: Option<String>,
+}
+
+/// What happened to an accepted artifact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accepted {
+    /// Stored as a new inbox entry.
+    Stored {
+        /// The new entry.
+        entry_id: u64,
+    },
+    /// The same (receiver, sender, id) was stored before: acknowledged again, not stored.
+    Duplicate {
+        /// The earlier entry.
+        entry_id: u64,
+    },
+}
+
+/// Why an artifact was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    /// Refused by the trust rules (answered with the protocol error).
+    #[error("{0}")]
+    Refused(ProtocolError),
+    /// The database failed; nothing was committed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Runs the duplicate check, the trust check and the changes for `artifact`, and
+/// commits them with the inbox entry. Blocking: call it from a blocking thread.
+pub fn accept(store: &RedbStore, artifact: &VerifiedArtifact, policy: &TrustPolicy) -> Result<Accepted, AcceptError> {
+    let now = Timestamp::now();
+    // Cheap pre-check on a snapshot: duplicates and refusals need no write.
+    let early = store.read(|snapshot| {
+        if let Some(entry_id) = snapshot.inbound_duplicate(artifact.to.as_str(), artifact.from.as_str(), &artifact.id)? {
+            return Ok(Some(Ok(Accepted::Duplicate { entry_id })));
+        }
+        let (perspective, id) = checked_record(artifact);
+        let record = snapshot.trust(perspective, &id)?;
+        Ok(check(artifact, record.as_ref(), &now, policy).err().map(Err))
+    })?;
+    match early {
+        Some(Ok(duplicate)) => return Ok(duplicate),
+        Some(Err(refusal)) => return Err(AcceptError::Refused(refusal)),
+        None => {}
+    }
+    let outcome = store.write(|batch| {
+        if let Some(entry_id) = batch.inbound_duplicate(artifact.to.as_str(), artifact.from.as_str(), &artifact.id)? {
+            return Ok(Ok(Accepted::Duplicate { entry_id }));
+        }
+        let (perspective, id) = checked_record(artifact);
+        let record = batch.trust(perspective, &id)?;
+        if let Err(refusal) = check(artifact, record.as_ref(), &now, policy) {
+            return Ok(Err(refusal));
+        }
+        apply(batch, artifact, record, &now, policy)?;
+        let entry_id = batch.insert_inbox(NewInboxEntry {
+            owner: artifact.to.as_str().to_owned(),
+            artifact_id: artifact.id.clone(),
+            artifact_type: artifact.kind.as_str().to_owned(),
+            from: artifact.from.as_str().to_owned(),
+            to: artifact.to.as_str().to_owned(),
+            title: title(artifact),
+            raw: artifact.raw.clone(),
+            received_at: now.clone(),
+            remote_address: artifact.remote_address.clone(),
+        })?;
+        Ok(Ok(Accepted::Stored { entry_id }))
+    })?;
+    outcome.map_err(AcceptError::Refused)
+}
+
+/// The record the trust check reads: the receiving-side record for TRUST_REQ and
+/// BTPS_DOC, the requesting-side record of the original request (the flipped id)
+/// for TRUST_RES (`spec/05-trust.md` §5.3, §6.6).
+fn checked_record(artifact: &VerifiedArtifact) -> (Perspective, String) {
+    match artifact.kind {
+        TransporterType::TrustResponse => {
+            (Perspective::Outbound, compute_trust_id(artifact.to.as_str(), artifact.from.as_str()))
+        }
+        _ => (Perspective::Inbound, compute_trust_id(artifact.from.as_str(), artifact.to.as_str())),
+    }
+}
+
+fn check(
+    artifact: &VerifiedArtifact,
+    record: Option<&TrustRecord>,
+    now: &Timestamp,
+    policy: &TrustPolicy,
+) -> Result<(), ProtocolError> {
+    match artifact.kind {
+        TransporterType::TrustRequest => trust::check_trust_request(record, now),
+        TransporterType::TrustResponse => trust::check_trust_response(record, artifact.from.as_str()),
+        TransporterType::Document => trust::check_document(record, now, artifact.encrypted, policy),
+    }
+}
+
+fn hosted(batch: &WriteBatch<'_>, identity: &Identity) -> Result<bool, StoreError> {
+    Ok(batch.identity(&compute_id(identity.as_str()))?.is_some())
+}
+
+/// Updates `id` in `perspective` with `patch` unless the patch is empty.
+fn update(batch: &mut WriteBatch<'_>, perspective: Perspective, id: &str, patch: TrustPatch) -> Result<(), StoreError> {
+    if !trust::is_empty(&patch) {
+        batch.update_trust(perspective, id, patch)?;
+    }
+    Ok(())
+}
+
+fn apply(
+    batch: &mut WriteBatch<'_>,
+    artifact: &VerifiedArtifact,
+    record: Option<TrustRecord>,
+    now: &Timestamp,
+    policy: &TrustPolicy,
+) -> Result<(), StoreError> {
+    let (from, to) = (artifact.from.as_str(), artifact.to.as_str());
+    match artifact.kind {
+        TransporterType::TrustRequest => {
+            let terms = artifact.plain_document.as_ref().map(RequestTerms::from_document).unwrap_or_default();
+            let id = compute_trust_id(from, to);
+            match record {
+                None => {
+                    let new = trust::new_request_record(from, to, &artifact.id, &terms, &artifact.key, now, policy);
+                    batch.create_trust(Perspective::Inbound, new, None)?;
+                }
+                Some(record) => {
+                    let patch = trust::renew_request_patch(&record, &artifact.id, &terms, &artifact.key, now, policy);
+                    update(batch, Perspective::Inbound, &id, patch)?;
+                }
+            }
+            // Both parties hosted here: keep the requesting side's record in step
+            // (`spec/05-trust.md` §6.6), so that the answer can be accepted later.
+            if hosted(batch, &artifact.from)? {
+                // The counterpart's key is unknown until its answer arrives.
+                let counterpart = VerifyingKey {
+                    base64: String::new(),
+                    fingerprint: String::new(),
+                    delegated_by: None,
+                };
+                match batch.trust(Perspective::Outbound, &id)? {
+                    None => {
+                        let mut new = trust::new_request_record(from, to, &artifact.id, &terms, &counterpart, now, policy);
+                        new.retry_after_date = None;
+                        batch.create_trust(Perspective::Outbound, new, None)?;
+                    }
+                    Some(_) => {
+                        let patch = TrustPatch {
+                            status: Some(TrustStatus::Pending),
+                            decided_by: Some("system".to_owned()),
+                            decided_at: Some(now.clone()),
+                            expires_at: Some(terms.expires_at.clone()),
+                            privacy_type: Some(terms.privacy_type.clone().unwrap_or_else(|| policy.default_privacy.clone())),
+                            ..TrustPatch::default()
+                        };
+                        update(batch, Perspective::Outbound, &id, patch)?;
+                    }
+                }
+            }
+        }
+        TransporterType::TrustResponse => {
+            // The original request went from `to` (hosted) to `from`.
+            let id = compute_trust_id(to, from);
+            let Some(record) = record else { return Ok(()) };
+            let mut patch = trust::key_patch(&record, &artifact.key, now);
+            // An encrypted decision cannot be read here: the record stays pending
+            // until the owner applies it (`spec/05-trust.md` §6.2).
+            let decision = artifact.plain_document.as_ref().and_then(Decision::from_document);
+            if let Some(decision) = &decision {
+                let decided = decision.patch();
+                patch.status = decided.status;
+                patch.decided_by = decided.decided_by;
+                patch.decided_at = decided.decided_at;
+                patch.expires_at = decided.expires_at;
+                patch.retry_after_date = decided.retry_after_date;
+                patch.privacy_type = decided.privacy_type;
+            }
+            update(batch, Perspective::Outbound, &id, patch)?;
+            if let Some(decision) = decision
+                && hosted(batch, &artifact.from)?
+                && batch.trust(Perspective::Inbound, &id)?.is_some()
+            {
+                update(batch, Perspective::Inbound, &id, decision.patch())?;
+            }
+        }
+        TransporterType::Document => {
+            if let Some(record) = record {
+                let patch = trust::key_patch(&record, &artifact.key, now);
+                update(batch, Perspective::Inbound, &compute_trust_id(from, to), patch)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A searchable title for the inbox entry, from a plain document.
+fn title(artifact: &VerifiedArtifact) -> Option<String> {
+    let document = artifact.plain_document.as_ref()?.as_object()?;
+    let text = match artifact.kind {
+        TransporterType::Document => document.str("title")?.to_owned(),
+        TransporterType::TrustRequest => format!("Trust request from {}", document.str("name")?),
+        TransporterType::TrustResponse => format!("Trust {}", document.str("decision")?),
+    };
+    Some(text)
+}
