@@ -4,10 +4,10 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use btps::identity::Identity;
 use btps::identity::responder::DnsResponder;
 
-use crate::util::{vector_files, vector_json, vector_text, vectors_dir};
+use crate::util::server::vector_dns;
+use crate::util::{vector_files, vector_json, vectors_dir};
 
 fn btps(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_btps"))
@@ -18,26 +18,6 @@ fn btps(args: &[&str]) -> Output {
 
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// A DNS server on loopback publishing every vector key marked `dns: true`.
-pub(crate) fn vector_dns() -> DnsResponder {
-    let responder = DnsResponder::start("127.0.0.1:0".parse().unwrap()).unwrap();
-    let index = vector_json("keys/index.json");
-    for entry in index["keys"].as_object().unwrap().values() {
-        if entry["dns"] != true {
-            continue;
-        }
-        let identity = Identity::parse(entry["identity"].as_str().unwrap()).unwrap();
-        let pem = vector_text(&format!("keys/{}", entry["publicKey"].as_str().unwrap()));
-        let key = btps::crypto::PublicKey::from_pem(&pem).unwrap();
-        responder.publish_key(
-            &identity,
-            entry["selector"].as_str().unwrap(),
-            &key.to_base64(),
-        );
-    }
-    responder
 }
 
 /// Runs `btps verify` on one vector file the way an operator would.

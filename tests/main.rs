@@ -8,6 +8,7 @@ mod dns;
 mod interop;
 mod protocol;
 mod schema;
+mod server;
 mod store;
 mod util;
 mod vectors;

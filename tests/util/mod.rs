@@ -2,6 +2,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod server;
+
 use std::path::PathBuf;
 
 /// The interoperability vectors produced by the reference implementation:

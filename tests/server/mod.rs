@@ -1,0 +1,7 @@
+//! End-to-end tests of `btps serve`: real TLS on loopback, a real DNS server on
+//! loopback, real redb files.
+
+mod bad_input;
+mod flows;
+mod process;
+mod vectors;

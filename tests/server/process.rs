@@ -1,0 +1,142 @@
+//! `btps serve` as a real process: the embedded default, graceful shutdown on SIGTERM,
+//! and a restart that keeps every record and inbox entry.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use btps::client::{BtpsClient, ClientOptions};
+use btps::identity::compute_trust_id;
+use btps::protocol::TransporterType;
+use btps::store::{Mailbox, PageRequest, Perspective, RedbOptions, RedbStore, TrustStatus};
+
+use crate::util::server::{TRUST_REQUEST, TestOptions, TestServer, artifact, host, vector_dns};
+
+/// A running `btps serve` and the lines it printed up to "listening".
+struct Process {
+    child: Child,
+    address: SocketAddr,
+    printed: Vec<String>,
+}
+
+fn spawn(args: &[&str], cwd: &Path) -> Process {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_btps"))
+        .arg("serve")
+        .args(args)
+        .current_dir(cwd)
+        .env("RUST_LOG", "warn")
+        .env_remove("BTPS_DATA_DIR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let mut printed = Vec::new();
+    let address = loop {
+        let line = lines.next().expect("btps serve printed its address").unwrap();
+        printed.push(line.clone());
+        if let Some(rest) = line.strip_prefix("btps listening on ") {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    // Keep draining stdout so the process never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Process { child, address, printed }
+}
+
+fn terminate(mut process: Process) {
+    let status = Command::new("kill").args(["-TERM", &process.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    for _ in 0..100 {
+        if let Some(status) = process.child.try_wait().unwrap() {
+            assert!(status.success(), "btps serve exited with {status}");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = process.child.kill();
+    panic!("btps serve did not stop within 10 s of SIGTERM");
+}
+
+async fn client(address: SocketAddr) -> BtpsClient {
+    let options = ClientOptions { insecure: true, timeout: Duration::from_secs(10), ..ClientOptions::default() };
+    BtpsClient::connect(&address.ip().to_string(), address.port(), &options).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_process_shuts_down_cleanly_and_restarts_with_its_data() {
+    let dns = vector_dns();
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    {
+        let store = RedbStore::open_dir(&data, &RedbOptions::default()).unwrap();
+        host(&store, "finance$client.test", "finance");
+    }
+    let args = ["--data-dir", data.to_str().unwrap(), "--listen", "127.0.0.1:0", "--dns-server", &dns.local_addr().to_string()];
+    let process = spawn(&args, temp.path());
+    let request = artifact(TransporterType::TrustRequest, "billing$vendor.test", "billing", "finance$client.test", TRUST_REQUEST);
+    let mut connection = client(process.address).await;
+    assert!(connection.request(&request).await.unwrap().ok);
+    drop(connection);
+    terminate(process);
+
+    // The database closed cleanly: it opens and holds what was acknowledged.
+    assert!(RedbStore::check_file_integrity(&data.join(btps::store::DATABASE_FILE_NAME)).unwrap());
+    {
+        let store = RedbStore::open_dir(&data, &RedbOptions::default()).unwrap();
+        let id = compute_trust_id("billing$vendor.test", "finance$client.test");
+        assert_eq!(store.trust(Perspective::Inbound, &id).unwrap().unwrap().status, TrustStatus::Pending);
+        let inbox = store
+            .read(|snapshot| snapshot.list_mailbox("finance$client.test", Mailbox::Inbox, &PageRequest::first(10), true))
+            .unwrap();
+        assert_eq!(inbox.items.len(), 1);
+        assert_eq!(inbox.items[0].raw, request.as_bytes());
+    }
+
+    // Restarted, it still knows the request: a re-delivery is a duplicate, not a new entry.
+    let process = spawn(&args, temp.path());
+    let mut connection = client(process.address).await;
+    assert!(connection.request(&request).await.unwrap().ok);
+    drop(connection);
+    terminate(process);
+    let store = RedbStore::open_dir(&data, &RedbOptions::default()).unwrap();
+    let count = store.read(|snapshot| snapshot.mailbox_count("finance$client.test", Mailbox::Inbox)).unwrap();
+    assert_eq!(count, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_with_no_configuration_prepares_its_data_directory() {
+    let temp = tempfile::tempdir().unwrap();
+    let process = spawn(&[], temp.path());
+    assert_eq!(process.address, "127.0.0.1:3443".parse().unwrap());
+    let data = temp.path().join("btps-data");
+    for file in ["keys/server.key.pem", "keys/server.pub.pem", "tls/cert.pem", "tls/key.pem", btps::store::DATABASE_FILE_NAME] {
+        assert!(data.join(file).exists(), "{file} created");
+    }
+    assert!(process.printed.iter().any(|line| line.contains("server.key.pem")), "{:?}", process.printed);
+    let mut connection = client(process.address).await;
+    let ping = r#"{"version":"1.0.0","id":"p","issuedAt":"2025-01-15T10:30:00.000Z","action":"PING"}"#;
+    assert!(connection.request(ping).await.unwrap().ok);
+    drop(connection);
+    terminate(process);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_process_restart_keeps_records_and_inbox() {
+    let server = TestServer::start(TestOptions::default()).await;
+    let request = artifact(TransporterType::TrustRequest, "billing$vendor.test", "billing", "finance$client.test", TRUST_REQUEST);
+    assert!(server.send(&request).await.ok);
+    let dns = Arc::clone(&server.dns);
+    let data_dir = server.data_dir.clone();
+    let temp = server.stop().await;
+    let server = TestServer::start_in(&data_dir, dns, TestOptions::default()).await;
+    let id = compute_trust_id("billing$vendor.test", "finance$client.test");
+    assert!(server.store.trust(Perspective::Inbound, &id).unwrap().is_some());
+    assert_eq!(server.store.read(|snapshot| snapshot.mailbox_count("finance$client.test", Mailbox::Inbox)).unwrap(), 1);
+    server.stop().await;
+    drop(temp);
+}

@@ -1,0 +1,233 @@
+//! A real server for the tests: TLS on a loopback port, a redb file in a temporary
+//! directory, and keys resolved from a real DNS server on loopback.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use btps::client::{BtpsClient, ClientOptions};
+use btps::config::Config;
+use btps::crypto::{PrivateKey, PublicKey};
+use btps::identity::Identity;
+use btps::identity::dns::{CacheConfig, CachingResolver, HickoryTxtResolver, KeyDirectory, ResolverOptions, TxtResolver};
+use btps::identity::responder::DnsResponder;
+use btps::protocol::json::{self, Object};
+use btps::protocol::response::ServerResponse;
+use btps::protocol::TransporterType;
+use btps::server::middleware::Middleware;
+use btps::server::trust::TrustPolicy;
+use btps::server::{ConnectionLimits, ListenerSettings, Pipeline, PipelineParts, Server, bootstrap};
+use btps::signing::{self, DnsKeys, KeySource, TransporterDraft};
+use btps::store::{IdentityRecord, PublicKeyRecord, RedbOptions, RedbStore, Timestamp};
+use tokio::sync::oneshot;
+
+use super::{vector_json, vector_text};
+
+/// A vector key pair by name (`keys/NAME.key.pem`).
+pub fn vector_key(name: &str) -> PrivateKey {
+    PrivateKey::from_pem(&vector_text(&format!("keys/{name}.key.pem"))).unwrap()
+}
+
+/// A DNS server on loopback publishing every vector key marked `dns: true`.
+pub fn vector_dns() -> DnsResponder {
+    let responder = DnsResponder::start("127.0.0.1:0".parse().unwrap()).unwrap();
+    let index = vector_json("keys/index.json");
+    for entry in index["keys"].as_object().unwrap().values() {
+        if entry["dns"] != true {
+            continue;
+        }
+        let identity = Identity::parse(entry["identity"].as_str().unwrap()).unwrap();
+        let pem = vector_text(&format!("keys/{}", entry["publicKey"].as_str().unwrap()));
+        let key = PublicKey::from_pem(&pem).unwrap();
+        responder.publish_key(&identity, entry["selector"].as_str().unwrap(), &key.to_base64());
+    }
+    responder
+}
+
+/// How to build a [`TestServer`].
+pub struct TestOptions {
+    /// Identities to host, each with the public key of the named vector key.
+    pub hosted: Vec<(&'static str, &'static str)>,
+    /// Per-connection idle timeout.
+    pub idle_timeout: Duration,
+    /// Longest line.
+    pub max_line_bytes: usize,
+    /// Connection cap.
+    pub max_connections: usize,
+    /// Trust policy.
+    pub policy: TrustPolicy,
+    /// Extra middleware.
+    pub middleware: Vec<Arc<dyn Middleware>>,
+}
+
+impl Default for TestOptions {
+    fn default() -> Self {
+        TestOptions {
+            hosted: vec![("finance$client.test", "finance")],
+            idle_timeout: Duration::from_secs(30),
+            max_line_bytes: 1 << 20,
+            max_connections: 2048,
+            policy: TrustPolicy::default(),
+            middleware: Vec::new(),
+        }
+    }
+}
+
+/// A running server.
+pub struct TestServer {
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// The DNS server it resolves keys from.
+    pub dns: Arc<DnsResponder>,
+    /// Its database.
+    pub store: RedbStore,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// Its server key.
+    pub server_key: PublicKey,
+    _temp: Option<tempfile::TempDir>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+fn config_for(data_dir: &Path) -> Config {
+    let dir = data_dir.display().to_string();
+    let env = move |name: &str| (name == "BTPS_DATA_DIR").then(|| dir.clone());
+    Config::load(None, &env).unwrap()
+}
+
+/// Adds `identity` as a hosted identity whose current key (`btps1`) is the public
+/// key of vector key `key_name`.
+pub fn host(store: &RedbStore, identity: &str, key_name: &str) {
+    let public = vector_key(key_name).public_key().to_pem() + "\n";
+    let key = PublicKeyRecord {
+        selector: "btps1".to_owned(),
+        public_key: public,
+        key_type: "rsa".to_owned(),
+        version: "1.0.0".to_owned(),
+        created_at: Timestamp::now(),
+        source: None,
+    };
+    store.create_identity(IdentityRecord::new(identity, key, Timestamp::now())).unwrap();
+}
+
+impl TestServer {
+    /// Starts a server in a new temporary data directory.
+    pub async fn start(options: TestOptions) -> TestServer {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().to_owned();
+        let mut server = Self::start_in(&dir, Arc::new(vector_dns()), options).await;
+        server._temp = Some(temp);
+        server
+    }
+
+    /// Starts a server on an existing data directory (for restarts).
+    pub async fn start_in(data_dir: &Path, dns: Arc<DnsResponder>, options: TestOptions) -> TestServer {
+        let config = config_for(data_dir);
+        let prepared = bootstrap::prepare(&config).unwrap();
+        let store = RedbStore::open_dir(data_dir, &RedbOptions::default()).unwrap();
+        for (identity, key) in &options.hosted {
+            if store.read(|snapshot| snapshot.identity_by_name(identity)).unwrap().is_none() {
+                host(&store, identity, key);
+            }
+        }
+        let resolver = HickoryTxtResolver::with_name_servers(
+            &[dns.local_addr()],
+            ResolverOptions { timeout: Duration::from_millis(500), attempts: 1 },
+        );
+        let resolver: Arc<dyn TxtResolver> = Arc::new(CachingResolver::new(resolver, CacheConfig::default()));
+        let keys: Arc<dyn KeySource> = Arc::new(DnsKeys::new(KeyDirectory::new(resolver)));
+        let server_key = prepared.server_key.public_key().clone();
+        let pipeline = Pipeline::new(PipelineParts {
+            store: store.clone(),
+            keys,
+            server_key: Arc::new(prepared.server_key),
+            server_selector: "btps1".to_owned(),
+            lookup_signer: Arc::new(|domain: &str| Identity::parse(&format!("admin${domain}")).unwrap()),
+            policy: options.policy,
+            middleware: options.middleware,
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let settings = ListenerSettings {
+            connection: ConnectionLimits { max_line_bytes: options.max_line_bytes, idle_timeout: options.idle_timeout },
+            handshake_timeout: Duration::from_secs(5),
+            max_connections: options.max_connections,
+            shutdown_grace: Duration::from_secs(5),
+        };
+        let server = Server::new(Arc::new(pipeline), prepared.tls, settings);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(listener, async move {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            address,
+            dns,
+            store,
+            data_dir: data_dir.to_owned(),
+            server_key,
+            _temp: None,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// A new client connection.
+    pub async fn client(&self) -> BtpsClient {
+        let options = ClientOptions { insecure: true, timeout: Duration::from_secs(10), ..ClientOptions::default() };
+        BtpsClient::connect("127.0.0.1", self.address.port(), &options).await.unwrap()
+    }
+
+    /// Sends one line on a new connection and returns the parsed response.
+    pub async fn send(&self, line: &str) -> ServerResponse {
+        let mut client = self.client().await;
+        client.request(line).await.unwrap()
+    }
+
+    /// Stops the server gracefully and waits for it; returns the temporary
+    /// directory so the data survives for a restart.
+    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+        self._temp.take()
+    }
+}
+
+/// A signed transporter artifact line from `from` (signed with vector key `key`).
+pub fn artifact(kind: TransporterType, from: &str, key: &str, to: &str, document: &str) -> String {
+    artifact_with_id(kind, from, key, to, document, None)
+}
+
+/// Same, with a chosen id.
+pub fn artifact_with_id(kind: TransporterType, from: &str, key: &str, to: &str, document: &str, id: Option<&str>) -> String {
+    let draft = TransporterDraft {
+        kind,
+        from: Identity::parse(from).unwrap(),
+        to: Identity::parse(to).unwrap(),
+        selector: "btps1".to_owned(),
+        document: json::parse(document).unwrap(),
+        id: id.map(str::to_owned),
+        issued_at: None,
+    };
+    signing::build_transporter(draft, &vector_key(key), None).unwrap().to_canonical()
+}
+
+/// A plain trust request document.
+pub const TRUST_REQUEST: &str = r#"{"id":"req-1","name":"Vendor Ltd","email":"billing@vendor.test","reason":"Monthly invoices","phone":"+61 2 5550 0100"}"#;
+
+/// A plain invoice document.
+pub fn invoice(id: &str) -> String {
+    format!(
+        r#"{{"title":"Invoice {id}","id":"{id}","issuedAt":"2025-02-01T00:00:00.000Z","status":"unpaid","totalAmount":{{"value":1500.5,"currency":"AUD"}},"lineItems":{{"columns":["Description","Amount"],"rows":[{{"Description":"Consulting","Amount":1500.5}}]}}}}"#
+    )
+}
+
+/// The object of a response line, for assertions on raw members.
+pub fn object(response: &ServerResponse) -> &Object {
+    &response.raw
+}
