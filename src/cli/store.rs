@@ -49,6 +49,10 @@ pub(crate) struct ImportArgs {
     /// Skip trust records where neither party is a hosted identity.
     #[arg(long)]
     pub(crate) skip_foreign: bool,
+    /// Refuse records whose keys do not parse or whose fingerprint is not the
+    /// key's (otherwise they are imported with a warning).
+    #[arg(long)]
+    pub(crate) strict: bool,
 }
 
 /// Arguments of `btps export`.
@@ -73,6 +77,7 @@ pub(crate) fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {
         identity_entity: args.identity_entity.clone(),
         overwrite: args.overwrite,
         skip_foreign: args.skip_foreign,
+        strict: args.strict,
     };
     let report = transfer::import(
         &store,

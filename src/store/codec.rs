@@ -13,12 +13,14 @@ use serde::{Deserialize, Serialize};
 use crate::protocol::json::{self, Object, Value};
 
 use super::error::StoreError;
+use super::mailbox::{EntryKind, EntryMeta, Mailbox, MailboxEntry};
 use super::record::{
     IdentityRecord, KeyHistoryEntry, PrivacyType, PublicKeyRecord, Source, Timestamp, TrustRecord,
     TrustStatus,
 };
 
-/// Record format version of trust, identity and key values written by this build.
+/// Record format version of trust, identity, key and mailbox-entry values written
+/// by this build.
 pub(crate) const RECORD_VERSION: u8 = 1;
 
 #[derive(Serialize, Deserialize)]
@@ -68,6 +70,41 @@ struct PublicKeyV1 {
     version: String,
     created_at: String,
     source: Option<String>,
+}
+
+/// A mailbox entry; its `entry_id` is the table key, not part of the value.
+#[derive(Serialize, Deserialize)]
+struct EntryV1 {
+    owner: String,
+    mailbox: u8,
+    origin: Option<u8>,
+    at_millis: i64,
+    kind: u8,
+    artifact_id: String,
+    artifact_type: String,
+    from: String,
+    to: String,
+    title: Option<String>,
+    raw: Vec<u8>,
+    meta: EntryMetaV1,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EntryMetaV1 {
+    seen: bool,
+    seen_at: Option<String>,
+    received_at: Option<String>,
+    remote_address: Option<String>,
+    queued_at: Option<String>,
+    attempts: u32,
+    next_attempt_at: Option<String>,
+    last_error: Option<String>,
+    delivered_at: Option<String>,
+    response_id: Option<String>,
+    agent_artifact_id: Option<String>,
+    agent_id: Option<String>,
+    trashed_at: Option<String>,
+    cancelled_at: Option<String>,
 }
 
 /// A decoded trust value: the record and its insertion sequence number (export
@@ -258,6 +295,93 @@ fn public_key_from_v1(
     })
 }
 
+pub(crate) fn encode_entry(entry: &MailboxEntry) -> Vec<u8> {
+    let meta = &entry.meta;
+    let value = EntryV1 {
+        owner: entry.owner.clone(),
+        mailbox: entry.mailbox.tag(),
+        origin: entry.origin.map(Mailbox::tag),
+        at_millis: entry.at_millis,
+        kind: entry.kind.tag(),
+        artifact_id: entry.artifact_id.clone(),
+        artifact_type: entry.artifact_type.clone(),
+        from: entry.from.clone(),
+        to: entry.to.clone(),
+        title: entry.title.clone(),
+        raw: entry.raw.clone(),
+        meta: EntryMetaV1 {
+            seen: meta.seen,
+            seen_at: text(meta.seen_at.as_ref()),
+            received_at: text(meta.received_at.as_ref()),
+            remote_address: meta.remote_address.clone(),
+            queued_at: text(meta.queued_at.as_ref()),
+            attempts: meta.attempts,
+            next_attempt_at: text(meta.next_attempt_at.as_ref()),
+            last_error: meta.last_error.clone(),
+            delivered_at: text(meta.delivered_at.as_ref()),
+            response_id: meta.response_id.clone(),
+            agent_artifact_id: meta.agent_artifact_id.clone(),
+            agent_id: meta.agent_id.clone(),
+            trashed_at: text(meta.trashed_at.as_ref()),
+            cancelled_at: text(meta.cancelled_at.as_ref()),
+        },
+    };
+    versioned(&value)
+}
+
+pub(crate) fn decode_entry(
+    table: &'static str,
+    entry_id: u64,
+    bytes: &[u8],
+) -> Result<MailboxEntry, StoreError> {
+    let value: EntryV1 = unversioned(table, bytes)?;
+    let timestamp = |text: Option<String>| {
+        text.as_deref()
+            .map(|text| parse_timestamp(table, text))
+            .transpose()
+    };
+    let mailbox = |tag: u8| {
+        Mailbox::from_tag(tag).ok_or_else(|| StoreError::Decode {
+            table,
+            detail: format!("unknown mailbox tag {tag}"),
+        })
+    };
+    let meta = value.meta;
+    Ok(MailboxEntry {
+        entry_id,
+        owner: value.owner,
+        mailbox: mailbox(value.mailbox)?,
+        origin: value.origin.map(mailbox).transpose()?,
+        at_millis: value.at_millis,
+        kind: EntryKind::from_tag(value.kind).ok_or_else(|| StoreError::Decode {
+            table,
+            detail: format!("unknown entry kind tag {}", value.kind),
+        })?,
+        artifact_id: value.artifact_id,
+        artifact_type: value.artifact_type,
+        from: value.from,
+        to: value.to,
+        title: value.title,
+        raw: value.raw,
+        meta: EntryMeta {
+            seen: meta.seen,
+            seen_at: timestamp(meta.seen_at)?,
+            received_at: timestamp(meta.received_at)?,
+            remote_address: meta.remote_address,
+            queued_at: timestamp(meta.queued_at)?,
+            attempts: meta.attempts,
+            next_attempt_at: timestamp(meta.next_attempt_at)?,
+            last_error: meta.last_error,
+            delivered_at: timestamp(meta.delivered_at)?,
+            response_id: meta.response_id,
+            agent_artifact_id: meta.agent_artifact_id,
+            agent_id: meta.agent_id,
+            trashed_at: timestamp(meta.trashed_at)?,
+            cancelled_at: timestamp(meta.cancelled_at)?,
+        },
+    })
+}
+
 fn text(timestamp: Option<&Timestamp>) -> Option<String> {
     timestamp.map(|timestamp| timestamp.as_str().to_owned())
 }
@@ -349,6 +473,38 @@ mod tests {
         let decoded = decode_trust("trust", sample().id, golden).unwrap();
         assert_eq!(decoded.seq, 7);
         assert_eq!(decoded.record, sample());
+    }
+
+    fn sample_entry() -> MailboxEntry {
+        MailboxEntry {
+            entry_id: 3,
+            owner: String::from("d$e.f"),
+            mailbox: Mailbox::Inbox,
+            origin: None,
+            at_millis: 1_735_689_600_000,
+            kind: EntryKind::Transporter,
+            artifact_id: String::from("x1"),
+            artifact_type: String::from("BTPS_DOC"),
+            from: String::from("a$b.c"),
+            to: String::from("d$e.f"),
+            title: Some(String::from("T")),
+            raw: b"{}".to_vec(),
+            meta: EntryMeta {
+                received_at: Some(Timestamp::parse("2025-01-01T00:00:00.000Z").unwrap()),
+                remote_address: Some(String::from("1.2.3.4")),
+                ..EntryMeta::default()
+            },
+        }
+    }
+
+    /// Golden bytes of a version-1 mailbox entry (see `trust_v1_layout_is_stable`).
+    #[test]
+    fn entry_v1_layout_is_stable() {
+        let bytes = encode_entry(&sample_entry());
+        let golden: &[u8] = b"\x01\x05d$e.f\x01\x00\x80\xf0\xcb\xf2\x83\x65\x01\x02x1\x08BTPS_DOC\x05a$b.c\x05d$e.f\x01\x01T\x02{}\x00\x00\x01\x182025-01-01T00:00:00.000Z\x01\x071.2.3.4\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00";
+        assert_eq!(bytes, golden, "{:x?}", bytes);
+        let decoded = decode_entry("mailbox_entry", 3, golden).unwrap();
+        assert_eq!(decoded, sample_entry());
     }
 
     #[test]

@@ -10,6 +10,8 @@ pub enum RecordKind {
     Trust,
     /// An identity record.
     Identity,
+    /// A mailbox entry.
+    MailboxEntry,
 }
 
 impl std::fmt::Display for RecordKind {
@@ -17,6 +19,7 @@ impl std::fmt::Display for RecordKind {
         f.write_str(match self {
             RecordKind::Trust => "trust record",
             RecordKind::Identity => "identity record",
+            RecordKind::MailboxEntry => "mailbox entry",
         })
     }
 }

@@ -10,6 +10,10 @@
 //! * [`JsonTrustStore`] / [`JsonIdentityStore`] — the reference's JSON files, read and
 //!   written losslessly, written through atomically on every mutation.
 //!
+//! The redb store also holds the mailboxes ([`Mailbox`], [`MailboxEntry`]): every
+//! accepted inbound artifact as the exact bytes received, with a listing index,
+//! a by-artifact-id index and the inbound de-duplication index.
+//!
 //! [`transfer`] imports a reference deployment's files into the database and exports
 //! them back. The on-disk layout is documented in `schema/storage.md`.
 //!
@@ -19,7 +23,9 @@ mod codec;
 mod error;
 mod json_store;
 mod keys;
+mod mailbox;
 mod record;
+mod redb_mailbox;
 mod redb_store;
 pub mod transfer;
 pub mod wire;
@@ -29,6 +35,9 @@ use std::fmt;
 
 pub use error::{RecordKind, RecordProblem, StoreError, StoreResult};
 pub use json_store::{JsonFileShape, JsonIdentityStore, JsonTrustStore};
+pub use mailbox::{
+    DELIVERY_FAILURE_TYPE, EntryKind, EntryMeta, Mailbox, MailboxEntry, NewInboxEntry,
+};
 pub use record::{
     IdentityPatch, IdentityRecord, KeyHistoryEntry, NewTrustRecord, Perspective, PrivacyType,
     PublicKeyRecord, Source, Timestamp, TimestampError, TrustPatch, TrustRecord, TrustStatus,

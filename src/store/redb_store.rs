@@ -35,8 +35,9 @@ pub const DATABASE_FILE_NAME: &str = "btps.redb";
 /// Newest storage schema version this build writes (see `schema/storage.md`).
 ///
 /// Version 1 had no `trust_status_count` table; opening such a file adds it,
-/// filled from the status index, in one transaction.
-pub const SCHEMA_VERSION: u32 = 2;
+/// filled from the status index, in one transaction. Version 2 had no mailbox
+/// tables; opening such a file creates them (empty).
+pub const SCHEMA_VERSION: u32 = 3;
 
 type Bytes = &'static [u8];
 
@@ -431,7 +432,7 @@ fn inconsistent(path: &Path) -> StoreError {
     }
 }
 
-fn database_error(path: &Path, error: impl Into<redb::Error>) -> StoreError {
+pub(super) fn database_error(path: &Path, error: impl Into<redb::Error>) -> StoreError {
     StoreError::Database {
         path: path.to_owned(),
         source: error.into(),
@@ -478,8 +479,8 @@ fn identity_key_prefix(identity: &str) -> Vec<u8> {
 
 /// A read-only view of the database at one instant.
 pub struct Snapshot<'s> {
-    txn: ReadTransaction,
-    path: &'s Path,
+    pub(super) txn: ReadTransaction,
+    pub(super) path: &'s Path,
 }
 
 /// A listing's range over one index: keys in `[prefix, end)` after the cursor.
@@ -891,8 +892,8 @@ fn read_identity(
 /// and all indexes in step; nothing is visible to others until the transaction
 /// commits, and nothing is kept if it aborts.
 pub struct WriteBatch<'t> {
-    txn: &'t WriteTransaction,
-    path: &'t Path,
+    pub(super) txn: &'t WriteTransaction,
+    pub(super) path: &'t Path,
 }
 
 impl WriteBatch<'_> {
@@ -932,14 +933,16 @@ impl WriteBatch<'_> {
         self.txn
             .open_table(IDENTITY_KEY)
             .map_err(|e| self.error(e))?;
-        Ok(())
+        super::redb_mailbox::open_tables(self)
     }
 
     /// Migrates a file of schema `from` to [`SCHEMA_VERSION`], inside this transaction.
     fn migrate_from(&self, from: u32) -> StoreResult<()> {
+        // Tables added by a later version are created empty here: version 2 added
+        // `trust_status_count`, version 3 the mailbox tables.
+        self.open_all_tables()?;
         if from < 2 {
-            // Version 2 added the per-status counters; rebuild them from the status index.
-            self.open_all_tables()?;
+            // The per-status counters start from the status index, not from zero.
             let index = self
                 .txn
                 .open_table(TRUST_BY_STATUS)
@@ -967,7 +970,8 @@ impl WriteBatch<'_> {
         Ok(())
     }
 
-    fn next_seq(&self, name: &str) -> StoreResult<u64> {
+    /// The next number of the counter `name` (0 first), counted up in this transaction.
+    pub(super) fn next_seq(&self, name: &str) -> StoreResult<u64> {
         let mut counters = self.txn.open_table(COUNTERS).map_err(|e| self.error(e))?;
         let current = counters
             .get(name)
@@ -1600,6 +1604,81 @@ mod tests {
             })
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION.to_be_bytes());
+    }
+
+    #[test]
+    fn version_two_files_gain_mailbox_tables() {
+        use super::super::NewInboxEntry;
+        use super::super::redb_mailbox::{
+            INBOUND_DEDUP, MAILBOX_BY_ARTIFACT, MAILBOX_COUNT, MAILBOX_ENTRY, MAILBOX_LISTING,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DATABASE_FILE_NAME);
+        let store = RedbStore::open(&path, &RedbOptions::default()).unwrap();
+        let now = Timestamp::now();
+        let record = NewTrustRecord {
+            sender_id: "a$x.y".into(),
+            receiver_id: "r$x.y".into(),
+            status: TrustStatus::Pending,
+            created_at: now.clone(),
+            decided_by: String::new(),
+            decided_at: now.clone(),
+            expires_at: None,
+            public_key_base64: String::new(),
+            public_key_fingerprint: String::new(),
+            key_history: vec![],
+            privacy_type: super::super::PrivacyType::Mixed,
+            retry_after_date: None,
+            metadata: None,
+        };
+        let created = store
+            .create_trust(Perspective::Inbound, record, None)
+            .unwrap();
+        // Turn the file into a version-2 file: no mailbox tables, version 2.
+        store
+            .write(|batch| {
+                batch.txn.delete_table(MAILBOX_ENTRY).unwrap();
+                for table in [MAILBOX_LISTING, MAILBOX_BY_ARTIFACT] {
+                    batch.txn.delete_table(table).unwrap();
+                }
+                for table in [MAILBOX_COUNT, INBOUND_DEDUP] {
+                    batch.txn.delete_table(table).unwrap();
+                }
+                let mut meta = batch.txn.open_table(META).unwrap();
+                meta.insert(META_SCHEMA_VERSION, 2u32.to_be_bytes().as_slice())
+                    .unwrap();
+                Ok(())
+            })
+            .unwrap();
+        drop(store);
+
+        let store = RedbStore::open(&path, &RedbOptions::default()).unwrap();
+        let version = store.read(|s| s.meta(META_SCHEMA_VERSION)).unwrap();
+        assert_eq!(version, Some(SCHEMA_VERSION.to_be_bytes().to_vec()));
+        assert_eq!(
+            store.trust(Perspective::Inbound, &created.id).unwrap(),
+            Some(created)
+        );
+        let entry_id = store
+            .insert_inbox(NewInboxEntry {
+                owner: "r$x.y".into(),
+                artifact_id: "a1".into(),
+                artifact_type: "TRUST_REQ".into(),
+                from: "a$x.y".into(),
+                to: "r$x.y".into(),
+                title: None,
+                raw: b"{}".to_vec(),
+                received_at: now,
+                remote_address: None,
+            })
+            .unwrap();
+        assert_eq!(entry_id, 1);
+        assert_eq!(
+            store
+                .read(|s| s.mailbox_count("R$X.Y", super::super::Mailbox::Inbox))
+                .unwrap(),
+            1
+        );
     }
 
     #[test]

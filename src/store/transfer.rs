@@ -10,6 +10,8 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use crate::crypto::PublicKey;
+
 use super::error::{RecordProblem, StoreError, StoreResult};
 use super::json_store::{JsonFileShape, parse_records, read_raw, render_file, write_atomically};
 use super::record::{IdentityRecord, Perspective, TrustRecord, validate_identity, validate_trust};
@@ -34,6 +36,9 @@ pub struct ImportOptions {
     /// Skip trust records where neither party is hosted (otherwise imported as
     /// inbound, with a warning).
     pub skip_foreign: bool,
+    /// Treat key problems (a key that does not parse, a fingerprint that is not
+    /// the key's) as errors instead of warnings (`06-storage.md` §4.6).
+    pub strict: bool,
 }
 
 /// What an import did.
@@ -107,12 +112,42 @@ pub fn import(
         }
         None => None,
     };
+    // Key problems are warnings unless strict: the reference's own fixtures carry
+    // placeholder keys, and such records must still import and export losslessly.
+    let mut key_problems = Vec::new();
+    if let Some((path, _, records)) = &identities {
+        for (index, record) in records {
+            key_problems.extend(identity_key_problems(record).map(|reason| RecordProblem {
+                file: path.to_path_buf(),
+                index: *index,
+                reason,
+            }));
+        }
+    }
+    if let Some((path, _, records)) = &trust {
+        for (index, record) in records {
+            key_problems.extend(trust_key_problem(record).map(|reason| RecordProblem {
+                file: path.to_path_buf(),
+                index: *index,
+                reason,
+            }));
+        }
+    }
+    if options.strict {
+        problems.append(&mut key_problems);
+        // Identity file first (as read), then the trust file; by position within each.
+        problems
+            .sort_by_key(|problem| (Some(problem.file.as_path()) != identity_file, problem.index));
+    }
     if !problems.is_empty() {
         return Err(StoreError::InvalidRecords { problems });
     }
 
     store.write(|batch| {
-        let mut report = ImportReport::default();
+        let mut report = ImportReport {
+            warnings: key_problems.clone(),
+            ..ImportReport::default()
+        };
         let mut conflicts = Vec::new();
         if let Some((path, shape, records)) = &identities {
             for (index, record) in records.iter() {
@@ -186,6 +221,49 @@ pub fn import(
             })
         }
     })
+}
+
+/// What is wrong with a trust record's key, if anything: `publicKeyBase64` must be
+/// the base64 of an RSA SPKI and `publicKeyFingerprint` its fingerprint. A record
+/// with neither (a requesting-side record before the answer) has nothing to check.
+fn trust_key_problem(record: &TrustRecord) -> Option<String> {
+    if record.public_key_base64.is_empty() && record.public_key_fingerprint.is_empty() {
+        return None;
+    }
+    match PublicKey::from_base64_spki(&record.public_key_base64) {
+        Err(error) => Some(format!(
+            "publicKeyBase64 is not a base64 SPKI public key: {error}"
+        )),
+        Ok(key) if key.fingerprint() != record.public_key_fingerprint => Some(format!(
+            "publicKeyFingerprint {:?} is not the fingerprint of publicKeyBase64 ({})",
+            record.public_key_fingerprint,
+            key.fingerprint()
+        )),
+        Ok(_) => None,
+    }
+}
+
+/// What is wrong with each key of an identity record: `publicKey` must be an SPKI
+/// PEM or the bare base64 of an SPKI (kept as given either way).
+fn identity_key_problems(record: &IdentityRecord) -> impl Iterator<Item = String> + '_ {
+    record
+        .public_keys
+        .iter()
+        .enumerate()
+        .filter_map(|(position, key)| {
+            let text = key.public_key.trim();
+            let parsed = if text.starts_with("-----") {
+                PublicKey::from_pem(text)
+            } else {
+                PublicKey::from_base64_spki(text)
+            };
+            parsed.err().map(|error| {
+                format!(
+                    "publicKeys[{position}] (selector {:?}): publicKey is not an SPKI public key: {error}",
+                    key.selector
+                )
+            })
+        })
 }
 
 /// Validates parsed records and gathers every problem of the file, in file order.

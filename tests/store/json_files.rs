@@ -402,3 +402,92 @@ fn cli_import_export_round_trip() {
         std::fs::read(&identities).unwrap()
     );
 }
+
+#[test]
+fn keys_that_do_not_parse_are_warnings_or_with_strict_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    // The reference's own vector files carry real keys: no key warnings.
+    let store = RedbStore::open_dir(&dir.path().join("clean"), &RedbOptions::default()).unwrap();
+    let report = transfer::import(
+        &store,
+        Some(&store_file("trust.json")),
+        Some(&store_file("identities.json")),
+        &ImportOptions::default(),
+    )
+    .unwrap();
+    assert!(
+        report.warnings.iter().all(|w| w.reason.contains("hosted")),
+        "{:?}",
+        report.warnings
+    );
+
+    let mut trust = vector_json("json-stores/trust.json");
+    let records = trust["trusted_senders"].as_array_mut().unwrap();
+    records[0]["publicKeyFingerprint"] = serde_json::json!("test-fingerprint");
+    records[2]["publicKeyBase64"] = serde_json::json!("test-key");
+    let trust_file = dir.path().join("trust.json");
+    std::fs::write(&trust_file, serde_json::to_string_pretty(&trust).unwrap()).unwrap();
+    let mut identities = vector_json("json-stores/identities.json");
+    let records = identities["identity_records"].as_array_mut().unwrap();
+    records[1]["publicKeys"][0]["publicKey"] =
+        serde_json::json!("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n");
+    let identity_file = dir.path().join("identities.json");
+    std::fs::write(
+        &identity_file,
+        serde_json::to_string_pretty(&identities).unwrap(),
+    )
+    .unwrap();
+
+    let strict = RedbStore::open_dir(&dir.path().join("strict"), &RedbOptions::default()).unwrap();
+    let options = ImportOptions {
+        strict: true,
+        ..ImportOptions::default()
+    };
+    let error =
+        transfer::import(&strict, Some(&trust_file), Some(&identity_file), &options).unwrap_err();
+    let StoreError::InvalidRecords { problems } = &error else {
+        panic!("{error:?}")
+    };
+    let found: Vec<(&Path, usize)> = problems
+        .iter()
+        .map(|problem| (problem.file.as_path(), problem.index))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (identity_file.as_path(), 1),
+            (trust_file.as_path(), 0),
+            (trust_file.as_path(), 2)
+        ],
+        "{error}"
+    );
+    assert!(problems[0].reason.contains("publicKeys[0]"), "{error}");
+    assert!(problems[1].reason.contains("test-fingerprint"), "{error}");
+    assert!(problems[2].reason.contains("publicKeyBase64"), "{error}");
+    assert_eq!(strict.read(|s| s.identity_count()).unwrap(), 0);
+
+    // Without --strict the same files import, the problems reported as warnings,
+    // and the placeholders come back unchanged on export.
+    let lenient =
+        RedbStore::open_dir(&dir.path().join("lenient"), &RedbOptions::default()).unwrap();
+    let report = transfer::import(
+        &lenient,
+        Some(&trust_file),
+        Some(&identity_file),
+        &ImportOptions::default(),
+    )
+    .unwrap();
+    let warned: Vec<(&Path, usize)> = report
+        .warnings
+        .iter()
+        .filter(|w| !w.reason.contains("hosted"))
+        .map(|w| (w.file.as_path(), w.index))
+        .collect();
+    assert_eq!(warned, found);
+    let exported = dir.path().join("exported.json");
+    transfer::export(&lenient, Some(&exported), None).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&exported).unwrap(),
+        std::fs::read_to_string(&trust_file).unwrap()
+    );
+}

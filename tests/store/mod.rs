@@ -8,6 +8,7 @@ mod bad_input;
 mod concurrency;
 mod crash;
 mod json_files;
+mod mailbox;
 mod model;
 
 use btps::store::{NewTrustRecord, PrivacyType, Timestamp, TrustStatus};

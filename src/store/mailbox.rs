@@ -1,0 +1,271 @@
+//! Domain types of the mailboxes (`06-storage.md` §5.2): one entry per stored
+//! artifact, in one of five mailboxes of its owner.
+//!
+//! An entry keeps the artifact as the exact bytes received (or built), so that the
+//! sender's signature stays verifiable end to end; the other fields are what the
+//! listings and actions need without parsing those bytes again.
+
+use std::fmt;
+
+use super::record::Timestamp;
+
+/// The mailboxes of a hosted identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Mailbox {
+    /// What arrived for the owner (and delivery-failure notices).
+    Inbox,
+    /// What waits to be delivered for the owner.
+    Outbox,
+    /// What was delivered for the owner.
+    Sentbox,
+    /// What the owner is preparing.
+    Draft,
+    /// What the owner deleted, until it is purged.
+    Trash,
+}
+
+impl Mailbox {
+    /// Every mailbox, in key order.
+    pub const ALL: [Mailbox; 5] = [
+        Mailbox::Inbox,
+        Mailbox::Outbox,
+        Mailbox::Sentbox,
+        Mailbox::Draft,
+        Mailbox::Trash,
+    ];
+
+    /// The name agents use in actions (`inbox.fetch`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mailbox::Inbox => "inbox",
+            Mailbox::Outbox => "outbox",
+            Mailbox::Sentbox => "sentbox",
+            Mailbox::Draft => "draft",
+            Mailbox::Trash => "trash",
+        }
+    }
+
+    /// The mailbox of a name, if it is one.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|mailbox| mailbox.as_str() == text)
+    }
+
+    /// The byte that stands for the mailbox in keys and values (part of the file format).
+    pub(crate) fn tag(self) -> u8 {
+        match self {
+            Mailbox::Inbox => 1,
+            Mailbox::Outbox => 2,
+            Mailbox::Sentbox => 3,
+            Mailbox::Draft => 4,
+            Mailbox::Trash => 5,
+        }
+    }
+
+    /// The mailbox of a stored byte.
+    pub(crate) fn from_tag(tag: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|mailbox| mailbox.tag() == tag)
+    }
+}
+
+impl fmt::Display for Mailbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an entry's `raw` bytes hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EntryKind {
+    /// A transporter artifact (TRUST_REQ, TRUST_RES, BTPS_DOC).
+    Transporter,
+    /// A delivery-failure artifact (`08-delivery.md` §6).
+    DeliveryFailure,
+    /// A draft document.
+    Draft,
+}
+
+impl EntryKind {
+    /// The kind's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Transporter => "transporter",
+            EntryKind::DeliveryFailure => "delivery_failure",
+            EntryKind::Draft => "draft",
+        }
+    }
+
+    pub(crate) fn tag(self) -> u8 {
+        match self {
+            EntryKind::Transporter => 1,
+            EntryKind::DeliveryFailure => 2,
+            EntryKind::Draft => 3,
+        }
+    }
+
+    pub(crate) fn from_tag(tag: u8) -> Option<Self> {
+        [
+            EntryKind::Transporter,
+            EntryKind::DeliveryFailure,
+            EntryKind::Draft,
+        ]
+        .into_iter()
+        .find(|kind| kind.tag() == tag)
+    }
+}
+
+/// The artifact type of delivery-failure notices.
+pub const DELIVERY_FAILURE_TYPE: &str = "BTP_DELIVERY_FAILURE";
+
+/// State of an entry beside its bytes (`06-storage.md` §5.2, `meta`).
+///
+/// Every field the mailbox movements of §5.2 need is here from the start, so that
+/// outbound delivery and trash need no new record format.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct EntryMeta {
+    /// The owner has seen the entry (inbox).
+    pub seen: bool,
+    /// When it was first marked seen.
+    pub seen_at: Option<Timestamp>,
+    /// When the inbound artifact was accepted.
+    pub received_at: Option<Timestamp>,
+    /// The peer address the inbound artifact came from.
+    pub remote_address: Option<String>,
+    /// When the outbound artifact was queued.
+    pub queued_at: Option<Timestamp>,
+    /// Delivery attempts made so far.
+    pub attempts: u32,
+    /// When the next delivery attempt is due.
+    pub next_attempt_at: Option<Timestamp>,
+    /// Why the last delivery attempt failed.
+    pub last_error: Option<String>,
+    /// When the artifact was delivered.
+    pub delivered_at: Option<Timestamp>,
+    /// The id of the receiving server's response.
+    pub response_id: Option<String>,
+    /// The id of the agent artifact that originated this entry.
+    pub agent_artifact_id: Option<String>,
+    /// The agent that originated this entry.
+    pub agent_id: Option<String>,
+    /// When the entry was moved to the trash.
+    pub trashed_at: Option<Timestamp>,
+    /// When the outbound entry was cancelled.
+    pub cancelled_at: Option<Timestamp>,
+}
+
+/// A stored mailbox entry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MailboxEntry {
+    /// Server-assigned, strictly increasing, never reused.
+    pub entry_id: u64,
+    /// The hosted identity the entry belongs to, as received.
+    pub owner: String,
+    /// The mailbox the entry is in.
+    pub mailbox: Mailbox,
+    /// For the trash: the mailbox the entry came from.
+    pub origin: Option<Mailbox>,
+    /// When the entry entered its mailbox, in milliseconds since the epoch.
+    pub at_millis: i64,
+    /// What `raw` holds.
+    pub kind: EntryKind,
+    /// The artifact's `id`.
+    pub artifact_id: String,
+    /// The artifact's `type`.
+    pub artifact_type: String,
+    /// The artifact's `from`.
+    pub from: String,
+    /// The artifact's `to`.
+    pub to: String,
+    /// A searchable title derived at insert, if any.
+    pub title: Option<String>,
+    /// The artifact JSON exactly as received or built.
+    pub raw: Vec<u8>,
+    /// State beside the bytes.
+    pub meta: EntryMeta,
+}
+
+/// An inbound transporter artifact accepted for a hosted identity.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewInboxEntry {
+    /// The hosted identity whose inbox receives it (the artifact's `to`).
+    pub owner: String,
+    /// The artifact's `id`.
+    pub artifact_id: String,
+    /// The artifact's `type`.
+    pub artifact_type: String,
+    /// The artifact's `from`.
+    pub from: String,
+    /// The artifact's `to`.
+    pub to: String,
+    /// A searchable title (`07-agents-auth.md` §4.3), if any.
+    pub title: Option<String>,
+    /// The artifact JSON exactly as received.
+    pub raw: Vec<u8>,
+    /// When it was accepted; also the entry's `at`.
+    pub received_at: Timestamp,
+    /// The peer address it came from.
+    pub remote_address: Option<String>,
+}
+
+impl NewInboxEntry {
+    /// Checks what every inbox entry needs: the identities and the artifact id
+    /// must not be empty (they are index keys).
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        for (name, value) in [
+            ("owner", &self.owner),
+            ("artifact id", &self.artifact_id),
+            ("artifact type", &self.artifact_type),
+            ("from", &self.from),
+            ("to", &self.to),
+        ] {
+            if value.is_empty() {
+                return Err(format!("{name} must not be empty"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The entry this becomes under `entry_id`.
+    pub(crate) fn into_entry(self, entry_id: u64) -> MailboxEntry {
+        let kind = if self.artifact_type == DELIVERY_FAILURE_TYPE {
+            EntryKind::DeliveryFailure
+        } else {
+            EntryKind::Transporter
+        };
+        MailboxEntry {
+            entry_id,
+            owner: self.owner,
+            mailbox: Mailbox::Inbox,
+            origin: None,
+            at_millis: self.received_at.millis(),
+            kind,
+            artifact_id: self.artifact_id,
+            artifact_type: self.artifact_type,
+            from: self.from,
+            to: self.to,
+            title: self.title,
+            raw: self.raw,
+            meta: EntryMeta {
+                received_at: Some(self.received_at),
+                remote_address: self.remote_address,
+                ..EntryMeta::default()
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mailbox_names_and_tags_round_trip() {
+        for mailbox in Mailbox::ALL {
+            assert_eq!(Mailbox::parse(mailbox.as_str()), Some(mailbox));
+            assert_eq!(Mailbox::from_tag(mailbox.tag()), Some(mailbox));
+        }
+        assert_eq!(Mailbox::parse("Inbox"), None);
+        assert_eq!(Mailbox::from_tag(0), None);
+    }
+}

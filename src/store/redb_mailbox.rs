@@ -1,0 +1,389 @@
+//! The mailbox tables of the redb store (`06-storage.md` §5.2): entries, the
+//! listing index, the by-artifact-id index, per-mailbox counts and the inbound
+//! de-duplication index.
+//!
+//! Every entry is written together with all its index entries in the caller's
+//! write transaction, so an index can never disagree with the entry table. Key
+//! layouts are documented in `schema/storage.md`.
+
+use std::ops::Bound;
+use std::path::Path;
+
+use redb::{ReadableTable, TableDefinition};
+
+use super::codec;
+use super::error::{RecordKind, StoreError, StoreResult};
+use super::keys::{concat, instant_part, prefix_end, string_part};
+use super::mailbox::{Mailbox, MailboxEntry, NewInboxEntry};
+use super::redb_store::{RedbStore, Snapshot, WriteBatch, database_error};
+use super::{Cursor, Page, PageRequest};
+
+type Bytes = &'static [u8];
+
+/// `entry_id` → `0x01 ++ postcard(EntryV1)`.
+pub(super) const MAILBOX_ENTRY: TableDefinition<u64, Bytes> = TableDefinition::new("mailbox_entry");
+/// `str(lower(owner)) ++ mailbox ++ instant(at) ++ u64be(entry_id)` → ().
+pub(super) const MAILBOX_LISTING: TableDefinition<Bytes, ()> =
+    TableDefinition::new("mailbox_listing");
+/// `str(lower(owner)) ++ mailbox ++ str(artifact_id) ++ u64be(entry_id)` → ().
+pub(super) const MAILBOX_BY_ARTIFACT: TableDefinition<Bytes, ()> =
+    TableDefinition::new("mailbox_by_artifact");
+/// `str(lower(owner)) ++ mailbox` → number of entries (absent when 0).
+pub(super) const MAILBOX_COUNT: TableDefinition<Bytes, u64> = TableDefinition::new("mailbox_count");
+/// `str(lower(to)) ++ str(lower(from)) ++ str(artifact_id)` → `entry_id`.
+pub(super) const INBOUND_DEDUP: TableDefinition<Bytes, u64> = TableDefinition::new("inbound_dedup");
+
+/// Counter of entry ids handed out; entry ids start at 1.
+const SEQ_ENTRY: &str = "mailbox_entry_seq";
+
+/// Length of a listing cursor: `instant(at) ++ u64be(entry_id)`.
+const LISTING_SORT_LEN: usize = 16;
+
+/// Creates the mailbox tables (a new file or a migration to schema version 3).
+pub(super) fn open_tables(batch: &WriteBatch<'_>) -> StoreResult<()> {
+    let error = |e: redb::TableError| database_error(batch.path, e);
+    batch.txn.open_table(MAILBOX_ENTRY).map_err(error)?;
+    batch.txn.open_table(MAILBOX_LISTING).map_err(error)?;
+    batch.txn.open_table(MAILBOX_BY_ARTIFACT).map_err(error)?;
+    batch.txn.open_table(MAILBOX_COUNT).map_err(error)?;
+    batch.txn.open_table(INBOUND_DEDUP).map_err(error)?;
+    Ok(())
+}
+
+fn owner_prefix(owner: &str, mailbox: Mailbox) -> Vec<u8> {
+    concat(&[&string_part(&owner.to_lowercase()), &[mailbox.tag()]])
+}
+
+fn listing_key(entry: &MailboxEntry) -> Vec<u8> {
+    concat(&[
+        &owner_prefix(&entry.owner, entry.mailbox),
+        &instant_part(entry.at_millis),
+        &entry.entry_id.to_be_bytes(),
+    ])
+}
+
+fn artifact_prefix(owner: &str, mailbox: Mailbox, artifact_id: &str) -> Vec<u8> {
+    concat(&[&owner_prefix(owner, mailbox), &string_part(artifact_id)])
+}
+
+fn dedup_key(to: &str, from: &str, artifact_id: &str) -> Vec<u8> {
+    concat(&[
+        &string_part(&to.to_lowercase()),
+        &string_part(&from.to_lowercase()),
+        &string_part(artifact_id),
+    ])
+}
+
+fn read_entry(
+    table: &impl ReadableTable<u64, Bytes>,
+    path: &Path,
+    entry_id: u64,
+) -> StoreResult<Option<MailboxEntry>> {
+    let found = table
+        .get(entry_id)
+        .map_err(|error| database_error(path, error))?;
+    found
+        .map(|guard| codec::decode_entry("mailbox_entry", entry_id, guard.value()))
+        .transpose()
+}
+
+fn read_dedup(
+    table: &impl ReadableTable<Bytes, u64>,
+    path: &Path,
+    to: &str,
+    from: &str,
+    artifact_id: &str,
+) -> StoreResult<Option<u64>> {
+    let key = dedup_key(to, from, artifact_id);
+    let found = table
+        .get(key.as_slice())
+        .map_err(|error| database_error(path, error))?;
+    Ok(found.map(|guard| guard.value()))
+}
+
+/// The entry id at the end of an index key.
+fn trailing_entry_id(table: &'static str, key: &[u8]) -> StoreResult<u64> {
+    key.len()
+        .checked_sub(8)
+        .and_then(|start| <[u8; 8]>::try_from(&key[start..]).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| StoreError::Decode {
+            table,
+            detail: String::from("malformed index key"),
+        })
+}
+
+impl RedbStore {
+    /// [`WriteBatch::insert_inbox`] in a transaction of its own.
+    pub fn insert_inbox(&self, entry: NewInboxEntry) -> StoreResult<u64> {
+        self.write(|batch| batch.insert_inbox(entry))
+    }
+
+    /// The entry `entry_id`, if any.
+    pub fn mailbox_entry(&self, entry_id: u64) -> StoreResult<Option<MailboxEntry>> {
+        self.read(|snapshot| snapshot.mailbox_entry(entry_id))
+    }
+}
+
+impl Snapshot<'_> {
+    /// The de-duplication index: the entry that stored the artifact `artifact_id`
+    /// (exact) from `from` to `to` (both case-insensitive), if any.
+    pub fn inbound_duplicate(
+        &self,
+        to: &str,
+        from: &str,
+        artifact_id: &str,
+    ) -> StoreResult<Option<u64>> {
+        let table = self
+            .txn
+            .open_table(INBOUND_DEDUP)
+            .map_err(|e| database_error(self.path, e))?;
+        read_dedup(&table, self.path, to, from, artifact_id)
+    }
+
+    /// The entry `entry_id`, if any.
+    pub fn mailbox_entry(&self, entry_id: u64) -> StoreResult<Option<MailboxEntry>> {
+        let table = self
+            .txn
+            .open_table(MAILBOX_ENTRY)
+            .map_err(|e| database_error(self.path, e))?;
+        read_entry(&table, self.path, entry_id)
+    }
+
+    /// Entries of (`owner` case-insensitive, `mailbox`) ordered by (`at`, entry id),
+    /// newest first when `newest_first`.
+    ///
+    /// The cursor is the (`at`, entry id) of the last entry returned and the next
+    /// page starts strictly after it in the chosen direction, so entries added
+    /// meanwhile never make a page repeat or skip an entry that existed before.
+    pub fn list_mailbox(
+        &self,
+        owner: &str,
+        mailbox: Mailbox,
+        page: &PageRequest,
+        newest_first: bool,
+    ) -> StoreResult<Page<MailboxEntry>> {
+        let error = |e: redb::Error| database_error(self.path, e);
+        let prefix = owner_prefix(owner, mailbox);
+        let after = match &page.after {
+            Some(cursor) if cursor.0.len() != LISTING_SORT_LEN => {
+                return Err(StoreError::InvalidCursor);
+            }
+            Some(cursor) => Some(concat(&[&prefix, &cursor.0])),
+            None => None,
+        };
+        let prefix_bound = Bound::Included(prefix.clone());
+        let end_bound = prefix_end(&prefix).map_or(Bound::Unbounded, Bound::Excluded);
+        let (start, end) = match (after, newest_first) {
+            (None, _) => (prefix_bound, end_bound),
+            (Some(after), false) => (Bound::Excluded(after), end_bound),
+            (Some(after), true) => (prefix_bound, Bound::Excluded(after)),
+        };
+        let bounds = (
+            start.as_ref().map(Vec::as_slice),
+            end.as_ref().map(Vec::as_slice),
+        );
+        let index = self
+            .txn
+            .open_table(MAILBOX_LISTING)
+            .map_err(|e| error(e.into()))?;
+        let range = index.range::<&[u8]>(bounds).map_err(|e| error(e.into()))?;
+        let entries: Box<dyn Iterator<Item = _>> = if newest_first {
+            Box::new(range.rev())
+        } else {
+            Box::new(range)
+        };
+        let limit = page.effective_limit();
+        let mut sorts = Vec::new();
+        let mut more = false;
+        for entry in entries {
+            let (key, ()) = entry
+                .map(|(key, value)| (key, value.value()))
+                .map_err(|e| error(e.into()))?;
+            if sorts.len() == limit {
+                more = true;
+                break;
+            }
+            sorts.push(key.value().get(prefix.len()..).unwrap_or_default().to_vec());
+        }
+        let table = self
+            .txn
+            .open_table(MAILBOX_ENTRY)
+            .map_err(|e| error(e.into()))?;
+        let items = sorts
+            .iter()
+            .map(|sort| {
+                let entry_id = trailing_entry_id("mailbox_listing", sort)?;
+                read_entry(&table, self.path, entry_id)?.ok_or_else(|| StoreError::Decode {
+                    table: "mailbox_listing",
+                    detail: format!("index entry without an entry: {entry_id}"),
+                })
+            })
+            .collect::<StoreResult<_>>()?;
+        let next = if more {
+            sorts.last().map(|last| Cursor(last.clone()))
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    /// Number of entries of (`owner` case-insensitive, `mailbox`), from the counts table.
+    pub fn mailbox_count(&self, owner: &str, mailbox: Mailbox) -> StoreResult<u64> {
+        let table = self
+            .txn
+            .open_table(MAILBOX_COUNT)
+            .map_err(|e| database_error(self.path, e))?;
+        let key = owner_prefix(owner, mailbox);
+        let found = table
+            .get(key.as_slice())
+            .map_err(|e| database_error(self.path, e))?;
+        Ok(found.map_or(0, |guard| guard.value()))
+    }
+
+    /// Entries of (`owner`, `mailbox`) whose artifact id is `artifact_id` (exact),
+    /// in entry-id order. Usually one; two senders may use the same id.
+    pub fn mailbox_entries_by_artifact(
+        &self,
+        owner: &str,
+        mailbox: Mailbox,
+        artifact_id: &str,
+    ) -> StoreResult<Vec<MailboxEntry>> {
+        let error = |e: redb::Error| database_error(self.path, e);
+        let prefix = artifact_prefix(owner, mailbox, artifact_id);
+        let end = prefix_end(&prefix);
+        let bounds = (
+            Bound::Included(prefix.as_slice()),
+            end.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
+        );
+        let index = self
+            .txn
+            .open_table(MAILBOX_BY_ARTIFACT)
+            .map_err(|e| error(e.into()))?;
+        let table = self
+            .txn
+            .open_table(MAILBOX_ENTRY)
+            .map_err(|e| error(e.into()))?;
+        let mut entries = Vec::new();
+        for item in index.range::<&[u8]>(bounds).map_err(|e| error(e.into()))? {
+            let (key, _) = item.map_err(|e| error(e.into()))?;
+            let entry_id = trailing_entry_id("mailbox_by_artifact", key.value())?;
+            let entry =
+                read_entry(&table, self.path, entry_id)?.ok_or_else(|| StoreError::Decode {
+                    table: "mailbox_by_artifact",
+                    detail: format!("index entry without an entry: {entry_id}"),
+                })?;
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+}
+
+impl WriteBatch<'_> {
+    /// The de-duplication index as this transaction sees it
+    /// (see [`Snapshot::inbound_duplicate`]).
+    pub fn inbound_duplicate(
+        &self,
+        to: &str,
+        from: &str,
+        artifact_id: &str,
+    ) -> StoreResult<Option<u64>> {
+        let table = self
+            .txn
+            .open_table(INBOUND_DEDUP)
+            .map_err(|e| database_error(self.path, e))?;
+        read_dedup(&table, self.path, to, from, artifact_id)
+    }
+
+    /// The entry `entry_id` as this transaction sees it.
+    pub fn mailbox_entry(&self, entry_id: u64) -> StoreResult<Option<MailboxEntry>> {
+        let table = self
+            .txn
+            .open_table(MAILBOX_ENTRY)
+            .map_err(|e| database_error(self.path, e))?;
+        read_entry(&table, self.path, entry_id)
+    }
+
+    /// Stores an accepted inbound artifact as a new, unseen inbox entry of its owner
+    /// and returns its entry id: a fresh id from the counter (strictly increasing,
+    /// never reused), the entry, its listing, by-artifact-id and de-duplication
+    /// index entries and the mailbox count, all in this transaction.
+    ///
+    /// Fails with `AlreadyExists` (naming the stored entry id) when the
+    /// de-duplication index already holds (`to`, `from`, `artifact_id`): callers
+    /// check [`WriteBatch::inbound_duplicate`] first and answer a re-delivery
+    /// without storing it again.
+    pub fn insert_inbox(&mut self, entry: NewInboxEntry) -> StoreResult<u64> {
+        entry.validate().map_err(|reason| StoreError::Invalid {
+            kind: RecordKind::MailboxEntry,
+            reason,
+        })?;
+        if let Some(existing) =
+            self.inbound_duplicate(&entry.to, &entry.from, &entry.artifact_id)?
+        {
+            return Err(StoreError::AlreadyExists {
+                kind: RecordKind::MailboxEntry,
+                id: existing.to_string(),
+            });
+        }
+        let entry_id = self.next_seq(SEQ_ENTRY)? + 1;
+        let dedup = dedup_key(&entry.to, &entry.from, &entry.artifact_id);
+        let entry = entry.into_entry(entry_id);
+        self.put_entry(&entry)?;
+        let mut table = self
+            .txn
+            .open_table(INBOUND_DEDUP)
+            .map_err(|e| database_error(self.path, e))?;
+        table
+            .insert(dedup.as_slice(), entry_id)
+            .map_err(|e| database_error(self.path, e))?;
+        Ok(entry_id)
+    }
+
+    /// Writes `entry` and adds its listing, by-artifact-id and count entries.
+    fn put_entry(&mut self, entry: &MailboxEntry) -> StoreResult<()> {
+        let error = |e: redb::Error| database_error(self.path, e);
+        let value = codec::encode_entry(entry);
+        let mut table = self
+            .txn
+            .open_table(MAILBOX_ENTRY)
+            .map_err(|e| error(e.into()))?;
+        table
+            .insert(entry.entry_id, value.as_slice())
+            .map_err(|e| error(e.into()))?;
+        drop(table);
+        let mut listing = self
+            .txn
+            .open_table(MAILBOX_LISTING)
+            .map_err(|e| error(e.into()))?;
+        listing
+            .insert(listing_key(entry).as_slice(), ())
+            .map_err(|e| error(e.into()))?;
+        drop(listing);
+        let mut by_artifact = self
+            .txn
+            .open_table(MAILBOX_BY_ARTIFACT)
+            .map_err(|e| error(e.into()))?;
+        let key = concat(&[
+            &artifact_prefix(&entry.owner, entry.mailbox, &entry.artifact_id),
+            &entry.entry_id.to_be_bytes(),
+        ]);
+        by_artifact
+            .insert(key.as_slice(), ())
+            .map_err(|e| error(e.into()))?;
+        drop(by_artifact);
+        let mut counts = self
+            .txn
+            .open_table(MAILBOX_COUNT)
+            .map_err(|e| error(e.into()))?;
+        let key = owner_prefix(&entry.owner, entry.mailbox);
+        let current = counts
+            .get(key.as_slice())
+            .map_err(|e| error(e.into()))?
+            .map_or(0, |guard| guard.value());
+        counts
+            .insert(key.as_slice(), current + 1)
+            .map_err(|e| error(e.into()))?;
+        Ok(())
+    }
+}
