@@ -36,7 +36,8 @@ pub(crate) fn load_config(
     data_dir: Option<PathBuf>,
 ) -> anyhow::Result<Config> {
     let env = |name: &str| std::env::var(name).ok();
-    let mut config = Config::load(file, &env).map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
+    let mut config = Config::load(file, &env)
+        .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
     if let Some(data_dir) = data_dir {
         config.set_data_dir(data_dir);
     }
@@ -51,8 +52,11 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if !args.dns_servers.is_empty() {
         config.dns.servers = args.dns_servers;
     }
-    crate::logging::init(&config.log);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    super::logging::init(&config.log);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
     runtime.block_on(run(config))
 }
 
@@ -63,15 +67,28 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     }
     let store = RedbStore::open(&config.storage.database_path, &config.redb_options())
         .with_context(|| format!("opening {}", config.storage.database_path.display()))?;
-    let resolver = config.dns_resolver().map_err(|error| anyhow::anyhow!("{error}"))?;
-    let keys: Arc<dyn KeySource> = Arc::new(DnsKeys::new(btps::identity::dns::KeyDirectory::new(resolver)));
+    let resolver = config
+        .dns_resolver()
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
+    let keys: Arc<dyn KeySource> = Arc::new(DnsKeys::new(btps::identity::dns::KeyDirectory::new(
+        resolver,
+    )));
     let mut middleware: Vec<Arc<dyn Middleware>> = Vec::new();
     if !config.ip_filter.allow.is_empty() || !config.ip_filter.deny.is_empty() {
-        middleware.push(Arc::new(IpFilter::new(config.ip_filter.allow.clone(), config.ip_filter.deny.clone())));
+        middleware.push(Arc::new(IpFilter::new(
+            config.ip_filter.allow.clone(),
+            config.ip_filter.deny.clone(),
+        )));
     }
     if config.rate_limit.enabled {
-        let bucket = |bucket: &btps::config::Bucket| BucketSpec { rate_per_second: bucket.rate_per_second, burst: bucket.burst };
-        middleware.push(Arc::new(RateLimiter::new(bucket(&config.rate_limit.per_ip), bucket(&config.rate_limit.per_sender))));
+        let bucket = |bucket: &btps::config::Bucket| BucketSpec {
+            rate_per_second: bucket.rate_per_second,
+            burst: bucket.burst,
+        };
+        middleware.push(Arc::new(RateLimiter::new(
+            bucket(&config.rate_limit.per_ip),
+            bucket(&config.rate_limit.per_sender),
+        )));
     }
     let signer_config = config.clone();
     let pipeline = Pipeline::new(PipelineParts {
@@ -101,7 +118,10 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         shutdown_grace: config.limits.shutdown_grace,
     };
     let server = Server::new(Arc::new(pipeline), prepared.tls, settings);
-    println!("btps listening on {address} (database {})", config.storage.database_path.display());
+    println!(
+        "btps listening on {address} (database {})",
+        config.storage.database_path.display()
+    );
     tracing::info!(address = %address, "listening");
     server.run(listener, shutdown_signal()).await;
     drop(store);

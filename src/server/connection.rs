@@ -74,15 +74,22 @@ async fn read_line<R: AsyncBufRead + Unpin>(
     }
 }
 
-async fn write_line<W: AsyncWrite + Unpin>(writer: &mut W, line: &str, idle: Duration) -> io::Result<()> {
+async fn write_line<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    line: &str,
+    idle: Duration,
+) -> io::Result<()> {
     let write = async {
         writer.write_all(line.as_bytes()).await?;
         writer.write_all(b"\n").await?;
         writer.flush().await
     };
-    tokio::time::timeout(idle, write)
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the peer does not read its responses"))?
+    tokio::time::timeout(idle, write).await.map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the peer does not read its responses",
+        )
+    })?
 }
 
 /// Serves one (already TLS-wrapped) connection until the peer leaves, the connection
@@ -109,8 +116,11 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(LineRead::Line) => {}
             Ok(LineRead::Closed) | Err(_) => return,
             Ok(LineRead::TooLong) => {
-                let error = ProtocolError::validation(format!("line longer than {} bytes", limits.max_line_bytes))
-                    .with_reason("line too long");
+                let error = ProtocolError::validation(format!(
+                    "line longer than {} bytes",
+                    limits.max_line_bytes
+                ))
+                .with_reason("line too long");
                 tracing::info!(remote = %remote, code = error.code.code(), "line too long; closing the connection");
                 let reply = response::error(&error, None).to_canonical();
                 let _ = write_line(stream.get_mut(), &reply, limits.idle_timeout).await;
@@ -128,7 +138,9 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             last_request_id.clone_from(&reply.request_id);
         }
         if let Some(reply_line) = &reply.line
-            && write_line(stream.get_mut(), reply_line, limits.idle_timeout).await.is_err()
+            && write_line(stream.get_mut(), reply_line, limits.idle_timeout)
+                .await
+                .is_err()
         {
             return;
         }
@@ -152,11 +164,20 @@ mod tests {
         let mut reader = BufReader::with_capacity(4, data);
         let mut line = Vec::new();
         let idle = Duration::from_secs(1);
-        assert_eq!(read_line(&mut reader, &mut line, 10, idle).await.unwrap(), LineRead::Line);
+        assert_eq!(
+            read_line(&mut reader, &mut line, 10, idle).await.unwrap(),
+            LineRead::Line
+        );
         assert_eq!(line, b"{\"a\":1}\r");
-        assert_eq!(read_line(&mut reader, &mut line, 10, idle).await.unwrap(), LineRead::Line);
+        assert_eq!(
+            read_line(&mut reader, &mut line, 10, idle).await.unwrap(),
+            LineRead::Line
+        );
         assert_eq!(line, b"short");
-        assert_eq!(read_line(&mut reader, &mut line, 10, idle).await.unwrap(), LineRead::TooLong);
+        assert_eq!(
+            read_line(&mut reader, &mut line, 10, idle).await.unwrap(),
+            LineRead::TooLong
+        );
     }
 
     #[tokio::test]
@@ -164,6 +185,11 @@ mod tests {
         let data: &[u8] = b"tail";
         let mut reader = BufReader::new(data);
         let mut line = Vec::new();
-        assert_eq!(read_line(&mut reader, &mut line, 10, Duration::from_secs(1)).await.unwrap(), LineRead::Closed);
+        assert_eq!(
+            read_line(&mut reader, &mut line, 10, Duration::from_secs(1))
+                .await
+                .unwrap(),
+            LineRead::Closed
+        );
     }
 }

@@ -66,16 +66,26 @@ pub enum AcceptError {
 
 /// Runs the duplicate check, the trust check and the changes for `artifact`, and
 /// commits them with the inbox entry. Blocking: call it from a blocking thread.
-pub fn accept(store: &RedbStore, artifact: &VerifiedArtifact, policy: &TrustPolicy) -> Result<Accepted, AcceptError> {
+pub fn accept(
+    store: &RedbStore,
+    artifact: &VerifiedArtifact,
+    policy: &TrustPolicy,
+) -> Result<Accepted, AcceptError> {
     let now = Timestamp::now();
     // Cheap pre-check on a snapshot: duplicates and refusals need no write.
     let early = store.read(|snapshot| {
-        if let Some(entry_id) = snapshot.inbound_duplicate(artifact.to.as_str(), artifact.from.as_str(), &artifact.id)? {
+        if let Some(entry_id) = snapshot.inbound_duplicate(
+            artifact.to.as_str(),
+            artifact.from.as_str(),
+            &artifact.id,
+        )? {
             return Ok(Some(Ok(Accepted::Duplicate { entry_id })));
         }
         let (perspective, id) = checked_record(artifact);
         let record = snapshot.trust(perspective, &id)?;
-        Ok(check(artifact, record.as_ref(), &now, policy).err().map(Err))
+        Ok(check(artifact, record.as_ref(), &now, policy)
+            .err()
+            .map(Err))
     })?;
     match early {
         Some(Ok(duplicate)) => return Ok(duplicate),
@@ -83,7 +93,9 @@ pub fn accept(store: &RedbStore, artifact: &VerifiedArtifact, policy: &TrustPoli
         None => {}
     }
     let outcome = store.write(|batch| {
-        if let Some(entry_id) = batch.inbound_duplicate(artifact.to.as_str(), artifact.from.as_str(), &artifact.id)? {
+        if let Some(entry_id) =
+            batch.inbound_duplicate(artifact.to.as_str(), artifact.from.as_str(), &artifact.id)?
+        {
             return Ok(Ok(Accepted::Duplicate { entry_id }));
         }
         let (perspective, id) = checked_record(artifact);
@@ -113,10 +125,14 @@ pub fn accept(store: &RedbStore, artifact: &VerifiedArtifact, policy: &TrustPoli
 /// for TRUST_RES (`spec/05-trust.md` §5.3, §6.6).
 fn checked_record(artifact: &VerifiedArtifact) -> (Perspective, String) {
     match artifact.kind {
-        TransporterType::TrustResponse => {
-            (Perspective::Outbound, compute_trust_id(artifact.to.as_str(), artifact.from.as_str()))
-        }
-        _ => (Perspective::Inbound, compute_trust_id(artifact.from.as_str(), artifact.to.as_str())),
+        TransporterType::TrustResponse => (
+            Perspective::Outbound,
+            compute_trust_id(artifact.to.as_str(), artifact.from.as_str()),
+        ),
+        _ => (
+            Perspective::Inbound,
+            compute_trust_id(artifact.from.as_str(), artifact.to.as_str()),
+        ),
     }
 }
 
@@ -128,7 +144,9 @@ fn check(
 ) -> Result<(), ProtocolError> {
     match artifact.kind {
         TransporterType::TrustRequest => trust::check_trust_request(record, now),
-        TransporterType::TrustResponse => trust::check_trust_response(record, artifact.from.as_str()),
+        TransporterType::TrustResponse => {
+            trust::check_trust_response(record, artifact.from.as_str())
+        }
         TransporterType::Document => trust::check_document(record, now, artifact.encrypted, policy),
     }
 }
@@ -138,7 +156,12 @@ fn hosted(batch: &WriteBatch<'_>, identity: &Identity) -> Result<bool, StoreErro
 }
 
 /// Updates `id` in `perspective` with `patch` unless the patch is empty.
-fn update(batch: &mut WriteBatch<'_>, perspective: Perspective, id: &str, patch: TrustPatch) -> Result<(), StoreError> {
+fn update(
+    batch: &mut WriteBatch<'_>,
+    perspective: Perspective,
+    id: &str,
+    patch: TrustPatch,
+) -> Result<(), StoreError> {
     if !trust::is_empty(&patch) {
         batch.update_trust(perspective, id, patch)?;
     }
@@ -155,15 +178,34 @@ fn apply(
     let (from, to) = (artifact.from.as_str(), artifact.to.as_str());
     match artifact.kind {
         TransporterType::TrustRequest => {
-            let terms = artifact.plain_document.as_ref().map(RequestTerms::from_document).unwrap_or_default();
+            let terms = artifact
+                .plain_document
+                .as_ref()
+                .map(RequestTerms::from_document)
+                .unwrap_or_default();
             let id = compute_trust_id(from, to);
             match record {
                 None => {
-                    let new = trust::new_request_record(from, to, &artifact.id, &terms, &artifact.key, now, policy);
+                    let new = trust::new_request_record(
+                        from,
+                        to,
+                        &artifact.id,
+                        &terms,
+                        &artifact.key,
+                        now,
+                        policy,
+                    );
                     batch.create_trust(Perspective::Inbound, new, None)?;
                 }
                 Some(record) => {
-                    let patch = trust::renew_request_patch(&record, &artifact.id, &terms, &artifact.key, now, policy);
+                    let patch = trust::renew_request_patch(
+                        &record,
+                        &artifact.id,
+                        &terms,
+                        &artifact.key,
+                        now,
+                        policy,
+                    );
                     update(batch, Perspective::Inbound, &id, patch)?;
                 }
             }
@@ -178,7 +220,15 @@ fn apply(
                 };
                 match batch.trust(Perspective::Outbound, &id)? {
                     None => {
-                        let mut new = trust::new_request_record(from, to, &artifact.id, &terms, &counterpart, now, policy);
+                        let mut new = trust::new_request_record(
+                            from,
+                            to,
+                            &artifact.id,
+                            &terms,
+                            &counterpart,
+                            now,
+                            policy,
+                        );
                         new.retry_after_date = None;
                         batch.create_trust(Perspective::Outbound, new, None)?;
                     }
@@ -188,7 +238,12 @@ fn apply(
                             decided_by: Some("system".to_owned()),
                             decided_at: Some(now.clone()),
                             expires_at: Some(terms.expires_at.clone()),
-                            privacy_type: Some(terms.privacy_type.clone().unwrap_or_else(|| policy.default_privacy.clone())),
+                            privacy_type: Some(
+                                terms
+                                    .privacy_type
+                                    .clone()
+                                    .unwrap_or_else(|| policy.default_privacy.clone()),
+                            ),
                             ..TrustPatch::default()
                         };
                         update(batch, Perspective::Outbound, &id, patch)?;
@@ -203,7 +258,10 @@ fn apply(
             let mut patch = trust::key_patch(&record, &artifact.key, now);
             // An encrypted decision cannot be read here: the record stays pending
             // until the owner applies it (`spec/05-trust.md` §6.2).
-            let decision = artifact.plain_document.as_ref().and_then(Decision::from_document);
+            let decision = artifact
+                .plain_document
+                .as_ref()
+                .and_then(Decision::from_document);
             if let Some(decision) = &decision {
                 let decided = decision.patch();
                 patch.status = decided.status;
@@ -224,7 +282,12 @@ fn apply(
         TransporterType::Document => {
             if let Some(record) = record {
                 let patch = trust::key_patch(&record, &artifact.key, now);
-                update(batch, Perspective::Inbound, &compute_trust_id(from, to), patch)?;
+                update(
+                    batch,
+                    Perspective::Inbound,
+                    &compute_trust_id(from, to),
+                    patch,
+                )?;
             }
         }
     }

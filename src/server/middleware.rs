@@ -110,22 +110,33 @@ const MAX_TRACKED_KEYS: usize = 100_000;
 
 impl<K: std::hash::Hash + Eq + Clone> Buckets<K> {
     fn new(spec: BucketSpec) -> Self {
-        Buckets { spec, buckets: Mutex::new(HashMap::new()) }
+        Buckets {
+            spec,
+            buckets: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Takes one token for `key`; false when the bucket is empty.
     fn take(&self, key: &K, now: Instant) -> bool {
-        let mut buckets = self.buckets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let burst = f64::from(self.spec.burst);
         if buckets.len() >= MAX_TRACKED_KEYS && !buckets.contains_key(key) {
             // Forget buckets that have refilled: they carry no information.
             let rate = self.spec.rate_per_second;
-            buckets.retain(|_, bucket| bucket.tokens + now.duration_since(bucket.updated).as_secs_f64() * rate < burst);
+            buckets.retain(|_, bucket| {
+                bucket.tokens + now.duration_since(bucket.updated).as_secs_f64() * rate < burst
+            });
             if buckets.len() >= MAX_TRACKED_KEYS {
                 buckets.clear();
             }
         }
-        let bucket = buckets.entry(key.clone()).or_insert(Bucket { tokens: burst, updated: now });
+        let bucket = buckets.entry(key.clone()).or_insert(Bucket {
+            tokens: burst,
+            updated: now,
+        });
         let elapsed = now.duration_since(bucket.updated).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * self.spec.rate_per_second).min(burst);
         bucket.updated = now;
@@ -149,7 +160,10 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// A limiter with the given bucket sizes.
     pub fn new(per_ip: BucketSpec, per_sender: BucketSpec) -> Self {
-        RateLimiter { per_ip: Buckets::new(per_ip), per_sender: Buckets::new(per_sender) }
+        RateLimiter {
+            per_ip: Buckets::new(per_ip),
+            per_sender: Buckets::new(per_sender),
+        }
     }
 
     fn sender_key(request: &Request<'_>) -> String {
@@ -171,7 +185,10 @@ impl Middleware for RateLimiter {
         let now = Instant::now();
         match phase {
             Phase::BeforeParsing if !self.per_ip.take(&request.remote.ip(), now) => {
-                Verdict::Respond(too_many_requests(format!("rate limit for {}", request.remote.ip())))
+                Verdict::Respond(too_many_requests(format!(
+                    "rate limit for {}",
+                    request.remote.ip()
+                )))
             }
             Phase::AfterParsing if request.artifact.is_some() => {
                 let key = Self::sender_key(request);
@@ -202,11 +219,15 @@ impl IpNetwork {
         };
         match (self.address, ip) {
             (IpAddr::V4(network), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(network) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(network), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(network) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -222,7 +243,10 @@ impl std::str::FromStr for IpNetwork {
             Some((address, prefix)) => (address, Some(prefix)),
             None => (text, None),
         };
-        let address: IpAddr = address.trim().parse().map_err(|_| format!("{text:?} is not an IP address or network"))?;
+        let address: IpAddr = address
+            .trim()
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IP address or network"))?;
         let max = if address.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => max,
@@ -280,7 +304,10 @@ mod tests {
 
     #[test]
     fn buckets_refill_at_their_rate() {
-        let buckets = Buckets::new(BucketSpec { rate_per_second: 10.0, burst: 2 });
+        let buckets = Buckets::new(BucketSpec {
+            rate_per_second: 10.0,
+            burst: 2,
+        });
         let start = Instant::now();
         assert!(buckets.take(&1, start));
         assert!(buckets.take(&1, start));
@@ -306,7 +333,10 @@ mod tests {
 
     #[test]
     fn deny_wins_and_allow_restricts() {
-        let filter = IpFilter::new(vec!["127.0.0.0/8".parse().unwrap()], vec!["127.0.0.2".parse().unwrap()]);
+        let filter = IpFilter::new(
+            vec!["127.0.0.0/8".parse().unwrap()],
+            vec!["127.0.0.2".parse().unwrap()],
+        );
         assert!(filter.admits("127.0.0.1".parse().unwrap()));
         assert!(!filter.admits("127.0.0.2".parse().unwrap()));
         assert!(!filter.admits("192.0.2.1".parse().unwrap()));

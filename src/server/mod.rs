@@ -70,14 +70,25 @@ struct OpenConnection<'a>(&'a ListenerStats);
 
 impl Drop for OpenConnection<'_> {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
 impl Server {
     /// A server answering with `pipeline` over TLS configured by `tls`.
-    pub fn new(pipeline: Arc<Pipeline>, tls: Arc<rustls::ServerConfig>, settings: ListenerSettings) -> Self {
-        Server { pipeline, tls: TlsAcceptor::from(tls), settings, stats: Arc::default() }
+    pub fn new(
+        pipeline: Arc<Pipeline>,
+        tls: Arc<rustls::ServerConfig>,
+        settings: ListenerSettings,
+    ) -> Self {
+        Server {
+            pipeline,
+            tls: TlsAcceptor::from(tls),
+            settings,
+            stats: Arc::default(),
+        }
     }
 
     /// The listener's counters (shared; valid after `run` returns too).
@@ -115,7 +126,12 @@ impl Server {
             };
             // Reap finished connection tasks so the set does not grow without bound.
             while connections.try_join_next().is_some() {}
-            if !self.pipeline.middleware().iter().all(|hook| hook.allow_connection(remote)) {
+            if !self
+                .pipeline
+                .middleware()
+                .iter()
+                .all(|hook| hook.allow_connection(remote))
+            {
                 tracing::info!(remote = %remote, "connection refused by the IP filter");
                 continue;
             }
@@ -127,10 +143,19 @@ impl Server {
             let stopped = stopped.clone();
             connections.spawn(async move {
                 let _permit = permit;
-                stats.accepted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                stats.open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                stats
+                    .accepted
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                stats
+                    .open
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let _open = OpenConnection(&stats);
-                let stream = match tokio::time::timeout(settings.handshake_timeout, acceptor.accept(tcp)).await {
+                let stream = match tokio::time::timeout(
+                    settings.handshake_timeout,
+                    acceptor.accept(tcp),
+                )
+                .await
+                {
                     Ok(Ok(stream)) => stream,
                     Ok(Err(error)) => {
                         tracing::debug!(remote = %remote, error = %error, "TLS handshake failed");
@@ -151,7 +176,10 @@ impl Server {
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(remaining = connections.len(), "shutdown grace period over; closing the remaining connections");
+            tracing::warn!(
+                remaining = connections.len(),
+                "shutdown grace period over; closing the remaining connections"
+            );
             connections.shutdown().await;
         }
     }

@@ -16,8 +16,8 @@ use crate::identity::{Identity, compute_trust_id, is_schema_identity};
 use crate::protocol::json::{Object, Value};
 use crate::protocol::response::{self, now_iso};
 use crate::protocol::{
-    AgentAction, AgentArtifact, Artifact, ControlAction, ErrorCode, IdentityLookupRequest, ProtocolError,
-    TransporterArtifact,
+    AgentAction, AgentArtifact, Artifact, ControlAction, ErrorCode, IdentityLookupRequest,
+    ProtocolError, TransporterArtifact,
 };
 use crate::server::inbound::{self, AcceptError, Accepted, VerifiedArtifact};
 use crate::server::middleware::{Middleware, Phase, Request, Verdict};
@@ -50,11 +50,19 @@ pub struct Reply {
 
 impl Reply {
     fn silent() -> Self {
-        Reply { line: None, after: After::KeepOpen, request_id: None }
+        Reply {
+            line: None,
+            after: After::KeepOpen,
+            request_id: None,
+        }
     }
 
     fn respond(response: &Object, after: After) -> Self {
-        Reply { line: Some(response.to_canonical()), after, request_id: None }
+        Reply {
+            line: Some(response.to_canonical()),
+            after,
+            request_id: None,
+        }
     }
 }
 
@@ -129,7 +137,12 @@ impl Pipeline {
 
     /// Handles one line (without its `\n`) from `remote`.
     pub async fn handle_line(&self, line: &[u8], remote: SocketAddr) -> Reply {
-        let request = Request { remote, line, artifact: None, error: None };
+        let request = Request {
+            remote,
+            line,
+            artifact: None,
+            error: None,
+        };
         if let Err(error) = self.run_hooks(Phase::BeforeParsing, &request) {
             return self.refuse(&error, None, None, remote);
         }
@@ -137,22 +150,38 @@ impl Pipeline {
             Ok(None) => return Reply::silent(),
             Ok(Some(artifact)) => artifact,
             Err(error) => {
-                let _ = self.run_hooks(Phase::AfterParsing, &Request { error: Some(&error), ..request });
+                let _ = self.run_hooks(
+                    Phase::AfterParsing,
+                    &Request {
+                        error: Some(&error),
+                        ..request
+                    },
+                );
                 return self.refuse(&error, None, None, remote);
             }
         };
-        let request = Request { artifact: Some(&artifact), ..request };
+        let request = Request {
+            artifact: Some(&artifact),
+            ..request
+        };
         if let Err(error) = self.run_hooks(Phase::AfterParsing, &request) {
             return self.refuse(&error, Some(&artifact), Some(artifact.id()), remote);
         }
         let outcome = match &artifact {
             Artifact::Control(control) => Ok(match control.action {
-                ControlAction::Quit => Reply::respond(&response::success("bye", Some(&control.id)), After::End),
+                ControlAction::Quit => {
+                    Reply::respond(&response::success("bye", Some(&control.id)), After::End)
+                }
                 // The documented behaviour, not the reference's unfinished one (docs/compatibility.md).
-                ControlAction::Ping => Reply::respond(&response::success("pong", Some(&control.id)), After::KeepOpen),
+                ControlAction::Ping => Reply::respond(
+                    &response::success("pong", Some(&control.id)),
+                    After::KeepOpen,
+                ),
             }),
             Artifact::IdentityLookup(lookup) => self.identity_lookup(lookup).await,
-            Artifact::Transporter(transporter) => self.transporter(transporter, line, &request).await,
+            Artifact::Transporter(transporter) => {
+                self.transporter(transporter, line, &request).await
+            }
             Artifact::Agent(agent) => self.agent(agent, &request).await,
         };
         let mut reply = match outcome {
@@ -164,13 +193,26 @@ impl Pipeline {
     }
 
     /// Answers an error, logging the refusal once.
-    fn refuse(&self, error: &ProtocolError, artifact: Option<&Artifact>, req_id: Option<&str>, remote: SocketAddr) -> Reply {
-        let request = Request { remote, line: &[], artifact, error: Some(error) };
+    fn refuse(
+        &self,
+        error: &ProtocolError,
+        artifact: Option<&Artifact>,
+        req_id: Option<&str>,
+        remote: SocketAddr,
+    ) -> Reply {
+        let request = Request {
+            remote,
+            line: &[],
+            artifact,
+            error: Some(error),
+        };
         let _ = self.run_hooks(Phase::BeforeOnError, &request);
         let (from, to) = match artifact {
             Some(Artifact::Transporter(artifact)) => (artifact.from.as_str(), artifact.to.as_str()),
             Some(Artifact::Agent(artifact)) => (artifact.agent_id.as_str(), artifact.to.as_str()),
-            Some(Artifact::IdentityLookup(lookup)) => (lookup.from.as_str(), lookup.identity.as_str()),
+            Some(Artifact::IdentityLookup(lookup)) => {
+                (lookup.from.as_str(), lookup.identity.as_str())
+            }
             _ => ("", ""),
         };
         tracing::info!(
@@ -201,13 +243,17 @@ impl Pipeline {
 
     async fn hosted(&self, identity: &Identity) -> Result<Option<IdentityRecord>, ProtocolError> {
         let name = identity.as_str().to_owned();
-        self.read(move |snapshot| snapshot.identity_by_name(&name)).await
+        self.read(move |snapshot| snapshot.identity_by_name(&name))
+            .await
     }
 
     async fn require_hosted(&self, identity: &Identity) -> Result<IdentityRecord, ProtocolError> {
         self.hosted(identity).await?.ok_or_else(|| {
-            ProtocolError::new(ErrorCode::IdentityNotFound, format!("{identity} is not hosted here"))
-                .with_reason("identity not hosted here")
+            ProtocolError::new(
+                ErrorCode::IdentityNotFound,
+                format!("{identity} is not hosted here"),
+            )
+            .with_reason("identity not hosted here")
         })
     }
 
@@ -220,14 +266,25 @@ impl Pipeline {
         self.require_hosted(&artifact.to).await?;
         self.run_hooks(Phase::BeforeSignatureVerification, request)?;
         let verified = signing::verify_transporter(artifact, self.keys.as_ref()).await;
-        self.run_hooks(Phase::AfterSignatureVerification, &Request { error: verified.as_ref().err(), ..*request })?;
+        self.run_hooks(
+            Phase::AfterSignatureVerification,
+            &Request {
+                error: verified.as_ref().err(),
+                ..*request
+            },
+        )?;
         let key = match verified? {
             VerifiedSigner::Sender(key) => verifying_key(&key, None),
-            VerifiedSigner::Delegated { delegator, delegator_key, .. } => {
-                verifying_key(&delegator_key, Some(delegator.as_str().to_owned()))
-            }
+            VerifiedSigner::Delegated {
+                delegator,
+                delegator_key,
+                ..
+            } => verifying_key(&delegator_key, Some(delegator.as_str().to_owned())),
         };
-        let plain_document = artifact.encryption.is_none().then(|| artifact.document().clone());
+        let plain_document = artifact
+            .encryption
+            .is_none()
+            .then(|| artifact.document().clone());
         let verified = VerifiedArtifact {
             kind: artifact.kind,
             id: artifact.id.clone(),
@@ -242,9 +299,10 @@ impl Pipeline {
         self.run_hooks(Phase::BeforeTrustVerification, request)?;
         let store = self.store.clone();
         let policy = self.policy.clone();
-        let outcome = tokio::task::spawn_blocking(move || inbound::accept(&store, &verified, &policy))
-            .await
-            .map_err(internal)?;
+        let outcome =
+            tokio::task::spawn_blocking(move || inbound::accept(&store, &verified, &policy))
+                .await
+                .map_err(internal)?;
         let outcome = match outcome {
             Ok(accepted) => Ok(accepted),
             Err(AcceptError::Refused(error)) => Err(error),
@@ -253,41 +311,75 @@ impl Pipeline {
                 Err(internal(error))
             }
         };
-        self.run_hooks(Phase::AfterTrustVerification, &Request { error: outcome.as_ref().err(), ..*request })?;
+        self.run_hooks(
+            Phase::AfterTrustVerification,
+            &Request {
+                error: outcome.as_ref().err(),
+                ..*request
+            },
+        )?;
         let accepted = outcome?;
         self.run_hooks(Phase::AfterOnArtifact, request)?;
         match accepted {
-            Accepted::Stored { entry_id } => tracing::debug!(entry_id, id = %artifact.id, "artifact stored"),
-            Accepted::Duplicate { entry_id } => tracing::info!(entry_id, id = %artifact.id, "duplicate delivery acknowledged"),
+            Accepted::Stored { entry_id } => {
+                tracing::debug!(entry_id, id = %artifact.id, "artifact stored")
+            }
+            Accepted::Duplicate { entry_id } => {
+                tracing::info!(entry_id, id = %artifact.id, "duplicate delivery acknowledged")
+            }
         }
-        Ok(Reply::respond(&response::success("success", Some(&artifact.id)), After::KeepOpen))
+        Ok(Reply::respond(
+            &response::success("success", Some(&artifact.id)),
+            After::KeepOpen,
+        ))
     }
 
-    async fn agent(&self, artifact: &AgentArtifact, request: &Request<'_>) -> Result<Reply, ProtocolError> {
+    async fn agent(
+        &self,
+        artifact: &AgentArtifact,
+        request: &Request<'_>,
+    ) -> Result<Reply, ProtocolError> {
         self.require_hosted(&artifact.to).await?;
         self.run_hooks(Phase::BeforeSignatureVerification, request)?;
         let record = if artifact.action == AgentAction::AuthRequest {
             None
         } else {
             let id = compute_trust_id(&artifact.agent_id, artifact.to.as_str());
-            self.read(move |snapshot| snapshot.trust(Perspective::Inbound, &id)).await?
+            self.read(move |snapshot| snapshot.trust(Perspective::Inbound, &id))
+                .await?
         };
         // Only agent records verify agent artifacts; a partner's record never does.
         let record = record.filter(|record| !is_schema_identity(&record.sender_id));
         let stored_key = match &record {
-            Some(record) => Some(PublicKey::from_base64_spki(&record.public_key_base64).map_err(|error| {
-                ProtocolError::new(ErrorCode::SigVerification, format!("the agent record's key is unusable: {error}"))
-            })?),
+            Some(record) => Some(
+                PublicKey::from_base64_spki(&record.public_key_base64).map_err(|error| {
+                    ProtocolError::new(
+                        ErrorCode::SigVerification,
+                        format!("the agent record's key is unusable: {error}"),
+                    )
+                })?,
+            ),
             None => None,
         };
         let verified = signing::verify_agent(artifact, stored_key.as_ref()).map(drop);
-        self.run_hooks(Phase::AfterSignatureVerification, &Request { error: verified.as_ref().err(), ..*request })?;
+        self.run_hooks(
+            Phase::AfterSignatureVerification,
+            &Request {
+                error: verified.as_ref().err(),
+                ..*request
+            },
+        )?;
         verified?;
         self.run_hooks(Phase::BeforeTrustVerification, request)?;
         let trusted = artifact.action == AgentAction::AuthRequest
-            || record.as_ref().is_some_and(|record: &TrustRecord| record.is_active_at(Timestamp::now().millis()));
+            || record
+                .as_ref()
+                .is_some_and(|record: &TrustRecord| record.is_active_at(Timestamp::now().millis()));
         if !trusted {
-            return Err(ProtocolError::new(ErrorCode::TrustNotAllowed, "the agent's record is not active"));
+            return Err(ProtocolError::new(
+                ErrorCode::TrustNotAllowed,
+                "the agent's record is not active",
+            ));
         }
         self.run_hooks(Phase::AfterTrustVerification, request)?;
         match artifact.action {
@@ -301,28 +393,53 @@ impl Pipeline {
                 answer.insert("document", Value::Object(document));
                 Ok(Reply::respond(&answer, After::KeepOpen))
             }
-            other => Err(ProtocolError::new(ErrorCode::InvalidAction, format!("agent action {other} is not supported"))
-                .with_reason("unsupported agent action")),
+            other => Err(ProtocolError::new(
+                ErrorCode::InvalidAction,
+                format!("agent action {other} is not supported"),
+            )
+            .with_reason("unsupported agent action")),
         }
     }
 
-    async fn identity_lookup(&self, lookup: &IdentityLookupRequest) -> Result<Reply, ProtocolError> {
-        let not_found = || ProtocolError::new(ErrorCode::IdentityNotFound, format!("no key for {}", lookup.identity));
+    async fn identity_lookup(
+        &self,
+        lookup: &IdentityLookupRequest,
+    ) -> Result<Reply, ProtocolError> {
+        let not_found = || {
+            ProtocolError::new(
+                ErrorCode::IdentityNotFound,
+                format!("no key for {}", lookup.identity),
+            )
+        };
         let record = self.hosted(&lookup.identity).await?.ok_or_else(not_found)?;
-        let selector = lookup.identity_selector.as_deref().unwrap_or(&record.current_selector);
-        let key = record.public_keys.iter().find(|key| key.selector == selector).ok_or_else(not_found)?;
+        let selector = lookup
+            .identity_selector
+            .as_deref()
+            .unwrap_or(&record.current_selector);
+        let key = record
+            .public_keys
+            .iter()
+            .find(|key| key.selector == selector)
+            .ok_or_else(not_found)?;
         let document = key_document(key);
         let mut answer = response::success("success", Some(&lookup.id));
         answer.insert("selector", self.server_selector.as_str());
         answer.insert("document", Value::Object(document));
-        answer.insert("signedBy", (self.lookup_signer)(lookup.identity.domain()).as_str());
+        answer.insert(
+            "signedBy",
+            (self.lookup_signer)(lookup.identity.domain()).as_str(),
+        );
         signing::sign_object(&mut answer, &self.server_key);
         Ok(Reply::respond(&answer, After::End))
     }
 }
 
 fn verifying_key(key: &PublicKey, delegated_by: Option<String>) -> VerifyingKey {
-    VerifyingKey { base64: key.to_base64(), fingerprint: key.fingerprint().to_owned(), delegated_by }
+    VerifyingKey {
+        base64: key.to_base64(),
+        fingerprint: key.fingerprint().to_owned(),
+        delegated_by,
+    }
 }
 
 /// The identity key document of a lookup answer: the stored key record minus
@@ -331,7 +448,8 @@ fn key_document(key: &crate::store::PublicKeyRecord) -> Object {
     let pem = if key.public_key.trim_start().starts_with("-----BEGIN") {
         key.public_key.clone()
     } else {
-        PublicKey::from_base64_spki(key.public_key.trim()).map_or_else(|_| key.public_key.clone(), |parsed| parsed.to_pem())
+        PublicKey::from_base64_spki(key.public_key.trim())
+            .map_or_else(|_| key.public_key.clone(), |parsed| parsed.to_pem())
     };
     match &key.source {
         Some(source) => {

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use crate::protocol::json::{Object, Value};
 use crate::protocol::{ErrorCode, ProtocolError};
-use crate::store::{KeyHistoryEntry, NewTrustRecord, PrivacyType, Timestamp, TrustPatch, TrustRecord, TrustStatus};
+use crate::store::{
+    KeyHistoryEntry, NewTrustRecord, PrivacyType, Timestamp, TrustPatch, TrustRecord, TrustStatus,
+};
 
 /// The operator's trust policy (`spec/05-trust.md` §6.1, §8; open questions Q1, Q2).
 #[derive(Clone, Debug, PartialEq)]
@@ -53,31 +55,52 @@ fn future(timestamp: Option<&Timestamp>, now: &Timestamp) -> bool {
 
 /// The TRUST_REQ check (`spec/05-trust.md` §5.3): refused while the record is active,
 /// blocked, or before its `retryAfterDate`; no record at all passes.
-pub fn check_trust_request(record: Option<&TrustRecord>, now: &Timestamp) -> Result<(), ProtocolError> {
+pub fn check_trust_request(
+    record: Option<&TrustRecord>,
+    now: &Timestamp,
+) -> Result<(), ProtocolError> {
     let Some(record) = record else { return Ok(()) };
     if record.is_active_at(now.millis()) {
-        return Err(refusal(ErrorCode::TrustAlreadyActive, "trust is already active"));
+        return Err(refusal(
+            ErrorCode::TrustAlreadyActive,
+            "trust is already active",
+        ));
     }
     if record.status == TrustStatus::Blocked {
         return Err(refusal(ErrorCode::TrustBlocked, "the sender is blocked"));
     }
     if future(record.retry_after_date.as_ref(), now) {
-        return Err(refusal(ErrorCode::TrustNotAllowed, "a new request is not allowed before retryAfterDate"));
+        return Err(refusal(
+            ErrorCode::TrustNotAllowed,
+            "a new request is not allowed before retryAfterDate",
+        ));
     }
     Ok(())
 }
 
 /// The TRUST_RES check (`spec/05-trust.md` §5.3): the requesting-side record exists,
 /// is pending, and names the responder as its receiver (ignoring case).
-pub fn check_trust_response(record: Option<&TrustRecord>, responder: &str) -> Result<(), ProtocolError> {
+pub fn check_trust_response(
+    record: Option<&TrustRecord>,
+    responder: &str,
+) -> Result<(), ProtocolError> {
     let Some(record) = record else {
-        return Err(refusal(ErrorCode::TrustNotAllowed, "no trust request to answer"));
+        return Err(refusal(
+            ErrorCode::TrustNotAllowed,
+            "no trust request to answer",
+        ));
     };
     if record.status != TrustStatus::Pending {
-        return Err(refusal(ErrorCode::TrustNotAllowed, "the trust request is not pending"));
+        return Err(refusal(
+            ErrorCode::TrustNotAllowed,
+            "the trust request is not pending",
+        ));
     }
     if record.receiver_id.to_lowercase() != responder.to_lowercase() {
-        return Err(refusal(ErrorCode::TrustNotAllowed, "only the asked party may respond"));
+        return Err(refusal(
+            ErrorCode::TrustNotAllowed,
+            "only the asked party may respond",
+        ));
     }
     Ok(())
 }
@@ -92,14 +115,19 @@ pub fn check_document(
 ) -> Result<(), ProtocolError> {
     let active = record.is_some_and(|record| record.is_active_at(now.millis()));
     if !active {
-        return Err(refusal(ErrorCode::TrustNonExistent, "no active trust for this sender"));
+        return Err(refusal(
+            ErrorCode::TrustNonExistent,
+            "no active trust for this sender",
+        ));
     }
     if policy.enforce_privacy
         && !encrypted
         && record.is_some_and(|record| record.privacy_type == PrivacyType::Encrypted)
     {
-        return Err(ProtocolError::validation("the trust requires encrypted documents")
-            .with_reason("encryption required by trust"));
+        return Err(
+            ProtocolError::validation("the trust requires encrypted documents")
+                .with_reason("encryption required by trust"),
+        );
     }
     Ok(())
 }
@@ -119,10 +147,14 @@ pub struct RequestTerms {
 impl RequestTerms {
     /// Reads the terms of a plain (unencrypted) trust request document.
     pub fn from_document(document: &Value) -> Self {
-        let Some(document) = document.as_object() else { return Self::default() };
+        let Some(document) = document.as_object() else {
+            return Self::default();
+        };
         RequestTerms {
             document_id: document.str("id").map(str::to_owned),
-            expires_at: document.str("expiresAt").and_then(|text| Timestamp::parse(text).ok()),
+            expires_at: document
+                .str("expiresAt")
+                .and_then(|text| Timestamp::parse(text).ok()),
             privacy_type: document.str("privacyType").map(PrivacyType::from_wire),
         }
     }
@@ -149,7 +181,11 @@ impl Decision {
     /// Reads a plain trust response document (validation already checked its fields).
     pub fn from_document(document: &Value) -> Option<Self> {
         let document = document.as_object()?;
-        let timestamp = |key: &str| document.str(key).and_then(|text| Timestamp::parse(text).ok());
+        let timestamp = |key: &str| {
+            document
+                .str(key)
+                .and_then(|text| Timestamp::parse(text).ok())
+        };
         Some(Decision {
             status: TrustStatus::from_wire(document.str("decision")?),
             decided_by: document.str("decidedBy")?.to_owned(),
@@ -215,7 +251,10 @@ pub fn new_request_record(
         public_key_base64: key.base64.clone(),
         public_key_fingerprint: key.fingerprint.clone(),
         key_history: Vec::new(),
-        privacy_type: terms.privacy_type.clone().unwrap_or_else(|| policy.default_privacy.clone()),
+        privacy_type: terms
+            .privacy_type
+            .clone()
+            .unwrap_or_else(|| policy.default_privacy.clone()),
         retry_after_date: cooled_off(now, policy),
         metadata: Some(metadata),
     }
@@ -232,7 +271,11 @@ pub fn renew_request_patch(
 ) -> TrustPatch {
     let mut patch = key_patch(record, key, now);
     let mut metadata = request_metadata(
-        patch.metadata.as_ref().and_then(Option::as_ref).or(record.metadata.as_ref()),
+        patch
+            .metadata
+            .as_ref()
+            .and_then(Option::as_ref)
+            .or(record.metadata.as_ref()),
         artifact_id,
         terms,
     );
@@ -243,7 +286,12 @@ pub fn renew_request_patch(
     patch.decided_by = Some("system".to_owned());
     patch.decided_at = Some(now.clone());
     patch.expires_at = Some(terms.expires_at.clone());
-    patch.privacy_type = Some(terms.privacy_type.clone().unwrap_or_else(|| policy.default_privacy.clone()));
+    patch.privacy_type = Some(
+        terms
+            .privacy_type
+            .clone()
+            .unwrap_or_else(|| policy.default_privacy.clone()),
+    );
     patch.retry_after_date = Some(cooled_off(now, policy));
     patch.metadata = Some(Some(metadata));
     patch
@@ -295,7 +343,11 @@ mod tests {
     }
 
     fn record(status: TrustStatus) -> TrustRecord {
-        let key = VerifyingKey { base64: "AAAA".into(), fingerprint: "fp1".into(), delegated_by: None };
+        let key = VerifyingKey {
+            base64: "AAAA".into(),
+            fingerprint: "fp1".into(),
+            delegated_by: None,
+        };
         let new = new_request_record(
             "a$b.c",
             "d$e.f",
@@ -315,12 +367,25 @@ mod tests {
     fn trust_request_rules() {
         let now = at("2025-06-01T00:00:00.000Z");
         assert!(check_trust_request(None, &now).is_ok());
-        assert_eq!(check_trust_request(Some(&record(TrustStatus::Accepted)), &now).unwrap_err().code, ErrorCode::TrustAlreadyActive);
-        assert_eq!(check_trust_request(Some(&record(TrustStatus::Blocked)), &now).unwrap_err().code, ErrorCode::TrustBlocked);
+        assert_eq!(
+            check_trust_request(Some(&record(TrustStatus::Accepted)), &now)
+                .unwrap_err()
+                .code,
+            ErrorCode::TrustAlreadyActive
+        );
+        assert_eq!(
+            check_trust_request(Some(&record(TrustStatus::Blocked)), &now)
+                .unwrap_err()
+                .code,
+            ErrorCode::TrustBlocked
+        );
         let mut rejected = record(TrustStatus::Rejected);
         assert!(check_trust_request(Some(&rejected), &now).is_ok());
         rejected.retry_after_date = Some(at("2025-07-01T00:00:00.000Z"));
-        assert_eq!(check_trust_request(Some(&rejected), &now).unwrap_err().code, ErrorCode::TrustNotAllowed);
+        assert_eq!(
+            check_trust_request(Some(&rejected), &now).unwrap_err().code,
+            ErrorCode::TrustNotAllowed
+        );
         let mut expired = record(TrustStatus::Accepted);
         expired.expires_at = Some(at("2025-05-01T00:00:00.000Z"));
         assert!(check_trust_request(Some(&expired), &now).is_ok());
@@ -338,12 +403,18 @@ mod tests {
     fn documents_need_active_trust_and_respect_privacy() {
         let now = at("2025-06-01T00:00:00.000Z");
         let policy = TrustPolicy::default();
-        assert_eq!(check_document(None, &now, false, &policy).unwrap_err().code, ErrorCode::TrustNonExistent);
+        assert_eq!(
+            check_document(None, &now, false, &policy).unwrap_err().code,
+            ErrorCode::TrustNonExistent
+        );
         let mut accepted = record(TrustStatus::Accepted);
         assert!(check_document(Some(&accepted), &now, false, &policy).is_ok());
         accepted.privacy_type = PrivacyType::Encrypted;
         let error = check_document(Some(&accepted), &now, false, &policy).unwrap_err();
-        assert_eq!((error.code, error.reason()), (ErrorCode::Validation, Some("encryption required by trust")));
+        assert_eq!(
+            (error.code, error.reason()),
+            (ErrorCode::Validation, Some("encryption required by trust"))
+        );
         assert!(check_document(Some(&accepted), &now, true, &policy).is_ok());
     }
 
@@ -351,9 +422,17 @@ mod tests {
     fn key_changes_go_to_the_history() {
         let record = record(TrustStatus::Accepted);
         let now = at("2025-06-01T00:00:00.000Z");
-        let same = VerifyingKey { base64: "AAAA".into(), fingerprint: "fp1".into(), delegated_by: None };
+        let same = VerifyingKey {
+            base64: "AAAA".into(),
+            fingerprint: "fp1".into(),
+            delegated_by: None,
+        };
         assert!(is_empty(&key_patch(&record, &same, &now)));
-        let new = VerifyingKey { base64: "BBBB".into(), fingerprint: "fp2".into(), delegated_by: None };
+        let new = VerifyingKey {
+            base64: "BBBB".into(),
+            fingerprint: "fp2".into(),
+            delegated_by: None,
+        };
         let patch = key_patch(&record, &new, &now);
         let history = patch.key_history.unwrap();
         assert_eq!(history.len(), 1);

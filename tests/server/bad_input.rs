@@ -9,14 +9,23 @@ use btps::store::{Mailbox, PageRequest, Perspective};
 
 use crate::util::server::{TRUST_REQUEST, TestOptions, TestServer, artifact};
 
-const PING: &str = r#"{"version":"1.0.0","id":"ping","issuedAt":"2025-01-15T10:30:00.000Z","action":"PING"}"#;
+const PING: &str =
+    r#"{"version":"1.0.0","id":"ping","issuedAt":"2025-01-15T10:30:00.000Z","action":"PING"}"#;
 
 /// Everything the database holds that a bad line could have touched.
 fn state(server: &TestServer) -> (usize, u64) {
     server
         .store
         .read(|snapshot| {
-            let inbox = snapshot.list_mailbox("finance$client.test", Mailbox::Inbox, &PageRequest::first(1000), true)?.items.len();
+            let inbox = snapshot
+                .list_mailbox(
+                    "finance$client.test",
+                    Mailbox::Inbox,
+                    &PageRequest::first(1000),
+                    true,
+                )?
+                .items
+                .len();
             Ok((inbox, snapshot.trust_count(Perspective::Inbound)?))
         })
         .unwrap()
@@ -29,24 +38,46 @@ async fn still_serving(server: &TestServer) {
 
 async fn seeded(options: TestOptions) -> TestServer {
     let server = TestServer::start(options).await;
-    let request = artifact(TransporterType::TrustRequest, "billing$vendor.test", "billing", "finance$client.test", TRUST_REQUEST);
+    let request = artifact(
+        TransporterType::TrustRequest,
+        "billing$vendor.test",
+        "billing",
+        "finance$client.test",
+        TRUST_REQUEST,
+    );
     assert!(server.send(&request).await.ok);
     server
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_over_long_line_is_refused_and_the_connection_closed() {
-    let server = seeded(TestOptions { max_line_bytes: 4096, ..TestOptions::default() }).await;
+    let server = seeded(TestOptions {
+        max_line_bytes: 4096,
+        ..TestOptions::default()
+    })
+    .await;
     let before = state(&server);
     let mut client = server.client().await;
     let mut line = vec![b'a'; 10_000];
     line.push(b'\n');
     client.send_raw(&line).await.unwrap();
-    let response = btps::protocol::response::parse_response(&client.read_line().await.unwrap().unwrap()).unwrap();
-    assert_eq!(response.message.as_deref(), Some("BTPS artifact validation failed"));
+    let response =
+        btps::protocol::response::parse_response(&client.read_line().await.unwrap().unwrap())
+            .unwrap();
+    assert_eq!(
+        response.message.as_deref(),
+        Some("BTPS artifact validation failed")
+    );
     assert_eq!(response.reason.as_deref(), Some("line too long"));
     assert_eq!(response.req_id, None);
-    assert!(client.read_line().await.map(|line| line.is_none()).unwrap_or(true), "connection closed");
+    assert!(
+        client
+            .read_line()
+            .await
+            .map(|line| line.is_none())
+            .unwrap_or(true),
+        "connection closed"
+    );
     still_serving(&server).await;
     assert_eq!(state(&server), before);
     server.stop().await;
@@ -58,30 +89,57 @@ async fn invalid_utf8_is_invalid_json_and_the_connection_stays_open() {
     let before = state(&server);
     let mut client = server.client().await;
     client.send_raw(b"\xff\xfe{}\n").await.unwrap();
-    let response = btps::protocol::response::parse_response(&client.read_line().await.unwrap().unwrap()).unwrap();
+    let response =
+        btps::protocol::response::parse_response(&client.read_line().await.unwrap().unwrap())
+            .unwrap();
     assert_eq!(response.message.as_deref(), Some("Invalid JSON format"));
     // Invalid bytes inside a string become U+FFFD: valid JSON, not a valid artifact.
     client.send_raw(b"{\"action\":\"PI\xffNG\",\"id\":\"x\",\"version\":\"1\",\"issuedAt\":\"2025-01-15T10:30:00Z\"}\n").await.unwrap();
-    let response = btps::protocol::response::parse_response(&client.read_line().await.unwrap().unwrap()).unwrap();
-    assert_eq!(response.message.as_deref(), Some("BTPS artifact validation failed"));
-    assert!(client.request(PING).await.unwrap().ok, "same connection still answers");
+    let response =
+        btps::protocol::response::parse_response(&client.read_line().await.unwrap().unwrap())
+            .unwrap();
+    assert_eq!(
+        response.message.as_deref(),
+        Some("BTPS artifact validation failed")
+    );
+    assert!(
+        client.request(PING).await.unwrap().ok,
+        "same connection still answers"
+    );
     assert_eq!(state(&server), before);
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_half_line_then_silence_times_out() {
-    let server = seeded(TestOptions { idle_timeout: Duration::from_millis(700), ..TestOptions::default() }).await;
+    let server = seeded(TestOptions {
+        idle_timeout: Duration::from_millis(700),
+        ..TestOptions::default()
+    })
+    .await;
     let before = state(&server);
     let mut client = server.client().await;
     // A full request first, so the timeout answer carries its id.
     assert!(client.request(PING).await.unwrap().ok);
-    client.send_raw(br#"{"version":"1.0.0","id":"half"#).await.unwrap();
+    client
+        .send_raw(br#"{"version":"1.0.0","id":"half"#)
+        .await
+        .unwrap();
     let line = client.read_line().await.unwrap().expect("timeout answer");
     let response = btps::protocol::response::parse_response(&line).unwrap();
-    assert_eq!(response.message.as_deref(), Some("Socket timeout. Connection closed"));
+    assert_eq!(
+        response.message.as_deref(),
+        Some("Socket timeout. Connection closed")
+    );
     assert_eq!(response.req_id.as_deref(), Some("ping"));
-    assert!(client.read_line().await.map(|line| line.is_none()).unwrap_or(true), "connection closed");
+    assert!(
+        client
+            .read_line()
+            .await
+            .map(|line| line.is_none())
+            .unwrap_or(true),
+        "connection closed"
+    );
     still_serving(&server).await;
     assert_eq!(state(&server), before);
     server.stop().await;
@@ -93,8 +151,17 @@ async fn a_client_that_disconnects_mid_line_harms_nobody() {
     let before = state(&server);
     for _ in 0..20 {
         let mut client = server.client().await;
-        let request = artifact(TransporterType::TrustRequest, "admin$vendor.test", "admin-vendor", "finance$client.test", TRUST_REQUEST);
-        client.send_raw(&request.as_bytes()[..request.len() / 2]).await.unwrap();
+        let request = artifact(
+            TransporterType::TrustRequest,
+            "admin$vendor.test",
+            "admin-vendor",
+            "finance$client.test",
+            TRUST_REQUEST,
+        );
+        client
+            .send_raw(&request.as_bytes()[..request.len() / 2])
+            .await
+            .unwrap();
         drop(client);
     }
     still_serving(&server).await;
@@ -131,7 +198,9 @@ async fn pipelined_lines_are_answered_in_order_with_their_ids() {
     burst.push('\n'); // a blank line gets no answer
     client.send_raw(burst.as_bytes()).await.unwrap();
     for index in 0..10 {
-        let response = btps::protocol::response::parse_response(&client.read_line().await.unwrap().unwrap()).unwrap();
+        let response =
+            btps::protocol::response::parse_response(&client.read_line().await.unwrap().unwrap())
+                .unwrap();
         assert_eq!(response.req_id, Some(format!("p{index}")));
     }
     server.stop().await;
@@ -139,12 +208,23 @@ async fn pipelined_lines_are_answered_in_order_with_their_ids() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_connection_cap_holds_new_peers_back() {
-    let server = seeded(TestOptions { max_connections: 2, ..TestOptions::default() }).await;
+    let server = seeded(TestOptions {
+        max_connections: 2,
+        ..TestOptions::default()
+    })
+    .await;
     let first = server.client().await;
     let _second = server.client().await;
-    let quick = ClientOptions { insecure: true, timeout: Duration::from_millis(400), ..ClientOptions::default() };
+    let quick = ClientOptions {
+        insecure: true,
+        timeout: Duration::from_millis(400),
+        ..ClientOptions::default()
+    };
     let third = BtpsClient::connect("127.0.0.1", server.address.port(), &quick).await;
-    assert!(third.is_err(), "a third peer is not served while two are connected");
+    assert!(
+        third.is_err(),
+        "a third peer is not served while two are connected"
+    );
     drop(first);
     still_serving(&server).await;
     server.stop().await;

@@ -5,9 +5,13 @@ use btps::identity::compute_trust_id;
 use btps::protocol::TransporterType;
 use btps::protocol::response::parse_response;
 use btps::signing::{self, KeySource};
-use btps::store::{Mailbox, PageRequest, Perspective, PrivacyType, Timestamp, TrustPatch, TrustStatus};
+use btps::store::{
+    Mailbox, PageRequest, Perspective, PrivacyType, Timestamp, TrustPatch, TrustStatus,
+};
 
-use crate::util::server::{TRUST_REQUEST, TestOptions, TestServer, artifact, artifact_with_id, invoice};
+use crate::util::server::{
+    TRUST_REQUEST, TestOptions, TestServer, artifact, artifact_with_id, invoice,
+};
 
 const SENDER: &str = "billing$vendor.test";
 const RECEIVER: &str = "finance$client.test";
@@ -15,7 +19,9 @@ const RECEIVER: &str = "finance$client.test";
 fn inbox_len(server: &TestServer, owner: &str) -> usize {
     server
         .store
-        .read(|snapshot| snapshot.list_mailbox(owner, Mailbox::Inbox, &PageRequest::first(1000), true))
+        .read(|snapshot| {
+            snapshot.list_mailbox(owner, Mailbox::Inbox, &PageRequest::first(1000), true)
+        })
         .unwrap()
         .items
         .len()
@@ -30,7 +36,10 @@ fn accept(server: &TestServer, sender: &str, receiver: &str) {
         retry_after_date: Some(None),
         ..TrustPatch::default()
     };
-    server.store.update_trust(Perspective::Inbound, &id, patch).unwrap();
+    server
+        .store
+        .update_trust(Perspective::Inbound, &id, patch)
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,72 +47,166 @@ async fn trust_request_acceptance_and_documents() {
     let server = TestServer::start(TestOptions::default()).await;
 
     // A trust request creates a pending record and lands in the receiver's inbox.
-    let request = artifact(TransporterType::TrustRequest, SENDER, "billing", RECEIVER, TRUST_REQUEST);
+    let request = artifact(
+        TransporterType::TrustRequest,
+        SENDER,
+        "billing",
+        RECEIVER,
+        TRUST_REQUEST,
+    );
     let response = server.send(&request).await;
     assert!(response.ok, "{:?}", response.raw);
     assert_eq!(response.message.as_deref(), Some("success"));
     let id = compute_trust_id(SENDER, RECEIVER);
-    let record = server.store.trust(Perspective::Inbound, &id).unwrap().expect("pending record");
+    let record = server
+        .store
+        .trust(Perspective::Inbound, &id)
+        .unwrap()
+        .expect("pending record");
     assert_eq!(record.status, TrustStatus::Pending);
     assert_eq!(record.privacy_type, PrivacyType::Mixed);
-    assert_eq!(record.public_key_fingerprint, crate::util::server::vector_key("billing").public_key().fingerprint());
+    assert_eq!(
+        record.public_key_fingerprint,
+        crate::util::server::vector_key("billing")
+            .public_key()
+            .fingerprint()
+    );
     assert!(record.retry_after_date.is_some(), "cooling-off period set");
     assert_eq!(inbox_len(&server, RECEIVER), 1);
 
     // Before acceptance a document is refused.
-    let document = artifact(TransporterType::Document, SENDER, "billing", RECEIVER, &invoice("INV-1"));
+    let document = artifact(
+        TransporterType::Document,
+        SENDER,
+        "billing",
+        RECEIVER,
+        &invoice("INV-1"),
+    );
     let refused = server.send(&document).await;
     assert!(!refused.ok);
-    assert_eq!(refused.message.as_deref(), Some("BTPS trust request is not allowed at this time. Contact receiver"));
-    assert_eq!(refused.reason.as_deref(), Some("BTP_ERROR_TRUST_NON_EXISTENT"));
+    assert_eq!(
+        refused.message.as_deref(),
+        Some("BTPS trust request is not allowed at this time. Contact receiver")
+    );
+    assert_eq!(
+        refused.reason.as_deref(),
+        Some("BTP_ERROR_TRUST_NON_EXISTENT")
+    );
 
     // The operator accepts; the same document is now stored, as the exact bytes sent.
     accept(&server, SENDER, RECEIVER);
     let accepted = server.send(&document).await;
     assert!(accepted.ok, "{:?}", accepted.raw);
-    let doc_id = btps::protocol::json::parse(&document).unwrap().as_object().unwrap().str("id").unwrap().to_owned();
+    let doc_id = btps::protocol::json::parse(&document)
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .str("id")
+        .unwrap()
+        .to_owned();
     assert_eq!(accepted.req_id.as_deref(), Some(doc_id.as_str()));
     let entries = server
         .store
-        .read(|snapshot| snapshot.list_mailbox(RECEIVER, Mailbox::Inbox, &PageRequest::first(10), true))
+        .read(|snapshot| {
+            snapshot.list_mailbox(RECEIVER, Mailbox::Inbox, &PageRequest::first(10), true)
+        })
         .unwrap()
         .items;
     assert_eq!(entries.len(), 2);
-    assert_eq!(entries[0].raw, document.as_bytes(), "newest first, stored byte for byte");
+    assert_eq!(
+        entries[0].raw,
+        document.as_bytes(),
+        "newest first, stored byte for byte"
+    );
 
     // A second request while trust is active is refused as already active.
-    let again = server.send(&artifact(TransporterType::TrustRequest, SENDER, "billing", RECEIVER, TRUST_REQUEST)).await;
+    let again = server
+        .send(&artifact(
+            TransporterType::TrustRequest,
+            SENDER,
+            "billing",
+            RECEIVER,
+            TRUST_REQUEST,
+        ))
+        .await;
     assert!(!again.ok);
-    assert_eq!(again.reason.as_deref(), Some("BTP_ERROR_TRUST_ALREADY_ACTIVE"));
+    assert_eq!(
+        again.reason.as_deref(),
+        Some("BTP_ERROR_TRUST_ALREADY_ACTIVE")
+    );
     server.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_delivery_is_acknowledged_and_stored_once() {
     let server = TestServer::start(TestOptions::default()).await;
-    server.send(&artifact(TransporterType::TrustRequest, SENDER, "billing", RECEIVER, TRUST_REQUEST)).await;
+    server
+        .send(&artifact(
+            TransporterType::TrustRequest,
+            SENDER,
+            "billing",
+            RECEIVER,
+            TRUST_REQUEST,
+        ))
+        .await;
     accept(&server, SENDER, RECEIVER);
-    let document = artifact_with_id(TransporterType::Document, SENDER, "billing", RECEIVER, &invoice("INV-2"), Some("doc-dup"));
+    let document = artifact_with_id(
+        TransporterType::Document,
+        SENDER,
+        "billing",
+        RECEIVER,
+        &invoice("INV-2"),
+        Some("doc-dup"),
+    );
     let mut client = server.client().await;
     for _ in 0..3 {
         let response = client.request(&document).await.unwrap();
         assert!(response.ok);
         assert_eq!(response.req_id.as_deref(), Some("doc-dup"));
     }
-    assert_eq!(inbox_len(&server, RECEIVER), 2, "the trust request and one copy of the document");
+    assert_eq!(
+        inbox_len(&server, RECEIVER),
+        2,
+        "the trust request and one copy of the document"
+    );
 
     // Another sender reusing the id does not suppress it (it is refused for trust here,
     // but a trusted one is stored separately).
-    server.send(&artifact(TransporterType::TrustRequest, "admin$vendor.test", "admin-vendor", RECEIVER, TRUST_REQUEST)).await;
+    server
+        .send(&artifact(
+            TransporterType::TrustRequest,
+            "admin$vendor.test",
+            "admin-vendor",
+            RECEIVER,
+            TRUST_REQUEST,
+        ))
+        .await;
     accept(&server, "admin$vendor.test", RECEIVER);
-    let other = artifact_with_id(TransporterType::Document, "admin$vendor.test", "admin-vendor", RECEIVER, &invoice("INV-3"), Some("doc-dup"));
+    let other = artifact_with_id(
+        TransporterType::Document,
+        "admin$vendor.test",
+        "admin-vendor",
+        RECEIVER,
+        &invoice("INV-3"),
+        Some("doc-dup"),
+    );
     assert!(server.send(&other).await.ok);
     assert_eq!(inbox_len(&server, RECEIVER), 4);
 
     // A duplicate TRUST_REQ is acknowledged, not met with the cooling-off refusal.
-    let request = artifact_with_id(TransporterType::TrustRequest, "attest$notary.test", "attestor", RECEIVER, TRUST_REQUEST, Some("req-dup"));
+    let request = artifact_with_id(
+        TransporterType::TrustRequest,
+        "attest$notary.test",
+        "attestor",
+        RECEIVER,
+        TRUST_REQUEST,
+        Some("req-dup"),
+    );
     assert!(server.send(&request).await.ok);
-    assert!(server.send(&request).await.ok, "re-delivered request is acknowledged");
+    assert!(
+        server.send(&request).await.ok,
+        "re-delivered request is acknowledged"
+    );
     server.stop().await;
 }
 
@@ -114,19 +217,45 @@ async fn every_refusal_of_the_spec() {
 
     // Not JSON: no reqId, connection stays open.
     let response = client.request("{not json").await.unwrap();
-    assert_eq!((response.ok, response.message.as_deref(), response.req_id.as_deref()), (false, Some("Invalid JSON format"), None));
+    assert_eq!(
+        (
+            response.ok,
+            response.message.as_deref(),
+            response.req_id.as_deref()
+        ),
+        (false, Some("Invalid JSON format"), None)
+    );
     // Valid JSON, no artifact kind.
     let response = client.request(r#"{"id":"x","hello":1}"#).await.unwrap();
-    assert_eq!(response.message.as_deref(), Some("BTPS artifact validation failed"));
+    assert_eq!(
+        response.message.as_deref(),
+        Some("BTPS artifact validation failed")
+    );
     assert_eq!(response.req_id, None);
     // A transporter with a bad field.
-    let bad = artifact(TransporterType::Document, SENDER, "billing", RECEIVER, &invoice("INV-4")).replace("\"AUD\"", "\"XYZ\"");
+    let bad = artifact(
+        TransporterType::Document,
+        SENDER,
+        "billing",
+        RECEIVER,
+        &invoice("INV-4"),
+    )
+    .replace("\"AUD\"", "\"XYZ\"");
     let response = client.request(&bad).await.unwrap();
-    assert_eq!(response.message.as_deref(), Some("BTPS artifact validation failed"));
+    assert_eq!(
+        response.message.as_deref(),
+        Some("BTPS artifact validation failed")
+    );
 
     // Not hosted here.
     let response = client
-        .request(&artifact(TransporterType::TrustRequest, SENDER, "billing", "nobody$client.test", TRUST_REQUEST))
+        .request(&artifact(
+            TransporterType::TrustRequest,
+            SENDER,
+            "billing",
+            "nobody$client.test",
+            TRUST_REQUEST,
+        ))
         .await
         .unwrap();
     assert_eq!(response.message.as_deref(), Some("Identity not found"));
@@ -134,41 +263,97 @@ async fn every_refusal_of_the_spec() {
 
     // Unknown key: the sender publishes no key.
     let response = client
-        .request(&artifact(TransporterType::TrustRequest, "ghost$vendor.test", "billing", RECEIVER, TRUST_REQUEST))
+        .request(&artifact(
+            TransporterType::TrustRequest,
+            "ghost$vendor.test",
+            "billing",
+            RECEIVER,
+            TRUST_REQUEST,
+        ))
         .await
         .unwrap();
-    assert_eq!(response.message.as_deref(), Some(" Signature verification failed"));
+    assert_eq!(
+        response.message.as_deref(),
+        Some(" Signature verification failed")
+    );
     assert_eq!(response.reason.as_deref(), Some("BTP_ERROR_RESOLVE_PUBKEY"));
 
     // Bad signature: signed with another key than the published one.
     let response = client
-        .request(&artifact(TransporterType::TrustRequest, SENDER, "rogue", RECEIVER, TRUST_REQUEST))
+        .request(&artifact(
+            TransporterType::TrustRequest,
+            SENDER,
+            "rogue",
+            RECEIVER,
+            TRUST_REQUEST,
+        ))
         .await
         .unwrap();
-    assert_eq!(response.message.as_deref(), Some(" Signature verification failed"));
+    assert_eq!(
+        response.message.as_deref(),
+        Some(" Signature verification failed")
+    );
     assert_eq!(response.reason.as_deref(), Some("BTP_ERROR_SIG_MISMATCH"));
 
     // A temporary DNS failure is not a rejection.
-    server.dns.set_failure("btps1._btps.identity.admin.vendor.test", btps::identity::responder::Failure::ServFail);
+    server.dns.set_failure(
+        "btps1._btps.identity.admin.vendor.test",
+        btps::identity::responder::Failure::ServFail,
+    );
     let response = client
-        .request(&artifact(TransporterType::TrustRequest, "admin$vendor.test", "admin-vendor", RECEIVER, TRUST_REQUEST))
+        .request(&artifact(
+            TransporterType::TrustRequest,
+            "admin$vendor.test",
+            "admin-vendor",
+            RECEIVER,
+            TRUST_REQUEST,
+        ))
         .await
         .unwrap();
     assert!(
-        response.message.as_deref().unwrap().starts_with("Temporary DNS failure while resolving btps1._btps.identity.admin.vendor.test"),
+        response.message.as_deref().unwrap().starts_with(
+            "Temporary DNS failure while resolving btps1._btps.identity.admin.vendor.test"
+        ),
         "{:?}",
         response.message
     );
-    server.dns.clear_failure("btps1._btps.identity.admin.vendor.test");
+    server
+        .dns
+        .clear_failure("btps1._btps.identity.admin.vendor.test");
 
     // Blocked.
-    let request = artifact(TransporterType::TrustRequest, SENDER, "billing", RECEIVER, TRUST_REQUEST);
+    let request = artifact(
+        TransporterType::TrustRequest,
+        SENDER,
+        "billing",
+        RECEIVER,
+        TRUST_REQUEST,
+    );
     assert!(client.request(&request).await.unwrap().ok);
     let id = compute_trust_id(SENDER, RECEIVER);
-    let blocked = TrustPatch { status: Some(TrustStatus::Blocked), retry_after_date: Some(None), ..TrustPatch::default() };
-    server.store.update_trust(Perspective::Inbound, &id, blocked).unwrap();
-    let response = client.request(&artifact(TransporterType::TrustRequest, SENDER, "billing", RECEIVER, TRUST_REQUEST)).await.unwrap();
-    assert_eq!(response.message.as_deref(), Some("BTPS trust request is not allowed at this time. Contact receiver"));
+    let blocked = TrustPatch {
+        status: Some(TrustStatus::Blocked),
+        retry_after_date: Some(None),
+        ..TrustPatch::default()
+    };
+    server
+        .store
+        .update_trust(Perspective::Inbound, &id, blocked)
+        .unwrap();
+    let response = client
+        .request(&artifact(
+            TransporterType::TrustRequest,
+            SENDER,
+            "billing",
+            RECEIVER,
+            TRUST_REQUEST,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.message.as_deref(),
+        Some("BTPS trust request is not allowed at this time. Contact receiver")
+    );
     assert_eq!(response.reason.as_deref(), Some("BTP_ERROR_TRUST_BLOCKED"));
 
     // Retry-after in the future.
@@ -177,24 +362,52 @@ async fn every_refusal_of_the_spec() {
         retry_after_date: Some(Some(Timestamp::parse("2999-01-01T00:00:00.000Z").unwrap())),
         ..TrustPatch::default()
     };
-    server.store.update_trust(Perspective::Inbound, &id, rejected).unwrap();
-    let response = client.request(&artifact(TransporterType::TrustRequest, SENDER, "billing", RECEIVER, TRUST_REQUEST)).await.unwrap();
-    assert_eq!(response.reason.as_deref(), Some("BTP_ERROR_TRUST_NOT_ALLOWED"));
+    server
+        .store
+        .update_trust(Perspective::Inbound, &id, rejected)
+        .unwrap();
+    let response = client
+        .request(&artifact(
+            TransporterType::TrustRequest,
+            SENDER,
+            "billing",
+            RECEIVER,
+            TRUST_REQUEST,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.reason.as_deref(),
+        Some("BTP_ERROR_TRUST_NOT_ALLOWED")
+    );
 
     // Not trusted: a document from a sender without any record.
     let response = client
-        .request(&artifact(TransporterType::Document, "attest$notary.test", "attestor", RECEIVER, &invoice("INV-5")))
+        .request(&artifact(
+            TransporterType::Document,
+            "attest$notary.test",
+            "attestor",
+            RECEIVER,
+            &invoice("INV-5"),
+        ))
         .await
         .unwrap();
-    assert_eq!(response.reason.as_deref(), Some("BTP_ERROR_TRUST_NON_EXISTENT"));
+    assert_eq!(
+        response.reason.as_deref(),
+        Some("BTP_ERROR_TRUST_NON_EXISTENT")
+    );
 
     // Identity lookup of an unknown identity.
     let lookup = r#"{"version":"1.0.0","id":"il-x","issuedAt":"2025-01-15T10:30:00.000Z","identity":"nobody$client.test","from":"billing$vendor.test","hostSelector":"btps1"}"#;
     let response = client.request(lookup).await.unwrap();
-    assert_eq!((response.message.as_deref(), response.req_id.as_deref()), (Some("Identity not found"), Some("il-x")));
+    assert_eq!(
+        (response.message.as_deref(), response.req_id.as_deref()),
+        (Some("Identity not found"), Some("il-x"))
+    );
 
     // The connection survived every refusal.
-    let ping = r#"{"version":"1.0.0","id":"p-1","issuedAt":"2025-01-15T10:30:00.000Z","action":"PING"}"#;
+    let ping =
+        r#"{"version":"1.0.0","id":"p-1","issuedAt":"2025-01-15T10:30:00.000Z","action":"PING"}"#;
     assert!(client.request(ping).await.unwrap().ok);
     // Nothing was stored by any refusal but the one accepted request.
     assert_eq!(inbox_len(&server, RECEIVER), 1);
@@ -205,11 +418,36 @@ async fn every_refusal_of_the_spec() {
 async fn privacy_type_encrypted_requires_encrypted_documents() {
     let server = TestServer::start(TestOptions::default()).await;
     let request = r#"{"id":"req-1","name":"Vendor Ltd","email":"billing@vendor.test","reason":"r","phone":"1","privacyType":"encrypted"}"#;
-    assert!(server.send(&artifact(TransporterType::TrustRequest, SENDER, "billing", RECEIVER, request)).await.ok);
+    assert!(
+        server
+            .send(&artifact(
+                TransporterType::TrustRequest,
+                SENDER,
+                "billing",
+                RECEIVER,
+                request
+            ))
+            .await
+            .ok
+    );
     accept(&server, SENDER, RECEIVER);
-    let plain = server.send(&artifact(TransporterType::Document, SENDER, "billing", RECEIVER, &invoice("INV-6"))).await;
-    assert_eq!(plain.message.as_deref(), Some("BTPS artifact validation failed"));
-    assert_eq!(plain.reason.as_deref(), Some("encryption required by trust"));
+    let plain = server
+        .send(&artifact(
+            TransporterType::Document,
+            SENDER,
+            "billing",
+            RECEIVER,
+            &invoice("INV-6"),
+        ))
+        .await;
+    assert_eq!(
+        plain.message.as_deref(),
+        Some("BTPS artifact validation failed")
+    );
+    assert_eq!(
+        plain.reason.as_deref(),
+        Some("encryption required by trust")
+    );
     // Encrypted to the receiver's key: accepted.
     let finance = crate::util::server::vector_key("finance");
     let draft = btps::signing::TransporterDraft {
@@ -237,7 +475,9 @@ async fn identity_lookup_answer_is_signed_and_verifies() {
     let server = TestServer::start(TestOptions::default()).await;
     // The server key is published for the domain's signer, admin$client.test.
     let signer = btps::identity::Identity::parse("admin$client.test").unwrap();
-    server.dns.publish_key(&signer, "btps1", &server.server_key.to_base64());
+    server
+        .dns
+        .publish_key(&signer, "btps1", &server.server_key.to_base64());
     let lookup = r#"{"version":"1.0.0","id":"il-1","issuedAt":"2025-01-15T10:30:00.000Z","identity":"Finance$Client.test","from":"billing$vendor.test","hostSelector":"btps1"}"#;
     let mut client = server.client().await;
     let response = client.request(lookup).await.unwrap();
@@ -247,14 +487,21 @@ async fn identity_lookup_answer_is_signed_and_verifies() {
     assert_eq!(document.str("selector"), Some("btps1"));
     assert_eq!(document.str("keyType"), Some("rsa"));
     assert!(!document.contains_key("createdAt"));
-    let expected_key = crate::util::server::vector_key("finance").public_key().clone();
+    let expected_key = crate::util::server::vector_key("finance")
+        .public_key()
+        .clone();
     let served = btps::crypto::PublicKey::from_pem(document.str("publicKey").unwrap()).unwrap();
     assert_eq!(served.fingerprint(), expected_key.fingerprint());
     // The signature verifies with the signer's DNS key, over the response as sent.
-    let keys = btps::signing::DnsKeys::new(btps::identity::dns::KeyDirectory::new(std::sync::Arc::new(
-        btps::identity::dns::HickoryTxtResolver::with_name_servers(&[server.dns.local_addr()], Default::default()),
-    )));
-    let verified = signing::verify_response(&response, &keys as &dyn KeySource).await.unwrap();
+    let keys = btps::signing::DnsKeys::new(btps::identity::dns::KeyDirectory::new(
+        std::sync::Arc::new(btps::identity::dns::HickoryTxtResolver::with_name_servers(
+            &[server.dns.local_addr()],
+            Default::default(),
+        )),
+    ));
+    let verified = signing::verify_response(&response, &keys as &dyn KeySource)
+        .await
+        .unwrap();
     assert_eq!(verified.fingerprint(), server.server_key.fingerprint());
     // The server ends the connection after a found lookup.
     assert!(client.read_line().await.unwrap().is_none());
@@ -265,13 +512,32 @@ async fn identity_lookup_answer_is_signed_and_verifies() {
 async fn ping_keeps_and_quit_ends_the_connection() {
     let server = TestServer::start(TestOptions::default()).await;
     let mut client = server.client().await;
-    let ping = r#"{"version":"1.0.0","id":"c-1","issuedAt":"2025-01-15T10:30:00.000Z","action":"PING"}"#;
+    let ping =
+        r#"{"version":"1.0.0","id":"c-1","issuedAt":"2025-01-15T10:30:00.000Z","action":"PING"}"#;
     let response = client.request(ping).await.unwrap();
-    assert_eq!((response.ok, response.message.as_deref(), response.req_id.as_deref()), (true, Some("pong"), Some("c-1")));
-    let quit = r#"{"version":"1.0.0","id":"c-2","issuedAt":"2025-01-15T10:30:00.000Z","action":"QUIT"}"#;
+    assert_eq!(
+        (
+            response.ok,
+            response.message.as_deref(),
+            response.req_id.as_deref()
+        ),
+        (true, Some("pong"), Some("c-1"))
+    );
+    let quit =
+        r#"{"version":"1.0.0","id":"c-2","issuedAt":"2025-01-15T10:30:00.000Z","action":"QUIT"}"#;
     let response = client.request(quit).await.unwrap();
-    assert_eq!((response.ok, response.message.as_deref(), response.req_id.as_deref()), (true, Some("bye"), Some("c-2")));
-    assert!(client.read_line().await.unwrap().is_none(), "QUIT ends the connection");
+    assert_eq!(
+        (
+            response.ok,
+            response.message.as_deref(),
+            response.req_id.as_deref()
+        ),
+        (true, Some("bye"), Some("c-2"))
+    );
+    assert!(
+        client.read_line().await.unwrap().is_none(),
+        "QUIT ends the connection"
+    );
     server.stop().await;
 }
 
@@ -296,7 +562,10 @@ async fn agent_system_ping_and_unsupported_actions() {
         retry_after_date: None,
         metadata: None,
     };
-    server.store.create_trust(Perspective::Inbound, record, None).unwrap();
+    server
+        .store
+        .create_trust(Perspective::Inbound, record, None)
+        .unwrap();
     let agent_line = |action: &str, id: &str, key: &btps::crypto::PrivateKey, agent: &str| {
         let mut object = btps::protocol::json::Object::new();
         object.insert("action", action);
@@ -310,24 +579,53 @@ async fn agent_system_ping_and_unsupported_actions() {
         object.to_canonical()
     };
     let mut client = server.client().await;
-    let response = client.request(&agent_line("system.ping", "a-1", &device, agent_id)).await.unwrap();
+    let response = client
+        .request(&agent_line("system.ping", "a-1", &device, agent_id))
+        .await
+        .unwrap();
     assert!(response.ok, "{:?}", response.raw);
     assert_eq!(response.message.as_deref(), Some("pong"));
     let document = response.raw.get("document").unwrap().as_object().unwrap();
     assert_eq!(document.str("status"), Some("healthy"));
     // A later request on the same connection still gets its own answer.
-    let response = client.request(&agent_line("trust.fetch", "a-2", &device, agent_id)).await.unwrap();
-    assert_eq!((response.message.as_deref(), response.req_id.as_deref()), (Some("Invalid action"), Some("a-2")));
+    let response = client
+        .request(&agent_line("trust.fetch", "a-2", &device, agent_id))
+        .await
+        .unwrap();
+    assert_eq!(
+        (response.message.as_deref(), response.req_id.as_deref()),
+        (Some("Invalid action"), Some("a-2"))
+    );
     // Signed with another key: refused.
     let rogue = crate::util::server::vector_key("rogue");
-    let response = client.request(&agent_line("system.ping", "a-3", &rogue, agent_id)).await.unwrap();
-    assert_eq!(response.message.as_deref(), Some(" Signature verification failed"));
+    let response = client
+        .request(&agent_line("system.ping", "a-3", &rogue, agent_id))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.message.as_deref(),
+        Some(" Signature verification failed")
+    );
     // A partner identity posing as an agent: refused like an unknown agent.
-    server.send(&artifact(TransporterType::TrustRequest, SENDER, "billing", RECEIVER, TRUST_REQUEST)).await;
+    server
+        .send(&artifact(
+            TransporterType::TrustRequest,
+            SENDER,
+            "billing",
+            RECEIVER,
+            TRUST_REQUEST,
+        ))
+        .await;
     accept(&server, SENDER, RECEIVER);
     let billing = crate::util::server::vector_key("billing");
-    let response = client.request(&agent_line("system.ping", "a-4", &billing, SENDER)).await.unwrap();
-    assert_eq!(response.message.as_deref(), Some(" Signature verification failed"));
+    let response = client
+        .request(&agent_line("system.ping", "a-4", &billing, SENDER))
+        .await
+        .unwrap();
+    assert_eq!(
+        response.message.as_deref(),
+        Some(" Signature verification failed")
+    );
     server.stop().await;
 }
 

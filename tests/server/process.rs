@@ -37,7 +37,10 @@ fn spawn(args: &[&str], cwd: &Path) -> Process {
     let mut lines = BufReader::new(stdout).lines();
     let mut printed = Vec::new();
     let address = loop {
-        let line = lines.next().expect("btps serve printed its address").unwrap();
+        let line = lines
+            .next()
+            .expect("btps serve printed its address")
+            .unwrap();
         printed.push(line.clone());
         if let Some(rest) = line.strip_prefix("btps listening on ") {
             break rest.split_whitespace().next().unwrap().parse().unwrap();
@@ -45,11 +48,18 @@ fn spawn(args: &[&str], cwd: &Path) -> Process {
     };
     // Keep draining stdout so the process never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    Process { child, address, printed }
+    Process {
+        child,
+        address,
+        printed,
+    }
 }
 
 fn terminate(mut process: Process) {
-    let status = Command::new("kill").args(["-TERM", &process.child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &process.child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     for _ in 0..100 {
         if let Some(status) = process.child.try_wait().unwrap() {
@@ -63,8 +73,14 @@ fn terminate(mut process: Process) {
 }
 
 async fn client(address: SocketAddr) -> BtpsClient {
-    let options = ClientOptions { insecure: true, timeout: Duration::from_secs(10), ..ClientOptions::default() };
-    BtpsClient::connect(&address.ip().to_string(), address.port(), &options).await.unwrap()
+    let options = ClientOptions {
+        insecure: true,
+        timeout: Duration::from_secs(10),
+        ..ClientOptions::default()
+    };
+    BtpsClient::connect(&address.ip().to_string(), address.port(), &options)
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,9 +92,22 @@ async fn the_process_shuts_down_cleanly_and_restarts_with_its_data() {
         let store = RedbStore::open_dir(&data, &RedbOptions::default()).unwrap();
         host(&store, "finance$client.test", "finance");
     }
-    let args = ["--data-dir", data.to_str().unwrap(), "--listen", "127.0.0.1:0", "--dns-server", &dns.local_addr().to_string()];
+    let args = [
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--dns-server",
+        &dns.local_addr().to_string(),
+    ];
     let process = spawn(&args, temp.path());
-    let request = artifact(TransporterType::TrustRequest, "billing$vendor.test", "billing", "finance$client.test", TRUST_REQUEST);
+    let request = artifact(
+        TransporterType::TrustRequest,
+        "billing$vendor.test",
+        "billing",
+        "finance$client.test",
+        TRUST_REQUEST,
+    );
     let mut connection = client(process.address).await;
     assert!(connection.request(&request).await.unwrap().ok);
     drop(connection);
@@ -89,9 +118,23 @@ async fn the_process_shuts_down_cleanly_and_restarts_with_its_data() {
     {
         let store = RedbStore::open_dir(&data, &RedbOptions::default()).unwrap();
         let id = compute_trust_id("billing$vendor.test", "finance$client.test");
-        assert_eq!(store.trust(Perspective::Inbound, &id).unwrap().unwrap().status, TrustStatus::Pending);
+        assert_eq!(
+            store
+                .trust(Perspective::Inbound, &id)
+                .unwrap()
+                .unwrap()
+                .status,
+            TrustStatus::Pending
+        );
         let inbox = store
-            .read(|snapshot| snapshot.list_mailbox("finance$client.test", Mailbox::Inbox, &PageRequest::first(10), true))
+            .read(|snapshot| {
+                snapshot.list_mailbox(
+                    "finance$client.test",
+                    Mailbox::Inbox,
+                    &PageRequest::first(10),
+                    true,
+                )
+            })
             .unwrap();
         assert_eq!(inbox.items.len(), 1);
         assert_eq!(inbox.items[0].raw, request.as_bytes());
@@ -104,7 +147,9 @@ async fn the_process_shuts_down_cleanly_and_restarts_with_its_data() {
     drop(connection);
     terminate(process);
     let store = RedbStore::open_dir(&data, &RedbOptions::default()).unwrap();
-    let count = store.read(|snapshot| snapshot.mailbox_count("finance$client.test", Mailbox::Inbox)).unwrap();
+    let count = store
+        .read(|snapshot| snapshot.mailbox_count("finance$client.test", Mailbox::Inbox))
+        .unwrap();
     assert_eq!(count, 1);
 }
 
@@ -114,12 +159,26 @@ async fn serve_with_no_configuration_prepares_its_data_directory() {
     let process = spawn(&[], temp.path());
     assert_eq!(process.address, "127.0.0.1:3443".parse().unwrap());
     let data = temp.path().join("btps-data");
-    for file in ["keys/server.key.pem", "keys/server.pub.pem", "tls/cert.pem", "tls/key.pem", btps::store::DATABASE_FILE_NAME] {
+    for file in [
+        "keys/server.key.pem",
+        "keys/server.pub.pem",
+        "tls/cert.pem",
+        "tls/key.pem",
+        btps::store::DATABASE_FILE_NAME,
+    ] {
         assert!(data.join(file).exists(), "{file} created");
     }
-    assert!(process.printed.iter().any(|line| line.contains("server.key.pem")), "{:?}", process.printed);
+    assert!(
+        process
+            .printed
+            .iter()
+            .any(|line| line.contains("server.key.pem")),
+        "{:?}",
+        process.printed
+    );
     let mut connection = client(process.address).await;
-    let ping = r#"{"version":"1.0.0","id":"p","issuedAt":"2025-01-15T10:30:00.000Z","action":"PING"}"#;
+    let ping =
+        r#"{"version":"1.0.0","id":"p","issuedAt":"2025-01-15T10:30:00.000Z","action":"PING"}"#;
     assert!(connection.request(ping).await.unwrap().ok);
     drop(connection);
     terminate(process);
@@ -128,15 +187,33 @@ async fn serve_with_no_configuration_prepares_its_data_directory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_in_process_restart_keeps_records_and_inbox() {
     let server = TestServer::start(TestOptions::default()).await;
-    let request = artifact(TransporterType::TrustRequest, "billing$vendor.test", "billing", "finance$client.test", TRUST_REQUEST);
+    let request = artifact(
+        TransporterType::TrustRequest,
+        "billing$vendor.test",
+        "billing",
+        "finance$client.test",
+        TRUST_REQUEST,
+    );
     assert!(server.send(&request).await.ok);
     let dns = Arc::clone(&server.dns);
     let data_dir = server.data_dir.clone();
     let temp = server.stop().await;
     let server = TestServer::start_in(&data_dir, dns, TestOptions::default()).await;
     let id = compute_trust_id("billing$vendor.test", "finance$client.test");
-    assert!(server.store.trust(Perspective::Inbound, &id).unwrap().is_some());
-    assert_eq!(server.store.read(|snapshot| snapshot.mailbox_count("finance$client.test", Mailbox::Inbox)).unwrap(), 1);
+    assert!(
+        server
+            .store
+            .trust(Perspective::Inbound, &id)
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        server
+            .store
+            .read(|snapshot| snapshot.mailbox_count("finance$client.test", Mailbox::Inbox))
+            .unwrap(),
+        1
+    );
     server.stop().await;
     drop(temp);
 }

@@ -43,14 +43,35 @@ async fn vector_server() -> TestServer {
     };
     let server = TestServer::start(options).await;
     let store = &server.store;
-    store.create_trust(Perspective::Inbound, record("billing$vendor.test", "finance$client.test", "billing"), None).unwrap();
-    store.create_trust(Perspective::Inbound, record(FINANCE_AGENT, "finance$client.test", "agent-device"), None).unwrap();
-    store.create_trust(Perspective::Inbound, record(BILLING_AGENT, "billing$vendor.test", "agent-device"), None).unwrap();
+    store
+        .create_trust(
+            Perspective::Inbound,
+            record("billing$vendor.test", "finance$client.test", "billing"),
+            None,
+        )
+        .unwrap();
+    store
+        .create_trust(
+            Perspective::Inbound,
+            record(FINANCE_AGENT, "finance$client.test", "agent-device"),
+            None,
+        )
+        .unwrap();
+    store
+        .create_trust(
+            Perspective::Inbound,
+            record(BILLING_AGENT, "billing$vendor.test", "agent-device"),
+            None,
+        )
+        .unwrap();
     server
 }
 
 fn is_response(name: &str, vector: &serde_json::Value) -> bool {
-    vector["kind"] == "serverResponse" || vector["base"].as_str().is_some_and(|base| base.contains("response"))
+    vector["kind"] == "serverResponse"
+        || vector["base"]
+            .as_str()
+            .is_some_and(|base| base.contains("response"))
         || name.contains("lookup-response")
 }
 
@@ -70,8 +91,17 @@ async fn signed_vectors_over_the_wire() {
             }
             "agent" => {
                 // Verified and trusted; the agent actions themselves come later.
-                assert_eq!(response.message.as_deref(), Some("Invalid action"), "{name}: {:?}", response.raw);
-                assert_eq!(response.reason.as_deref(), Some("unsupported agent action"), "{name}");
+                assert_eq!(
+                    response.message.as_deref(),
+                    Some("Invalid action"),
+                    "{name}: {:?}",
+                    response.raw
+                );
+                assert_eq!(
+                    response.reason.as_deref(),
+                    Some("unsupported agent action"),
+                    "{name}"
+                );
             }
             other => panic!("{name}: unknown kind {other}"),
         }
@@ -81,7 +111,11 @@ async fn signed_vectors_over_the_wire() {
     // The trust request of the vectors created a pending record; the response accepted it
     // on the requesting side (both identities are hosted here).
     let id = compute_trust_id("admin$vendor.test", "finance$client.test");
-    let outbound = server.store.trust(Perspective::Outbound, &id).unwrap().unwrap();
+    let outbound = server
+        .store
+        .trust(Perspective::Outbound, &id)
+        .unwrap()
+        .unwrap();
     assert_eq!(outbound.status, TrustStatus::Accepted);
     server.stop().await;
 }
@@ -97,9 +131,19 @@ async fn tampered_vectors_over_the_wire() {
         match vector["failsAt"].as_str().unwrap() {
             "signature" => {
                 assert!(!response.ok, "{name}");
-                assert_eq!(response.message.as_deref(), Some(" Signature verification failed"), "{name}");
+                assert_eq!(
+                    response.message.as_deref(),
+                    Some(" Signature verification failed"),
+                    "{name}"
+                );
                 let expected = vector["artifact"].as_str().map(|line| {
-                    btps::protocol::json::parse(line).unwrap().as_object().unwrap().str("id").unwrap().to_owned()
+                    btps::protocol::json::parse(line)
+                        .unwrap()
+                        .as_object()
+                        .unwrap()
+                        .str("id")
+                        .unwrap()
+                        .to_owned()
                 });
                 assert_eq!(response.req_id, expected, "{name}");
                 // The reference server answered the same message.

@@ -10,14 +10,18 @@ use btps::client::{BtpsClient, ClientOptions};
 use btps::config::Config;
 use btps::crypto::{PrivateKey, PublicKey};
 use btps::identity::Identity;
-use btps::identity::dns::{CacheConfig, CachingResolver, HickoryTxtResolver, KeyDirectory, ResolverOptions, TxtResolver};
+use btps::identity::dns::{
+    CacheConfig, CachingResolver, HickoryTxtResolver, KeyDirectory, ResolverOptions, TxtResolver,
+};
 use btps::identity::responder::DnsResponder;
+use btps::protocol::TransporterType;
 use btps::protocol::json::{self, Object};
 use btps::protocol::response::ServerResponse;
-use btps::protocol::TransporterType;
 use btps::server::middleware::Middleware;
 use btps::server::trust::TrustPolicy;
-use btps::server::{ConnectionLimits, ListenerSettings, Pipeline, PipelineParts, Server, bootstrap};
+use btps::server::{
+    ConnectionLimits, ListenerSettings, Pipeline, PipelineParts, Server, bootstrap,
+};
 use btps::signing::{self, DnsKeys, KeySource, TransporterDraft};
 use btps::store::{IdentityRecord, PublicKeyRecord, RedbOptions, RedbStore, Timestamp};
 use tokio::sync::oneshot;
@@ -40,7 +44,11 @@ pub fn vector_dns() -> DnsResponder {
         let identity = Identity::parse(entry["identity"].as_str().unwrap()).unwrap();
         let pem = vector_text(&format!("keys/{}", entry["publicKey"].as_str().unwrap()));
         let key = PublicKey::from_pem(&pem).unwrap();
-        responder.publish_key(&identity, entry["selector"].as_str().unwrap(), &key.to_base64());
+        responder.publish_key(
+            &identity,
+            entry["selector"].as_str().unwrap(),
+            &key.to_base64(),
+        );
     }
     responder
 }
@@ -109,7 +117,9 @@ pub fn host(store: &RedbStore, identity: &str, key_name: &str) {
         created_at: Timestamp::now(),
         source: None,
     };
-    store.create_identity(IdentityRecord::new(identity, key, Timestamp::now())).unwrap();
+    store
+        .create_identity(IdentityRecord::new(identity, key, Timestamp::now()))
+        .unwrap();
 }
 
 impl TestServer {
@@ -123,20 +133,32 @@ impl TestServer {
     }
 
     /// Starts a server on an existing data directory (for restarts).
-    pub async fn start_in(data_dir: &Path, dns: Arc<DnsResponder>, options: TestOptions) -> TestServer {
+    pub async fn start_in(
+        data_dir: &Path,
+        dns: Arc<DnsResponder>,
+        options: TestOptions,
+    ) -> TestServer {
         let config = config_for(data_dir);
         let prepared = bootstrap::prepare(&config).unwrap();
         let store = RedbStore::open_dir(data_dir, &RedbOptions::default()).unwrap();
         for (identity, key) in &options.hosted {
-            if store.read(|snapshot| snapshot.identity_by_name(identity)).unwrap().is_none() {
+            if store
+                .read(|snapshot| snapshot.identity_by_name(identity))
+                .unwrap()
+                .is_none()
+            {
                 host(&store, identity, key);
             }
         }
         let resolver = HickoryTxtResolver::with_name_servers(
             &[dns.local_addr()],
-            ResolverOptions { timeout: Duration::from_millis(500), attempts: 1 },
+            ResolverOptions {
+                timeout: Duration::from_millis(500),
+                attempts: 1,
+            },
         );
-        let resolver: Arc<dyn TxtResolver> = Arc::new(CachingResolver::new(resolver, CacheConfig::default()));
+        let resolver: Arc<dyn TxtResolver> =
+            Arc::new(CachingResolver::new(resolver, CacheConfig::default()));
         let keys: Arc<dyn KeySource> = Arc::new(DnsKeys::new(KeyDirectory::new(resolver)));
         let server_key = prepared.server_key.public_key().clone();
         let pipeline = Pipeline::new(PipelineParts {
@@ -144,14 +166,19 @@ impl TestServer {
             keys,
             server_key: Arc::new(prepared.server_key),
             server_selector: "btps1".to_owned(),
-            lookup_signer: Arc::new(|domain: &str| Identity::parse(&format!("admin${domain}")).unwrap()),
+            lookup_signer: Arc::new(|domain: &str| {
+                Identity::parse(&format!("admin${domain}")).unwrap()
+            }),
             policy: options.policy,
             middleware: options.middleware,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let settings = ListenerSettings {
-            connection: ConnectionLimits { max_line_bytes: options.max_line_bytes, idle_timeout: options.idle_timeout },
+            connection: ConnectionLimits {
+                max_line_bytes: options.max_line_bytes,
+                idle_timeout: options.idle_timeout,
+            },
             handshake_timeout: Duration::from_secs(5),
             max_connections: options.max_connections,
             shutdown_grace: Duration::from_secs(5),
@@ -175,8 +202,14 @@ impl TestServer {
 
     /// A new client connection.
     pub async fn client(&self) -> BtpsClient {
-        let options = ClientOptions { insecure: true, timeout: Duration::from_secs(10), ..ClientOptions::default() };
-        BtpsClient::connect("127.0.0.1", self.address.port(), &options).await.unwrap()
+        let options = ClientOptions {
+            insecure: true,
+            timeout: Duration::from_secs(10),
+            ..ClientOptions::default()
+        };
+        BtpsClient::connect("127.0.0.1", self.address.port(), &options)
+            .await
+            .unwrap()
     }
 
     /// Sends one line on a new connection and returns the parsed response.
@@ -204,7 +237,14 @@ pub fn artifact(kind: TransporterType, from: &str, key: &str, to: &str, document
 }
 
 /// Same, with a chosen id.
-pub fn artifact_with_id(kind: TransporterType, from: &str, key: &str, to: &str, document: &str, id: Option<&str>) -> String {
+pub fn artifact_with_id(
+    kind: TransporterType,
+    from: &str,
+    key: &str,
+    to: &str,
+    document: &str,
+    id: Option<&str>,
+) -> String {
     let draft = TransporterDraft {
         kind,
         from: Identity::parse(from).unwrap(),
@@ -214,7 +254,9 @@ pub fn artifact_with_id(kind: TransporterType, from: &str, key: &str, to: &str, 
         id: id.map(str::to_owned),
         issued_at: None,
     };
-    signing::build_transporter(draft, &vector_key(key), None).unwrap().to_canonical()
+    signing::build_transporter(draft, &vector_key(key), None)
+        .unwrap()
+        .to_canonical()
 }
 
 /// A plain trust request document.
