@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod admin;
 mod keys;
 mod logging;
 mod serve;
@@ -32,6 +33,12 @@ enum Command {
     Import(store::ImportArgs),
     /// Export the database as the reference's trust and identity JSON files.
     Export(store::ExportArgs),
+    /// Hosted identities: add one (with its key pair), list, show.
+    Identity(admin::IdentityArgs),
+    /// Trust records: list, show, and the operator's decisions on them.
+    Trust(admin::TrustArgs),
+    /// Inboxes of hosted identities: list entries, show an artifact as received.
+    Inbox(admin::InboxArgs),
 }
 
 /// Parses the command line, runs the command, and maps its outcome to an exit code.
@@ -44,6 +51,9 @@ pub(crate) fn main() -> ExitCode {
         Command::Verify(args) => verify::verify(&args),
         Command::Import(args) => store::import(&args),
         Command::Export(args) => store::export(&args),
+        Command::Identity(args) => admin::identity(&args),
+        Command::Trust(args) => admin::trust(&args),
+        Command::Inbox(args) => admin::inbox(&args),
     };
     match outcome {
         Ok(code) => code,

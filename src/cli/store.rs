@@ -4,10 +4,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
-use btps::store::RedbOptions;
-use btps::store::RedbStore;
+use anyhow::{Context, bail};
 use btps::store::transfer::{self, ImportOptions};
+use btps::store::{DATABASE_FILE_NAME, RedbOptions, RedbStore, StoreError};
 
 /// Where the stored state lives: shared by every command that touches it.
 #[derive(Debug, clap::Args)]
@@ -20,8 +19,27 @@ pub(crate) struct DataDirArg {
 impl DataDirArg {
     /// Opens (creating if needed) the database of this data directory.
     pub(crate) fn open(&self) -> anyhow::Result<RedbStore> {
-        RedbStore::open_dir(&self.data_dir, &RedbOptions::default())
-            .with_context(|| format!("cannot open the database in {}", self.data_dir.display()))
+        match RedbStore::open_dir(&self.data_dir, &RedbOptions::default()) {
+            Ok(store) => Ok(store),
+            // redb locks the file for one process; the usual holder is the server.
+            Err(StoreError::InUse { path }) => bail!(
+                "{}: the database is in use (is btps serve running?)",
+                path.display()
+            ),
+            Err(error) => Err(error).with_context(|| {
+                format!("cannot open the database in {}", self.data_dir.display())
+            }),
+        }
+    }
+
+    /// Opens the database of this data directory, which must exist: commands that
+    /// only read or change existing records never create an empty database.
+    pub(crate) fn open_existing(&self) -> anyhow::Result<RedbStore> {
+        let path = self.data_dir.join(DATABASE_FILE_NAME);
+        if !path.exists() {
+            bail!("no database at {} (wrong --data-dir?)", path.display());
+        }
+        self.open()
     }
 }
 

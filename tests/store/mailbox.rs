@@ -174,7 +174,7 @@ fn check(snapshot: &Snapshot<'_>, model: &Model) {
     assert_eq!(snapshot.mailbox_entry(unused).unwrap(), None);
 }
 
-fn run(deliveries: Vec<Delivery>) {
+fn run(deliveries: &[Delivery]) {
     let dir = tempfile::tempdir().unwrap();
     let store = RedbStore::open_dir(dir.path(), &RedbOptions::default()).unwrap();
     let mut model = Model::default();
@@ -244,7 +244,7 @@ proptest! {
 
     #[test]
     fn mailbox_indexes_always_match_the_model(deliveries in proptest::collection::vec(delivery(), 1..30)) {
-        run(deliveries);
+        run(&deliveries);
     }
 }
 
