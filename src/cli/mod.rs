@@ -5,8 +5,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod admin;
+mod config;
 mod keys;
 mod logging;
+mod send;
 mod serve;
 mod store;
 mod verify;
@@ -39,6 +41,12 @@ enum Command {
     Trust(admin::TrustArgs),
     /// Inboxes of hosted identities: list entries, show an artifact as received.
     Inbox(admin::InboxArgs),
+    /// Sign (and optionally encrypt) an artifact, send it to the receiver's server and
+    /// print the response line (exit 1 if the server refused it).
+    Send(send::SendArgs),
+    /// Check the configuration (defaults < --config file < environment) and print every
+    /// problem, or a summary (exit 2 if invalid).
+    CheckConfig(config::CheckConfigArgs),
 }
 
 /// Parses the command line, runs the command, and maps its outcome to an exit code.
@@ -54,6 +62,8 @@ pub(crate) fn main() -> ExitCode {
         Command::Identity(args) => admin::identity(&args),
         Command::Trust(args) => admin::trust(&args),
         Command::Inbox(args) => admin::inbox(&args),
+        Command::Send(args) => send::send(&args),
+        Command::CheckConfig(args) => config::check_config(&args),
     };
     match outcome {
         Ok(code) => code,

@@ -35,13 +35,14 @@ pub(crate) fn load_config(
     file: Option<&std::path::Path>,
     data_dir: Option<PathBuf>,
 ) -> anyhow::Result<Config> {
-    let env = |name: &str| std::env::var(name).ok();
-    let mut config = Config::load(file, &env)
-        .map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))?;
-    if let Some(data_dir) = data_dir {
-        config.set_data_dir(data_dir);
-    }
-    Ok(config)
+    // A --data-dir on the command line counts as the highest-precedence BTPS_DATA_DIR,
+    // so that every default under the data directory follows it.
+    let data_dir = data_dir.map(|dir| dir.display().to_string());
+    let env = |name: &str| match (name, &data_dir) {
+        ("BTPS_DATA_DIR", Some(dir)) => Some(dir.clone()),
+        _ => btps::config::process_env(name),
+    };
+    Config::load(file, &env).map_err(|errors| anyhow::anyhow!("invalid configuration:\n{errors}"))
 }
 
 pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -75,10 +76,7 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     )));
     let mut middleware: Vec<Arc<dyn Middleware>> = Vec::new();
     if !config.ip_filter.allow.is_empty() || !config.ip_filter.deny.is_empty() {
-        middleware.push(Arc::new(IpFilter::new(
-            config.ip_filter.allow.clone(),
-            config.ip_filter.deny.clone(),
-        )));
+        middleware.push(Arc::new(IpFilter::new(config.ip_filter.clone())));
     }
     if config.rate_limit.enabled {
         let bucket = |bucket: &btps::config::Bucket| BucketSpec {

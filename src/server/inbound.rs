@@ -241,7 +241,6 @@ fn apply(
                             privacy_type: Some(
                                 terms
                                     .privacy_type
-                                    .clone()
                                     .unwrap_or_else(|| policy.default_privacy.clone()),
                             ),
                             ..TrustPatch::default()

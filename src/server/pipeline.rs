@@ -322,10 +322,10 @@ impl Pipeline {
         self.run_hooks(Phase::AfterOnArtifact, request)?;
         match accepted {
             Accepted::Stored { entry_id } => {
-                tracing::debug!(entry_id, id = %artifact.id, "artifact stored")
+                tracing::debug!(entry_id, id = %artifact.id, "artifact stored");
             }
             Accepted::Duplicate { entry_id } => {
-                tracing::info!(entry_id, id = %artifact.id, "duplicate delivery acknowledged")
+                tracing::info!(entry_id, id = %artifact.id, "duplicate delivery acknowledged");
             }
         }
         Ok(Reply::respond(
@@ -339,12 +339,13 @@ impl Pipeline {
         artifact: &AgentArtifact,
         request: &Request<'_>,
     ) -> Result<Reply, ProtocolError> {
-        self.require_hosted(&artifact.to).await?;
+        let owner = agent_owner(artifact)?;
+        self.require_hosted(&owner).await?;
         self.run_hooks(Phase::BeforeSignatureVerification, request)?;
         let record = if artifact.action == AgentAction::AuthRequest {
             None
         } else {
-            let id = compute_trust_id(&artifact.agent_id, artifact.to.as_str());
+            let id = compute_trust_id(&artifact.agent_id, owner.as_str());
             self.read(move |snapshot| snapshot.trust(Perspective::Inbound, &id))
                 .await?
         };
@@ -432,6 +433,33 @@ impl Pipeline {
         signing::sign_object(&mut answer, &self.server_key);
         Ok(Reply::respond(&answer, After::End))
     }
+}
+
+/// The hosted identity an agent acts for (`spec/07-agents-auth.md` §2.4): for actions
+/// whose document is a transporter artifact, its `from` (and the agent artifact's `to`
+/// must be the nested `to`); otherwise the agent artifact's `to`.
+fn agent_owner(artifact: &AgentArtifact) -> Result<Identity, ProtocolError> {
+    let nested = artifact
+        .raw
+        .get("document")
+        .and_then(Value::as_object)
+        .filter(|document| {
+            document.get("from").is_some_and(Value::is_string)
+                && document.get("type").is_some_and(Value::is_string)
+        });
+    let Some(nested) = nested else {
+        return Ok(artifact.to.clone());
+    };
+    let invalid = |what: &str| ProtocolError::validation(format!("document: {what}"));
+    let identity = |key: &str| nested.str(key).and_then(|text| Identity::parse(text).ok());
+    let from = identity("from").ok_or_else(|| invalid("from is not an identity"))?;
+    let to = identity("to").ok_or_else(|| invalid("to is not an identity"))?;
+    if !to.eq_ignore_case(&artifact.to) {
+        return Err(invalid(
+            "the nested artifact's to must be the agent artifact's to",
+        ));
+    }
+    Ok(from)
 }
 
 fn verifying_key(key: &PublicKey, delegated_by: Option<String>) -> VerifyingKey {

@@ -45,8 +45,10 @@ pub struct VerifyingKey {
     pub delegated_by: Option<String>,
 }
 
+/// A trust refusal: the shared wire message, the precise constant in `status.reason`
+/// (`spec/05-trust.md` §5.5).
 fn refusal(code: ErrorCode, detail: impl Into<std::borrow::Cow<'static, str>>) -> ProtocolError {
-    ProtocolError::new(code, detail)
+    ProtocolError::new(code, detail).with_reason(code.code())
 }
 
 fn future(timestamp: Option<&Timestamp>, now: &Timestamp) -> bool {
