@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cli;
+mod client;
+mod config;
 mod crypto;
 mod dns;
 mod interop;

@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod config;
 mod keys;
+mod send;
 mod store;
 mod verify;
 
@@ -28,6 +30,12 @@ enum Command {
     Import(store::ImportArgs),
     /// Export the database as the reference's trust and identity JSON files.
     Export(store::ExportArgs),
+    /// Sign (and optionally encrypt) an artifact, send it to the receiver's server and
+    /// print the response line (exit 1 if the server refused it).
+    Send(send::SendArgs),
+    /// Check the configuration (defaults < --config file < environment) and print every
+    /// problem, or a summary (exit 2 if invalid).
+    CheckConfig(config::CheckConfigArgs),
 }
 
 /// Parses the command line, runs the command, and maps its outcome to an exit code.
@@ -39,6 +47,8 @@ pub(crate) fn main() -> ExitCode {
         Command::Verify(args) => verify::verify(&args),
         Command::Import(args) => store::import(&args),
         Command::Export(args) => store::export(&args),
+        Command::Send(args) => send::send(&args),
+        Command::CheckConfig(args) => config::check_config(&args),
     };
     match outcome {
         Ok(code) => code,

@@ -1,0 +1,153 @@
+//! `btps check-config`: loads the configuration exactly as `btps serve` would and
+//! prints every problem, or a summary of the effective settings.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use btps::config::{Config, process_env};
+
+/// Arguments of `btps check-config`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct CheckConfigArgs {
+    /// The TOML configuration file (without one, defaults and environment only).
+    #[arg(long, env = "BTPS_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+pub(crate) fn check_config(args: &CheckConfigArgs) -> anyhow::Result<ExitCode> {
+    match Config::load(args.config.as_deref(), &process_env) {
+        Ok(config) => {
+            println!("configuration OK");
+            for line in summary(&config) {
+                println!("  {line}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            let count = errors.0.len();
+            println!(
+                "configuration has {count} problem{}:",
+                if count == 1 { "" } else { "s" }
+            );
+            for error in &errors.0 {
+                println!("  {error}");
+            }
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+/// Whether a file the server needs is there or will be created at start.
+fn presence(path: &Path) -> String {
+    let state = if path.exists() {
+        "exists"
+    } else {
+        "will be created"
+    };
+    format!("{} ({state})", path.display())
+}
+
+/// The effective settings, one line per area.
+fn summary(config: &Config) -> Vec<String> {
+    let mut lines = vec![
+        format!("data dir:        {}", presence(&config.data_dir)),
+        format!("listen:          {}", config.listen),
+        format!(
+            "server identity: {} (selector {})",
+            config
+                .server
+                .identity
+                .as_ref()
+                .map_or("none (domain signers or admin$<domain>)", |identity| {
+                    identity.as_str()
+                }),
+            config.server.selector
+        ),
+        format!(
+            "server key:      {}",
+            presence(&config.server.private_key_path)
+        ),
+        format!(
+            "TLS:             {} (TLS {}+, handshake timeout {} ms)",
+            presence(&config.tls.cert_path),
+            config.tls.min_version.as_str(),
+            config.tls.handshake_timeout.as_millis()
+        ),
+    ];
+    lines.push(match config.storage.kind {
+        btps::config::StorageKind::Redb => format!(
+            "storage:         redb {} (cache {} MiB)",
+            presence(&config.storage.database_path),
+            config.storage.cache_size_bytes >> 20
+        ),
+        btps::config::StorageKind::Json => format!(
+            "storage:         json {} and {}",
+            config.storage.trust_file_path.display(),
+            config.storage.identity_file_path.display()
+        ),
+    });
+    let servers = if config.dns.servers.is_empty() {
+        "system resolvers".to_owned()
+    } else {
+        config
+            .dns
+            .servers
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    lines.push(format!(
+        "DNS:             {servers} (timeout {} ms x {}, cache {} names)",
+        config.dns.timeout.as_millis(),
+        config.dns.attempts,
+        config.dns.cache.capacity
+    ));
+    lines.push(format!(
+        "limits:          lines up to {} bytes, {} connections, idle timeout {} ms",
+        config.limits.max_line_bytes,
+        config.limits.max_connections,
+        config.limits.idle_timeout.as_millis()
+    ));
+    let rate = &config.rate_limit;
+    lines.push(if rate.enabled {
+        format!(
+            "rate limit:      per IP {}/s burst {}, per sender {}/s burst {}",
+            rate.per_ip.rate_per_second,
+            rate.per_ip.burst,
+            rate.per_sender.rate_per_second,
+            rate.per_sender.burst
+        )
+    } else {
+        "rate limit:      off".to_owned()
+    });
+    let nets = |list: &[ipnet::IpNet]| {
+        list.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let filter = &config.ip_filter;
+    if !filter.allow.is_empty() || !filter.deny.is_empty() {
+        lines.push(format!(
+            "IP filter:       allow [{}], deny [{}]",
+            nets(&filter.allow),
+            nets(&filter.deny)
+        ));
+    }
+    if config.domains.is_empty() {
+        lines.push("hosted domains:  none".to_owned());
+    }
+    for domain in &config.domains {
+        lines.push(format!(
+            "hosted domain:   {} (lookups signed by {})",
+            domain.name, domain.signer
+        ));
+    }
+    lines.push(format!(
+        "log:             {} ({})",
+        config.log.level,
+        config.log.format.as_str()
+    ));
+    lines
+}
