@@ -44,7 +44,7 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(
 pub const DEFAULT_SELECTOR: &str = "btps1";
 
 /// The whole configuration of a `btps serve` process.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     /// Where keys, the certificate and the database live by default.
     pub data_dir: PathBuf,
@@ -893,9 +893,11 @@ impl<'a> Loader<'a> {
         }
     }
 
-    /// Reports the keys nobody asked for.
-    fn finish(&mut self, section: Section) {
-        for key in section.table.keys() {
+    /// Reports the keys nobody asked for. Takes the section so that nothing can be
+    /// read from it afterwards.
+    fn finish(&mut self, mut section: Section) {
+        let leftover = std::mem::take(&mut section.table);
+        for key in leftover.keys() {
             let suggestion = section
                 .known
                 .iter()
@@ -1340,7 +1342,8 @@ impl<'a> Loader<'a> {
         self.consulted
             .insert(("domains[].name".to_owned(), Some("BTPS_HOSTED_DOMAINS")));
         self.consulted.insert(("domains[].signer".to_owned(), None));
-        let mut from_file: Vec<(String, Option<Identity>)> = Vec::new();
+        // (name, signer, where it was configured)
+        let mut names: Vec<(String, Option<Identity>, String)> = Vec::new();
         match top.take("domains") {
             None => {}
             Some(toml::Value::Array(entries)) => {
@@ -1351,6 +1354,7 @@ impl<'a> Loader<'a> {
                         continue;
                     };
                     let mut section = Section::new(path, table);
+                    let named = section.table.contains_key("name");
                     let mut name: Option<String> = None;
                     self.optional(
                         &mut section,
@@ -1362,14 +1366,9 @@ impl<'a> Loader<'a> {
                     let mut signer: Option<Identity> = None;
                     self.optional(&mut section, "signer", None, identity, &mut signer);
                     match name {
-                        Some(name) => from_file.push((name, signer)),
-                        None if !self
-                            .errors
-                            .iter()
-                            .any(|error| error.setting == section.key("name")) =>
-                        {
-                            self.error(section.key("name"), "required");
-                        }
+                        Some(name) => names.push((name, signer, section.path.clone())),
+                        None if !named => self.error(section.key("name"), "required"),
+                        // Present but invalid: already reported.
                         None => {}
                     }
                     self.finish(section);
@@ -1380,11 +1379,6 @@ impl<'a> Loader<'a> {
                 format!("expected [[domains]] tables, found {}", other.type_str()),
             ),
         }
-        let mut names: Vec<(String, Option<Identity>, String)> = from_file
-            .into_iter()
-            .enumerate()
-            .map(|(index, (name, signer))| (name, signer, format!("domains[{index}]")))
-            .collect();
         if let Some(text) = self.env("BTPS_HOSTED_DOMAINS") {
             let mut replaced = Vec::new();
             for item in Raw::Env(text).list().unwrap_or_default() {
@@ -1401,8 +1395,9 @@ impl<'a> Loader<'a> {
             }
             names = replaced;
         }
+        let mut seen: BTreeSet<String> = BTreeSet::new();
         for (name, signer, origin) in names {
-            if config.hosted_domain(&name).is_some() {
+            if !seen.insert(name.to_ascii_lowercase()) {
                 self.error(origin, format!("domain {name:?} is listed twice"));
                 continue;
             }
@@ -1477,4 +1472,41 @@ fn edit_distance(left: &str, right: &str) -> usize {
         previous = current;
     }
     previous[right.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The documented list of settings is exactly what the loader reads.
+    #[test]
+    fn settings_list_matches_the_loader() {
+        let mut loader = Loader::new(&|_| None);
+        loader.run(None);
+        let consulted: BTreeSet<(String, Option<&str>)> = loader.consulted;
+        let documented: BTreeSet<(String, Option<&str>)> = SETTINGS
+            .iter()
+            .map(|(key, env)| ((*key).to_owned(), *env))
+            .collect();
+        assert_eq!(consulted, documented);
+    }
+
+    #[test]
+    fn sizes_take_binary_units_only() {
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size(" 2 GiB "), Ok(2 << 30));
+        assert_eq!(parse_size("512kib"), Ok(512 << 10));
+        assert!(parse_size("64MB").is_err());
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("99999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn edit_distance_counts_single_edits() {
+        assert_eq!(edit_distance("idle_timout_ms", "idle_timeout_ms"), 1);
+        assert_eq!(edit_distance("abc", "abc"), 0);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
 }

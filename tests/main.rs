@@ -4,6 +4,8 @@
 
 mod admin;
 mod cli;
+mod client;
+mod config;
 mod crypto;
 mod dns;
 mod interop;
