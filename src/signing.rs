@@ -530,10 +530,16 @@ pub fn delegate(
         issued_at.unwrap_or_else(crate::protocol::response::now_iso),
     );
     delegation.insert("selector", selector);
-    artifact.append("delegation", delegation.clone());
-    let signature = crypto::sign_text(delegator_key, &artifact.to_canonical());
-    delegation.insert("signature", signature_value(&signature));
-    artifact.insert("delegation", delegation);
+    sign_with_member(artifact, "delegation", delegation, delegator_key);
+}
+
+/// Appends `member` (without signature) to `container` as `name`, signs the container
+/// so extended, and puts the signature into the member, in place.
+fn sign_with_member(container: &mut Object, name: &str, mut member: Object, key: &PrivateKey) {
+    container.append(name, member.clone());
+    let signature = crypto::sign_text(key, &container.to_canonical());
+    member.insert("signature", signature_value(&signature));
+    container.insert(name, member);
 }
 
 /// Attests the delegation of `artifact` (`spec/03-crypto.md` §7.1 step 3): the
@@ -556,10 +562,7 @@ pub fn attest(
         issued_at.unwrap_or_else(crate::protocol::response::now_iso),
     );
     attestation.insert("selector", selector);
-    delegation.append("attestation", attestation.clone());
-    let signature = crypto::sign_text(attestor_key, &delegation.to_canonical());
-    attestation.insert("signature", signature_value(&signature));
-    delegation.insert("attestation", attestation);
+    sign_with_member(delegation, "attestation", attestation, attestor_key);
     Ok(())
 }
 

@@ -135,6 +135,22 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Runs the hooks of an "after" phase, showing them the stage's outcome.
+    fn run_after_hooks<T>(
+        &self,
+        phase: Phase,
+        request: &Request<'_>,
+        outcome: &Result<T, ProtocolError>,
+    ) -> Result<(), ProtocolError> {
+        self.run_hooks(
+            phase,
+            &Request {
+                error: outcome.as_ref().err(),
+                ..*request
+            },
+        )
+    }
+
     /// Handles one line (without its `\n`) from `remote`.
     pub async fn handle_line(&self, line: &[u8], remote: SocketAddr) -> Reply {
         let request = Request {
@@ -266,13 +282,7 @@ impl Pipeline {
         self.require_hosted(&artifact.to).await?;
         self.run_hooks(Phase::BeforeSignatureVerification, request)?;
         let verified = signing::verify_transporter(artifact, self.keys.as_ref()).await;
-        self.run_hooks(
-            Phase::AfterSignatureVerification,
-            &Request {
-                error: verified.as_ref().err(),
-                ..*request
-            },
-        )?;
+        self.run_after_hooks(Phase::AfterSignatureVerification, request, &verified)?;
         let key = match verified? {
             VerifiedSigner::Sender(key) => verifying_key(&key, None),
             VerifiedSigner::Delegated {
@@ -311,13 +321,7 @@ impl Pipeline {
                 Err(internal(error))
             }
         };
-        self.run_hooks(
-            Phase::AfterTrustVerification,
-            &Request {
-                error: outcome.as_ref().err(),
-                ..*request
-            },
-        )?;
+        self.run_after_hooks(Phase::AfterTrustVerification, request, &outcome)?;
         let accepted = outcome?;
         self.run_hooks(Phase::AfterOnArtifact, request)?;
         match accepted {
@@ -363,13 +367,7 @@ impl Pipeline {
             None => None,
         };
         let verified = signing::verify_agent(artifact, stored_key.as_ref()).map(drop);
-        self.run_hooks(
-            Phase::AfterSignatureVerification,
-            &Request {
-                error: verified.as_ref().err(),
-                ..*request
-            },
-        )?;
+        self.run_after_hooks(Phase::AfterSignatureVerification, request, &verified)?;
         verified?;
         self.run_hooks(Phase::BeforeTrustVerification, request)?;
         let trusted = artifact.action == AgentAction::AuthRequest
