@@ -6,12 +6,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use btps::config::Config;
+use btps::config::{Config, StorageKind};
+use btps::server::inbound::RecordSource;
 use btps::server::middleware::{BucketSpec, IpFilter, Middleware, RateLimiter};
 use btps::server::trust::TrustPolicy;
 use btps::server::{ListenerSettings, Pipeline, PipelineParts, Server, bootstrap};
 use btps::signing::{DnsKeys, KeySource};
 use btps::store::RedbStore;
+use btps::store::{JsonIdentityStore, JsonTrustStore};
 
 /// Arguments of `btps serve`.
 #[derive(Debug, clap::Args)]
@@ -89,8 +91,30 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         )));
     }
     let signer_config = config.clone();
+    let records = match config.storage.kind {
+        StorageKind::Redb => RecordSource::Redb,
+        StorageKind::Json => {
+            let trust = JsonTrustStore::open(
+                &config.storage.trust_file_path,
+                config.storage.trust_entity_name.as_deref(),
+            )
+            .with_context(|| format!("opening {}", config.storage.trust_file_path.display()))?;
+            let identities = JsonIdentityStore::open(
+                &config.storage.identity_file_path,
+                config.storage.identity_entity_name.as_deref(),
+            )
+            .with_context(|| format!("opening {}", config.storage.identity_file_path.display()))?;
+            println!(
+                "trust and identity records in {} and {} (STORAGE_TYPE=json)",
+                config.storage.trust_file_path.display(),
+                config.storage.identity_file_path.display()
+            );
+            RecordSource::json(trust, identities)
+        }
+    };
     let pipeline = Pipeline::new(PipelineParts {
         store: store.clone(),
+        records,
         keys,
         server_key: Arc::new(prepared.server_key),
         server_selector: config.server.selector.clone(),

@@ -10,9 +10,11 @@ use crate::identity::{Identity, compute_id, compute_trust_id};
 use crate::protocol::json::Value;
 use crate::protocol::{ProtocolError, TransporterType};
 use crate::server::trust::{self, Decision, RequestTerms, TrustPolicy, VerifyingKey};
+use std::sync::{Arc, Mutex};
+
 use crate::store::{
-    NewInboxEntry, Perspective, RedbStore, StoreError, Timestamp, TrustPatch, TrustRecord,
-    TrustStatus, WriteBatch,
+    IdentityRecord, JsonIdentityStore, JsonTrustStore, NewInboxEntry, NewTrustRecord, Perspective,
+    RedbStore, StoreError, Timestamp, TrustPatch, TrustRecord, TrustStatus, WriteBatch,
 };
 
 /// A transporter artifact whose signature has verified, ready to be accepted.
@@ -64,9 +66,205 @@ pub enum AcceptError {
     Store(#[from] StoreError),
 }
 
+/// Where trust and identity records live. Inboxes are always in the redb file.
+#[derive(Clone)]
+pub enum RecordSource {
+    /// In the redb file, changed in the same transaction as the inbox entry (the default).
+    Redb,
+    /// In the reference's JSON files (`STORAGE_TYPE=json`), for running beside or
+    /// migrating from a reference deployment. The file has no perspectives (one
+    /// record per id, as the reference keeps it); its changes are written before the
+    /// inbox entry is committed, under one lock, so they are not atomic with it.
+    Json {
+        /// The trust file.
+        trust: JsonTrustStore,
+        /// The identity file.
+        identities: JsonIdentityStore,
+        /// Serialises check-and-change on the files.
+        lock: Arc<Mutex<()>>,
+    },
+}
+
+impl RecordSource {
+    /// JSON files as the record source.
+    pub fn json(trust: JsonTrustStore, identities: JsonIdentityStore) -> Self {
+        RecordSource::Json {
+            trust,
+            identities,
+            lock: Arc::default(),
+        }
+    }
+
+    /// The identity record of `identity` if it is hosted here. Blocking.
+    pub fn hosted(
+        &self,
+        store: &RedbStore,
+        identity: &str,
+    ) -> Result<Option<IdentityRecord>, StoreError> {
+        match self {
+            RecordSource::Redb => store.read(|snapshot| snapshot.identity_by_name(identity)),
+            RecordSource::Json { identities, .. } => Ok(identities.get_sync(&compute_id(identity))),
+        }
+    }
+
+    /// A trust record. Blocking.
+    pub fn trust(
+        &self,
+        store: &RedbStore,
+        perspective: Perspective,
+        id: &str,
+    ) -> Result<Option<TrustRecord>, StoreError> {
+        match self {
+            RecordSource::Redb => store.trust(perspective, id),
+            RecordSource::Json { trust, .. } => Ok(trust.get_sync(id)),
+        }
+    }
+}
+
+/// The trust and identity records the accept step reads and changes.
+trait Records {
+    fn trust(&self, perspective: Perspective, id: &str) -> Result<Option<TrustRecord>, StoreError>;
+    fn create_trust(
+        &mut self,
+        perspective: Perspective,
+        record: NewTrustRecord,
+    ) -> Result<(), StoreError>;
+    fn update_trust(
+        &mut self,
+        perspective: Perspective,
+        id: &str,
+        patch: TrustPatch,
+    ) -> Result<(), StoreError>;
+    fn is_hosted(&self, identity: &Identity) -> Result<bool, StoreError>;
+}
+
+impl Records for WriteBatch<'_> {
+    fn trust(&self, perspective: Perspective, id: &str) -> Result<Option<TrustRecord>, StoreError> {
+        WriteBatch::trust(self, perspective, id)
+    }
+
+    fn create_trust(
+        &mut self,
+        perspective: Perspective,
+        record: NewTrustRecord,
+    ) -> Result<(), StoreError> {
+        WriteBatch::create_trust(self, perspective, record, None).map(drop)
+    }
+
+    fn update_trust(
+        &mut self,
+        perspective: Perspective,
+        id: &str,
+        patch: TrustPatch,
+    ) -> Result<(), StoreError> {
+        WriteBatch::update_trust(self, perspective, id, patch).map(drop)
+    }
+
+    fn is_hosted(&self, identity: &Identity) -> Result<bool, StoreError> {
+        Ok(self.identity(&compute_id(identity.as_str()))?.is_some())
+    }
+}
+
+/// The reference's files: one record per id, whatever the perspective.
+struct JsonRecords<'a> {
+    trust: &'a JsonTrustStore,
+    identities: &'a JsonIdentityStore,
+}
+
+impl Records for JsonRecords<'_> {
+    fn trust(
+        &self,
+        _perspective: Perspective,
+        id: &str,
+    ) -> Result<Option<TrustRecord>, StoreError> {
+        Ok(self.trust.get_sync(id))
+    }
+
+    fn create_trust(
+        &mut self,
+        _perspective: Perspective,
+        record: NewTrustRecord,
+    ) -> Result<(), StoreError> {
+        match self.trust.create_sync(record, None) {
+            // Both perspectives share the file's one record.
+            Ok(_) | Err(StoreError::AlreadyExists { .. }) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
+    fn update_trust(
+        &mut self,
+        _perspective: Perspective,
+        id: &str,
+        patch: TrustPatch,
+    ) -> Result<(), StoreError> {
+        self.trust.update_sync(id, patch).map(drop)
+    }
+
+    fn is_hosted(&self, identity: &Identity) -> Result<bool, StoreError> {
+        Ok(self
+            .identities
+            .get_sync(&compute_id(identity.as_str()))
+            .is_some())
+    }
+}
+
+fn inbox_entry(artifact: &VerifiedArtifact, now: &Timestamp) -> NewInboxEntry {
+    NewInboxEntry {
+        owner: artifact.to.as_str().to_owned(),
+        artifact_id: artifact.id.clone(),
+        artifact_type: artifact.kind.as_str().to_owned(),
+        from: artifact.from.as_str().to_owned(),
+        to: artifact.to.as_str().to_owned(),
+        title: title(artifact),
+        raw: artifact.raw.clone(),
+        received_at: now.clone(),
+        remote_address: artifact.remote_address.clone(),
+    }
+}
+
 /// Runs the duplicate check, the trust check and the changes for `artifact`, and
 /// commits them with the inbox entry. Blocking: call it from a blocking thread.
 pub fn accept(
+    store: &RedbStore,
+    source: &RecordSource,
+    artifact: &VerifiedArtifact,
+    policy: &TrustPolicy,
+) -> Result<Accepted, AcceptError> {
+    match source {
+        RecordSource::Redb => accept_in_redb(store, artifact, policy),
+        RecordSource::Json {
+            trust,
+            identities,
+            lock,
+        } => {
+            // A poisoned lock only means a panic elsewhere; the files are consistent
+            // because every change is written whole.
+            let _guard = lock
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = Timestamp::now();
+            if let Some(entry_id) = store.read(|snapshot| {
+                snapshot.inbound_duplicate(
+                    artifact.to.as_str(),
+                    artifact.from.as_str(),
+                    &artifact.id,
+                )
+            })? {
+                return Ok(Accepted::Duplicate { entry_id });
+            }
+            let mut records = JsonRecords { trust, identities };
+            let (perspective, id) = checked_record(artifact);
+            let record = records.trust(perspective, &id)?;
+            check(artifact, record.as_ref(), &now, policy).map_err(AcceptError::Refused)?;
+            apply(&mut records, artifact, record, &now, policy)?;
+            let entry_id = store.write(|batch| batch.insert_inbox(inbox_entry(artifact, &now)))?;
+            Ok(Accepted::Stored { entry_id })
+        }
+    }
+}
+
+fn accept_in_redb(
     store: &RedbStore,
     artifact: &VerifiedArtifact,
     policy: &TrustPolicy,
@@ -104,17 +302,7 @@ pub fn accept(
             return Ok(Err(refusal));
         }
         apply(batch, artifact, record, &now, policy)?;
-        let entry_id = batch.insert_inbox(NewInboxEntry {
-            owner: artifact.to.as_str().to_owned(),
-            artifact_id: artifact.id.clone(),
-            artifact_type: artifact.kind.as_str().to_owned(),
-            from: artifact.from.as_str().to_owned(),
-            to: artifact.to.as_str().to_owned(),
-            title: title(artifact),
-            raw: artifact.raw.clone(),
-            received_at: now.clone(),
-            remote_address: artifact.remote_address.clone(),
-        })?;
+        let entry_id = batch.insert_inbox(inbox_entry(artifact, &now))?;
         Ok(Ok(Accepted::Stored { entry_id }))
     })?;
     outcome.map_err(AcceptError::Refused)
@@ -151,13 +339,9 @@ fn check(
     }
 }
 
-fn hosted(batch: &WriteBatch<'_>, identity: &Identity) -> Result<bool, StoreError> {
-    Ok(batch.identity(&compute_id(identity.as_str()))?.is_some())
-}
-
 /// Updates `id` in `perspective` with `patch` unless the patch is empty.
 fn update(
-    batch: &mut WriteBatch<'_>,
+    batch: &mut impl Records,
     perspective: Perspective,
     id: &str,
     patch: TrustPatch,
@@ -169,7 +353,7 @@ fn update(
 }
 
 fn apply(
-    batch: &mut WriteBatch<'_>,
+    batch: &mut impl Records,
     artifact: &VerifiedArtifact,
     record: Option<TrustRecord>,
     now: &Timestamp,
@@ -195,7 +379,7 @@ fn apply(
                         now,
                         policy,
                     );
-                    batch.create_trust(Perspective::Inbound, new, None)?;
+                    batch.create_trust(Perspective::Inbound, new)?;
                 }
                 Some(record) => {
                     let patch = trust::renew_request_patch(
@@ -211,7 +395,7 @@ fn apply(
             }
             // Both parties hosted here: keep the requesting side's record in step
             // (`spec/05-trust.md` §6.6), so that the answer can be accepted later.
-            if hosted(batch, &artifact.from)? {
+            if batch.is_hosted(&artifact.from)? {
                 // The counterpart's key is unknown until its answer arrives.
                 let counterpart = VerifyingKey {
                     base64: String::new(),
@@ -230,7 +414,7 @@ fn apply(
                             policy,
                         );
                         new.retry_after_date = None;
-                        batch.create_trust(Perspective::Outbound, new, None)?;
+                        batch.create_trust(Perspective::Outbound, new)?;
                     }
                     Some(_) => {
                         let patch = TrustPatch {
@@ -272,7 +456,7 @@ fn apply(
             }
             update(batch, Perspective::Outbound, &id, patch)?;
             if let Some(decision) = decision
-                && hosted(batch, &artifact.from)?
+                && batch.is_hosted(&artifact.from)?
                 && batch.trust(Perspective::Inbound, &id)?.is_some()
             {
                 update(batch, Perspective::Inbound, &id, decision.patch())?;

@@ -19,7 +19,7 @@ use crate::protocol::{
     AgentAction, AgentArtifact, Artifact, ControlAction, ErrorCode, IdentityLookupRequest,
     ProtocolError, TransporterArtifact,
 };
-use crate::server::inbound::{self, AcceptError, Accepted, VerifiedArtifact};
+use crate::server::inbound::{self, AcceptError, Accepted, RecordSource, VerifiedArtifact};
 use crate::server::middleware::{Middleware, Phase, Request, Verdict};
 use crate::server::trust::{TrustPolicy, VerifyingKey};
 use crate::signing::{self, KeySource, VerifiedSigner};
@@ -72,6 +72,7 @@ pub type LookupSigner = Arc<dyn Fn(&str) -> Identity + Send + Sync>;
 /// Everything the pipeline needs; shared by all connections.
 pub struct Pipeline {
     store: RedbStore,
+    records: RecordSource,
     keys: Arc<dyn KeySource>,
     server_key: Arc<PrivateKey>,
     server_selector: String,
@@ -82,8 +83,10 @@ pub struct Pipeline {
 
 /// The parts of a [`Pipeline`].
 pub struct PipelineParts {
-    /// The database.
+    /// The database (inboxes, and records unless `records` says otherwise).
     pub store: RedbStore,
+    /// Where trust and identity records live.
+    pub records: RecordSource,
     /// Where signer keys come from (normally DNS).
     pub keys: Arc<dyn KeySource>,
     /// The server's own key (signs identity-lookup answers).
@@ -107,6 +110,7 @@ impl Pipeline {
     pub fn new(parts: PipelineParts) -> Self {
         Pipeline {
             store: parts.store,
+            records: parts.records,
             keys: parts.keys,
             server_key: parts.server_key,
             server_selector: parts.server_selector,
@@ -245,13 +249,14 @@ impl Pipeline {
         reply
     }
 
-    /// Runs a read on the database off the async threads.
-    async fn read<T: Send + 'static>(
+    /// Runs storage work off the async threads.
+    async fn blocking<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&crate::store::Snapshot<'_>) -> Result<T, StoreError> + Send + 'static,
+        work: impl FnOnce(&RedbStore, &RecordSource) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, ProtocolError> {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.read(work))
+        let records = self.records.clone();
+        tokio::task::spawn_blocking(move || work(&store, &records))
             .await
             .map_err(internal)?
             .map_err(internal)
@@ -259,7 +264,7 @@ impl Pipeline {
 
     async fn hosted(&self, identity: &Identity) -> Result<Option<IdentityRecord>, ProtocolError> {
         let name = identity.as_str().to_owned();
-        self.read(move |snapshot| snapshot.identity_by_name(&name))
+        self.blocking(move |store, records| records.hosted(store, &name))
             .await
     }
 
@@ -308,11 +313,13 @@ impl Pipeline {
         };
         self.run_hooks(Phase::BeforeTrustVerification, request)?;
         let store = self.store.clone();
+        let records = self.records.clone();
         let policy = self.policy.clone();
-        let outcome =
-            tokio::task::spawn_blocking(move || inbound::accept(&store, &verified, &policy))
-                .await
-                .map_err(internal)?;
+        let outcome = tokio::task::spawn_blocking(move || {
+            inbound::accept(&store, &records, &verified, &policy)
+        })
+        .await
+        .map_err(internal)?;
         let outcome = match outcome {
             Ok(accepted) => Ok(accepted),
             Err(AcceptError::Refused(error)) => Err(error),
@@ -350,7 +357,7 @@ impl Pipeline {
             None
         } else {
             let id = compute_trust_id(&artifact.agent_id, owner.as_str());
-            self.read(move |snapshot| snapshot.trust(Perspective::Inbound, &id))
+            self.blocking(move |store, records| records.trust(store, Perspective::Inbound, &id))
                 .await?
         };
         // Only agent records verify agent artifacts; a partner's record never does.
@@ -384,7 +391,8 @@ impl Pipeline {
         match artifact.action {
             AgentAction::SystemPing => {
                 // A health answer proves the database is readable.
-                self.read(|snapshot| snapshot.identity_count()).await?;
+                self.blocking(|store, _| store.read(|snapshot| snapshot.identity_count()))
+                    .await?;
                 let mut document = Object::new();
                 document.insert("status", "healthy");
                 document.insert("timestamp", now_iso());

@@ -351,6 +351,11 @@ impl JsonTrustStore {
         self.inner.all()
     }
 
+    /// Synchronous [`TrustStore::get`] (the file has no perspectives).
+    pub fn get_sync(&self, id: &str) -> Option<TrustRecord> {
+        self.inner.get(id)
+    }
+
     /// The file's shape.
     pub fn shape(&self) -> JsonFileShape {
         self.inner.lock().shape.clone()
@@ -575,6 +580,11 @@ impl JsonIdentityStore {
     /// Every record in file order.
     pub fn records(&self) -> Vec<IdentityRecord> {
         self.inner.all()
+    }
+
+    /// Synchronous [`IdentityStore::get`] by computed id.
+    pub fn get_sync(&self, id: &str) -> Option<IdentityRecord> {
+        self.inner.get(id)
     }
 
     /// Synchronous [`IdentityStore::create`].

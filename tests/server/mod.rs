@@ -3,5 +3,6 @@
 
 mod bad_input;
 mod flows;
+mod json_storage;
 mod process;
 mod vectors;

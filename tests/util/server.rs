@@ -17,6 +17,7 @@ use btps::identity::responder::DnsResponder;
 use btps::protocol::TransporterType;
 use btps::protocol::json::{self, Object};
 use btps::protocol::response::ServerResponse;
+use btps::server::inbound::RecordSource;
 use btps::server::middleware::Middleware;
 use btps::server::trust::TrustPolicy;
 use btps::server::{
@@ -67,6 +68,8 @@ pub struct TestOptions {
     pub policy: TrustPolicy,
     /// Extra middleware.
     pub middleware: Vec<Arc<dyn Middleware>>,
+    /// Where trust and identity records live.
+    pub records: RecordSource,
 }
 
 impl Default for TestOptions {
@@ -78,6 +81,7 @@ impl Default for TestOptions {
             max_connections: 2048,
             policy: TrustPolicy::default(),
             middleware: Vec::new(),
+            records: RecordSource::Redb,
         }
     }
 }
@@ -163,6 +167,7 @@ impl TestServer {
         let server_key = prepared.server_key.public_key().clone();
         let pipeline = Pipeline::new(PipelineParts {
             store: store.clone(),
+            records: options.records.clone(),
             keys,
             server_key: Arc::new(prepared.server_key),
             server_selector: "btps1".to_owned(),
