@@ -641,3 +641,208 @@ async fn responses_parse_as_the_envelope() {
     assert_eq!(response.code, 500.0);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limiter_answers_429_and_keeps_the_connection() {
+    use btps::server::middleware::{BucketSpec, RateLimiter};
+    let limiter = RateLimiter::new(
+        BucketSpec {
+            rate_per_second: 0.001,
+            burst: 3,
+        },
+        BucketSpec {
+            rate_per_second: 0.001,
+            burst: 100,
+        },
+    );
+    let options = TestOptions {
+        middleware: vec![std::sync::Arc::new(limiter)],
+        ..TestOptions::default()
+    };
+    let server = TestServer::start(options).await;
+    let mut client = server.client().await;
+    let ping =
+        r#"{"version":"1.0.0","id":"r","issuedAt":"2025-01-15T10:30:00.000Z","action":"PING"}"#;
+    for _ in 0..3 {
+        assert!(client.request(ping).await.unwrap().ok);
+    }
+    let limited = client.request(ping).await.unwrap();
+    assert_eq!(
+        (limited.ok, limited.code, limited.message.as_deref()),
+        (false, 429.0, Some("Too many requests"))
+    );
+    // Still connected: the next answer comes on the same connection.
+    let again = client.request(ping).await.unwrap();
+    assert_eq!(again.code, 429.0);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rate_limiter_counts_per_sender() {
+    use btps::server::middleware::{BucketSpec, RateLimiter};
+    let limiter = RateLimiter::new(
+        BucketSpec {
+            rate_per_second: 0.001,
+            burst: 100,
+        },
+        BucketSpec {
+            rate_per_second: 0.001,
+            burst: 1,
+        },
+    );
+    let options = TestOptions {
+        middleware: vec![std::sync::Arc::new(limiter)],
+        ..TestOptions::default()
+    };
+    let server = TestServer::start(options).await;
+    let first = artifact(
+        TransporterType::TrustRequest,
+        SENDER,
+        "billing",
+        RECEIVER,
+        TRUST_REQUEST,
+    );
+    assert!(server.send(&first).await.ok);
+    let second = artifact(
+        TransporterType::TrustRequest,
+        SENDER,
+        "billing",
+        RECEIVER,
+        TRUST_REQUEST,
+    );
+    assert_eq!(server.send(&second).await.code, 429.0);
+    // Another sender has its own bucket.
+    let other = artifact(
+        TransporterType::TrustRequest,
+        "admin$vendor.test",
+        "admin-vendor",
+        RECEIVER,
+        TRUST_REQUEST,
+    );
+    assert!(server.send(&other).await.ok);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ip_filter_refuses_denied_peers_before_tls() {
+    use btps::config::IpFilterSettings;
+    use btps::server::middleware::IpFilter;
+    let deny = IpFilterSettings {
+        allow: vec![],
+        deny: vec!["127.0.0.1/32".parse().unwrap()],
+    };
+    let options = TestOptions {
+        middleware: vec![std::sync::Arc::new(IpFilter::new(deny))],
+        ..TestOptions::default()
+    };
+    let server = TestServer::start(options).await;
+    let quick = btps::client::ClientOptions {
+        insecure: true,
+        timeout: std::time::Duration::from_secs(2),
+        ..btps::client::ClientOptions::default()
+    };
+    assert!(
+        btps::client::BtpsClient::connect("127.0.0.1", server.address.port(), &quick)
+            .await
+            .is_err()
+    );
+    server.stop().await;
+
+    let allow_other = IpFilterSettings {
+        allow: vec!["10.0.0.0/8".parse().unwrap()],
+        deny: vec![],
+    };
+    let options = TestOptions {
+        middleware: vec![std::sync::Arc::new(IpFilter::new(allow_other))],
+        ..TestOptions::default()
+    };
+    let server = TestServer::start(options).await;
+    assert!(
+        btps::client::BtpsClient::connect("127.0.0.1", server.address.port(), &quick)
+            .await
+            .is_err()
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trust_response_applies_its_decision_to_the_original_request() {
+    // billing$vendor.test is hosted here and asked finance$client.test for trust.
+    let options = TestOptions {
+        hosted: vec![("billing$vendor.test", "billing")],
+        ..TestOptions::default()
+    };
+    let server = TestServer::start(options).await;
+    let response_document = r#"{"id":"req-1","decision":"accepted","decidedAt":"2025-03-01T09:00:00.000Z","decidedBy":"ap-team@client.test","expiresAt":"2030-01-01T00:00:00.000Z","privacyType":"encrypted"}"#;
+    let answer = artifact(
+        TransporterType::TrustResponse,
+        RECEIVER,
+        "finance",
+        SENDER,
+        response_document,
+    );
+
+    // Without a pending request, an "acceptance" creates nothing.
+    let refused = server.send(&answer).await;
+    assert_eq!(
+        refused.reason.as_deref(),
+        Some("BTP_ERROR_TRUST_NOT_ALLOWED")
+    );
+
+    let pending = btps::store::NewTrustRecord {
+        sender_id: SENDER.into(),
+        receiver_id: RECEIVER.into(),
+        status: TrustStatus::Pending,
+        created_at: Timestamp::now(),
+        decided_by: "system".into(),
+        decided_at: Timestamp::now(),
+        expires_at: None,
+        public_key_base64: String::new(),
+        public_key_fingerprint: String::new(),
+        key_history: vec![],
+        privacy_type: PrivacyType::Mixed,
+        retry_after_date: None,
+        metadata: None,
+    };
+    server
+        .store
+        .create_trust(Perspective::Outbound, pending, None)
+        .unwrap();
+    let accepted = server.send(&answer).await;
+    assert!(accepted.ok, "{:?}", accepted.raw);
+    let record = server
+        .store
+        .trust(Perspective::Outbound, &compute_trust_id(SENDER, RECEIVER))
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.status, TrustStatus::Accepted);
+    assert_eq!(record.decided_by, "ap-team@client.test");
+    assert_eq!(record.decided_at.as_str(), "2025-03-01T09:00:00.000Z");
+    assert_eq!(
+        record.expires_at.unwrap().as_str(),
+        "2030-01-01T00:00:00.000Z"
+    );
+    assert_eq!(record.privacy_type, PrivacyType::Encrypted);
+    // The responder's key is now known (it was empty while pending).
+    assert_eq!(
+        record.public_key_fingerprint,
+        crate::util::server::vector_key("finance")
+            .public_key()
+            .fingerprint()
+    );
+    assert_eq!(inbox_len(&server, SENDER), 1);
+
+    // A second, different answer meets a record that is no longer pending.
+    let late = artifact(
+        TransporterType::TrustResponse,
+        RECEIVER,
+        "finance",
+        SENDER,
+        &response_document.replace("accepted", "rejected"),
+    );
+    assert_eq!(
+        server.send(&late).await.reason.as_deref(),
+        Some("BTP_ERROR_TRUST_NOT_ALLOWED")
+    );
+    server.stop().await;
+}
