@@ -846,3 +846,58 @@ async fn a_trust_response_applies_its_decision_to_the_original_request() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_sender_key_is_tracked_in_the_key_history() {
+    let server = TestServer::start(TestOptions::default()).await;
+    server
+        .send(&artifact(
+            TransporterType::TrustRequest,
+            SENDER,
+            "billing",
+            RECEIVER,
+            TRUST_REQUEST,
+        ))
+        .await;
+    accept(&server, SENDER, RECEIVER);
+    // The sender rotates: its DNS record now holds another key (same selector here,
+    // which stands for any change the verifier sees).
+    let new_key = crate::util::server::vector_key("rogue");
+    let sender = btps::identity::Identity::parse(SENDER).unwrap();
+    server
+        .dns
+        .publish_key(&sender, "btps2", &new_key.public_key().to_base64());
+    let draft = btps::signing::TransporterDraft {
+        kind: TransporterType::Document,
+        from: sender,
+        to: btps::identity::Identity::parse(RECEIVER).unwrap(),
+        selector: "btps2".into(),
+        document: btps::protocol::json::parse(&invoice("ROT-1")).unwrap(),
+        id: None,
+        issued_at: None,
+    };
+    let line = signing::build_transporter(draft, &new_key, None)
+        .unwrap()
+        .to_canonical();
+    assert!(
+        server.send(&line).await.ok,
+        "a key change never causes a refusal"
+    );
+    let record = server
+        .store
+        .trust(Perspective::Inbound, &compute_trust_id(SENDER, RECEIVER))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        record.public_key_fingerprint,
+        new_key.public_key().fingerprint()
+    );
+    assert_eq!(record.key_history.len(), 1);
+    assert_eq!(
+        record.key_history[0].fingerprint,
+        crate::util::server::vector_key("billing")
+            .public_key()
+            .fingerprint()
+    );
+    server.stop().await;
+}
