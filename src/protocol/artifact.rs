@@ -377,3 +377,34 @@ pub struct ControlArtifact {
     /// `QUIT` or `PING`.
     pub action: ControlAction,
 }
+
+/// The `type` of a delivery-failure artifact.
+pub const DELIVERY_FAILURE_TYPE: &str = "BTP_DELIVERY_FAILURE";
+
+/// A delivery-failure artifact (`spec/02-artifacts.md` §8): the bounce a server puts
+/// in a sender's own mailbox when an outbound artifact could not be delivered. It is
+/// never signed and never sent as a line, so it is validated on its own
+/// ([`crate::protocol::validate::delivery_failure`]), not classified.
+#[derive(Clone, Debug)]
+pub struct DeliveryFailureArtifact {
+    /// The object as built or stored.
+    pub raw: Object,
+    /// Its id.
+    pub id: String,
+    /// When it was made.
+    pub issued_at: String,
+    /// The server identity reporting the failure.
+    pub from: Identity,
+    /// The sender whose artifact failed (the mailbox owner).
+    pub to: Identity,
+    /// `document.reason`: the human-readable cause.
+    pub reason: String,
+    /// `document.failedAt`.
+    pub failed_at: String,
+    /// `document.recipient`: where the artifact was going.
+    pub recipient: Identity,
+    /// `document.transportArtifactId`: the id of the artifact that failed.
+    pub transport_artifact_id: String,
+    /// `document.retryCount`, when given.
+    pub retry_count: Option<f64>,
+}

@@ -16,5 +16,6 @@ pub use artifact::{
     ControlArtifact, Delegation, EncryptionObject, EncryptionType, IdentityLookupRequest,
     SignatureObject, TransporterArtifact, TransporterType,
 };
+pub use artifact::{DELIVERY_FAILURE_TYPE, DeliveryFailureArtifact};
 pub use error::{ErrorCode, ProtocolError};
-pub use validate::{classify, parse_line, validate};
+pub use validate::{classify, delivery_failure, parse_line, validate};

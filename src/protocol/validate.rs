@@ -15,8 +15,8 @@
 use crate::identity::{Identity, IdentityError, is_js_whitespace, is_schema_identity};
 use crate::protocol::artifact::{
     AgentAction, AgentArtifact, Artifact, ArtifactKind, Attestation, ControlAction,
-    ControlArtifact, Delegation, EncryptionObject, EncryptionType, IdentityLookupRequest,
-    SignatureObject, TransporterArtifact, TransporterType,
+    ControlArtifact, DELIVERY_FAILURE_TYPE, Delegation, DeliveryFailureArtifact, EncryptionObject,
+    EncryptionType, IdentityLookupRequest, SignatureObject, TransporterArtifact, TransporterType,
 };
 use crate::protocol::error::{ErrorCode, ProtocolError};
 use crate::protocol::formats::{is_currency, is_datetime, is_email, is_url};
@@ -739,6 +739,56 @@ fn ids_document(value: &Value, path: &str) -> Check<()> {
     Fields::new(document_object(value, path)?, path).string_array("ids")
 }
 
+/// Validates a delivery-failure artifact (`spec/02-artifacts.md` §8).
+pub fn delivery_failure(value: Value) -> Check<DeliveryFailureArtifact> {
+    let Value::Object(raw) = value else {
+        return Err(ProtocolError::validation(
+            "a delivery failure must be an object",
+        ));
+    };
+    let fields = Fields::new(&raw, "");
+    let id = fields.string("id")?.to_owned();
+    let issued_at = fields.datetime("issuedAt")?.to_owned();
+    if fields.string("type")? != DELIVERY_FAILURE_TYPE {
+        return Err(fields.error("type", "must be \"BTP_DELIVERY_FAILURE\""));
+    }
+    let from = fields.identity("from")?;
+    let to = fields.identity("to")?;
+    let document_path = fields.child_path("document");
+    let document = Fields::new(fields.object("document")?, &document_path);
+    document.string("id")?;
+    let reason = document.string("reason")?.to_owned();
+    let failed_at = document.datetime("failedAt")?.to_owned();
+    let retry_count = match document.object.get("retryCount") {
+        None => None,
+        Some(_) => Some(document.number("retryCount")?),
+    };
+    if let Some(inner) = document.object.get("document") {
+        let inner = inner.clone();
+        let Value::Object(inner) = inner else {
+            return Err(document.error("document", "must be a transporter artifact"));
+        };
+        transporter(inner).map_err(|error| {
+            ProtocolError::validation(format!("document.document: {}", error.detail))
+        })?;
+    }
+    let recipient = document.identity("recipient")?;
+    let transport_artifact_id = document.string("transportArtifactId")?.to_owned();
+    document.optional_string("agentArtifactId")?;
+    Ok(DeliveryFailureArtifact {
+        id,
+        issued_at,
+        from,
+        to,
+        reason,
+        failed_at,
+        recipient,
+        transport_artifact_id,
+        retry_count,
+        raw,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -792,6 +842,23 @@ mod tests {
             parse_line(b"\xff\xfe").unwrap_err().code,
             ErrorCode::InvalidJson
         );
+    }
+
+    #[test]
+    fn delivery_failures() {
+        let good = r#"{"id":"df-1","issuedAt":"2025-02-01T00:05:00.000Z","type":"BTP_DELIVERY_FAILURE","from":"admin$vendor.example","to":"billing$vendor.example","document":{"id":"f-1","reason":"Server not available","failedAt":"2025-02-01T00:05:00.000Z","retryCount":5,"recipient":"pay$client.example","transportArtifactId":"doc-1"}}"#;
+        let failure = delivery_failure(json::parse(good).unwrap()).unwrap();
+        assert_eq!(failure.reason, "Server not available");
+        assert_eq!(failure.retry_count, Some(5.0));
+        let wrong_type = good.replace("BTP_DELIVERY_FAILURE", "BTPS_DOC");
+        assert!(delivery_failure(json::parse(&wrong_type).unwrap()).is_err());
+        let no_recipient = good.replace(r#""recipient":"pay$client.example","#, "");
+        assert!(delivery_failure(json::parse(&no_recipient).unwrap()).is_err());
+        let bad_inner = good.replace(
+            r#""transportArtifactId""#,
+            r#""document":{"type":"BTPS_DOC"},"transportArtifactId""#,
+        );
+        assert!(delivery_failure(json::parse(&bad_inner).unwrap()).is_err());
     }
 
     #[test]

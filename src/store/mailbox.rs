@@ -115,8 +115,7 @@ impl EntryKind {
     }
 }
 
-/// The artifact type of delivery-failure notices.
-pub const DELIVERY_FAILURE_TYPE: &str = "BTP_DELIVERY_FAILURE";
+pub use crate::protocol::artifact::DELIVERY_FAILURE_TYPE;
 
 /// State of an entry beside its bytes (`06-storage.md` §5.2, `meta`).
 ///
