@@ -1595,6 +1595,30 @@ mod tests {
     }
 
     #[test]
+    fn socket_modes_keep_others_out_and_the_owner_in() {
+        let text = |text: &str| socket_mode(Raw::Env(text.to_owned()));
+        assert_eq!(text("0600"), Ok(0o600));
+        assert_eq!(text("660"), Ok(0o660));
+        assert_eq!(text("0o640"), Ok(0o640));
+        assert_eq!(
+            socket_mode(Raw::Toml(toml::Value::Integer(0o660))),
+            Ok(0o660)
+        );
+        assert!(text("0666").unwrap_err().contains("every local user"));
+        assert!(text("0400").unwrap_err().contains("owner"));
+        assert!(text("4600").is_err());
+        assert!(text("rw-------").is_err());
+    }
+
+    #[test]
+    fn the_admin_socket_follows_the_data_directory() {
+        let config = Config::defaults_under(Path::new("/srv/btps"));
+        assert_eq!(config.admin.socket, Path::new("/srv/btps/admin.sock"));
+        assert_eq!(config.admin.socket_mode, 0o600);
+        assert!(config.admin.enabled);
+    }
+
+    #[test]
     fn edit_distance_counts_single_edits() {
         assert_eq!(edit_distance("idle_timout_ms", "idle_timeout_ms"), 1);
         assert_eq!(edit_distance("abc", "abc"), 0);

@@ -619,9 +619,8 @@ fn identity_rotate_key_adds_a_current_key_and_keeps_the_old_one() {
     let store = open(dir.path());
     store.create_identity(hosted("pay$client.test")).unwrap();
     drop(store);
-    let (finance_pem, finance) = vector_key("finance");
+    let (_, finance) = vector_key("finance");
     let (billing_pem, billing) = vector_key("billing");
-    let _ = finance_pem;
 
     let rotated = ok_json(&run(
         dir.path(),
@@ -661,7 +660,7 @@ fn identity_rotate_key_adds_a_current_key_and_keeps_the_old_one() {
                 .to_owned()
         })
         .collect();
-    assert_eq!(fingerprints, [finance.clone(), billing.clone()]);
+    assert_eq!(fingerprints, [finance, billing]);
 
     // A generated key under a chosen selector; its private key goes to its owner.
     let table = ok(&run(

@@ -36,14 +36,17 @@ const FULL_LISTING_PAGE: u32 = 500;
 #[derive(Clone, Debug)]
 pub struct AdminContext {
     store: RedbStore,
-    config: Config,
+    config: std::sync::Arc<Config>,
 }
 
 impl AdminContext {
     /// A context over `store`, configured by `config` (listen address, server key,
     /// lookup signers: what DNS records name).
     pub fn new(store: RedbStore, config: Config) -> Self {
-        AdminContext { store, config }
+        AdminContext {
+            store,
+            config: std::sync::Arc::new(config),
+        }
     }
 
     /// The database.
@@ -640,20 +643,25 @@ fn identity_list(context: &AdminContext) -> AdminResult<AdminResponse> {
 /// The selector a rotation uses when none is given: `btps<N+1>` after the highest
 /// `btps<N>` the record has (`btps2` after `btps1`), skipping taken names.
 pub fn next_selector(record: &IdentityRecord) -> String {
-    next_selector_after(record.public_keys.iter().map(|key| key.selector.as_str()))
+    let taken: Vec<&str> = record
+        .public_keys
+        .iter()
+        .map(|key| key.selector.as_str())
+        .collect();
+    next_selector_after(&taken)
 }
 
 /// [`next_selector`] over the selectors in use.
-pub fn next_selector_after<'a>(taken: impl Iterator<Item = &'a str> + Clone) -> String {
+pub fn next_selector_after(taken: &[&str]) -> String {
     let highest = taken
-        .clone()
+        .iter()
         .filter_map(|selector| selector.strip_prefix("btps")?.parse::<u64>().ok())
         .max()
         .unwrap_or(0);
     let mut number = highest.saturating_add(1);
     loop {
         let candidate = format!("btps{number}");
-        if !taken.clone().any(|selector| selector == candidate) {
+        if !taken.contains(&candidate.as_str()) {
             return candidate;
         }
         number = number.saturating_add(1);
@@ -685,7 +693,7 @@ fn identity_rotate_key(
                 "{identity} already has a key with selector {selector:?}; choose a new selector (the old key must stay published)"
             ))));
         }
-        let previous = record.current_selector.clone();
+        let previous = record.current_selector;
         let stored =
             batch.put_public_key(identity.as_str(), new_key_record(&selector, &key), true)?;
         Ok(Ok((stored, selector, previous)))

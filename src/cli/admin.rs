@@ -567,7 +567,7 @@ fn identity_rotate_key(args: &IdentityRotateArgs) -> anyhow::Result<ExitCode> {
         .collect();
     let selector = match &args.selector {
         Some(selector) => selector.clone(),
-        None => btps::admin::operations::next_selector_after(taken.iter().copied()),
+        None => btps::admin::operations::next_selector_after(&taken),
     };
     if taken.contains(&selector.as_str()) {
         bail!(
@@ -615,7 +615,7 @@ fn identity_rotate_key(args: &IdentityRotateArgs) -> anyhow::Result<ExitCode> {
     }
     print_fields(&[
         ("identity", text(&record["identity"])),
-        ("new selector", selector.clone()),
+        ("new selector", selector),
         ("old selector", previous_selector.clone()),
         ("fingerprint", fingerprint),
     ]);
