@@ -574,3 +574,114 @@ async fn a_held_database_without_a_socket_is_explained() {
     fails(&output, 2, "it is in use by another process");
     server.stop();
 }
+
+/// One reply line read from a raw connection.
+fn reply_line(reader: &mut impl BufRead) -> Value {
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.ends_with('\n'), "{line:?}");
+    serde_json::from_str(&line).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_socket_speaks_json_lines_and_refuses_what_is_not_a_request() {
+    use btps::admin::operations::{AdminContext, AdminRequest, AdminResponse, execute};
+    use btps::admin::socket::{AdminClient, AdminSocket, MAX_REQUEST_BYTES};
+    use std::io::Write;
+
+    let temp = tempfile::tempdir().unwrap();
+    let data = prepared(temp.path());
+    let store = RedbStore::open_dir(&data, &RedbOptions::default()).unwrap();
+    let context = AdminContext::new(store, btps::config::Config::defaults_under(&data));
+    let path = data.join("admin.sock");
+    let socket = AdminSocket::bind(&path, 0o640).unwrap();
+    assert!(!socket.replaced_stale());
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o640);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(socket.run(context.clone(), async move {
+        let _ = stopped.await;
+    }));
+
+    let socket_path = path.clone();
+    let direct = context.clone();
+    tokio::task::spawn_blocking(move || {
+        // Several requests on one connection, answered in order.
+        let stream = std::os::unix::net::UnixStream::connect(&socket_path).unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut writer = stream;
+        writer
+            .write_all(
+                b"{\"op\":\"ping\"}\n{\"op\":\"identityShow\",\"identity\":\"FINANCE$client.test\"}\n",
+            )
+            .unwrap();
+        let pong = reply_line(&mut reader);
+        assert_eq!(pong["ok"], true);
+        assert_eq!(pong["response"]["type"], "pong");
+        let shown = reply_line(&mut reader);
+        assert_eq!(shown["response"]["record"]["identity"], RECEIVER);
+        // An error names what was wrong; the connection stays usable.
+        writer
+            .write_all(b"{\"op\":\"inboxShow\",\"entryId\":777}\n")
+            .unwrap();
+        let missing = reply_line(&mut reader);
+        assert_eq!(missing["ok"], false);
+        assert_eq!(missing["error"]["kind"], "notFound");
+        assert_eq!(missing["error"]["message"], "no mailbox entry 777");
+        // Not a request: a protocol error, then the server hangs up.
+        writer.write_all(b"DROP TABLE trust\n").unwrap();
+        let refused = reply_line(&mut reader);
+        assert_eq!(refused["error"]["kind"], "protocol");
+        let mut rest = String::new();
+        assert_eq!(reader.read_line(&mut rest).unwrap(), 0);
+
+        // An endless line is cut off at the limit.
+        let stream = std::os::unix::net::UnixStream::connect(&socket_path).unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut writer = stream;
+        let _ = writer.write_all(&vec![b'x'; MAX_REQUEST_BYTES + 10]);
+        let long = reply_line(&mut reader);
+        assert!(
+            long["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("longer than"),
+            "{long}"
+        );
+
+        // The client gets exactly what the direct call gets.
+        let mut client = AdminClient::connect(&socket_path).unwrap();
+        let request = AdminRequest::TrustList {
+            outbound: true,
+            receiver: None,
+            sender: None,
+            status: None,
+            expiring_before: None,
+            limit: 10,
+            cursor: None,
+        };
+        let remote = client.call(&request).unwrap();
+        assert!(matches!(remote, AdminResponse::TrustRecords { .. }));
+        assert_eq!(remote, execute(&direct, request).unwrap());
+        let mut copy = Vec::new();
+        let bytes = client.backup(&mut copy).unwrap();
+        assert_eq!(bytes, u64::try_from(copy.len()).unwrap());
+        let file = socket_path.with_file_name("streamed.redb");
+        std::fs::write(&file, &copy).unwrap();
+        let report = btps::admin::operations::check_file(&file).unwrap();
+        assert_eq!(report.identities, 1);
+    })
+    .await
+    .unwrap();
+
+    stop.send(()).unwrap();
+    task.await.unwrap();
+    assert!(!path.exists(), "removed at shutdown");
+    // No copies are left in the data directory.
+    let leftovers: Vec<String> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
