@@ -70,6 +70,8 @@ pub struct Config {
     pub domains: Vec<DomainSettings>,
     /// Logging.
     pub log: LogSettings,
+    /// The local admin socket of a running server.
+    pub admin: AdminSettings,
 }
 
 /// The server's BTPS identity and the files of its RSA key pair.
@@ -283,6 +285,25 @@ pub struct LogSettings {
     pub format: LogFormat,
 }
 
+/// The local admin socket: how the operator commands reach a running server.
+///
+/// redb lets one process hold the database, so while `btps serve` runs, `btps
+/// identity`, `btps trust`, `btps backup` and the others send their requests over
+/// this Unix socket instead. Access control is the socket file's permissions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// Whether `btps serve` opens the socket.
+    pub enabled: bool,
+    /// The socket file; `<data_dir>/admin.sock` unless configured.
+    pub socket: PathBuf,
+    /// Permission bits of the socket file: `0o600` (owner only) by default; `0o660`
+    /// lets the file's group administer the server too. Never any bits for others.
+    pub socket_mode: u32,
+}
+
+/// The socket file name inside the data directory.
+pub const ADMIN_SOCKET_FILE_NAME: &str = "admin.sock";
+
 /// One invalid setting.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{setting}: {message}")]
@@ -387,6 +408,9 @@ pub const SETTINGS: &[(&str, Option<&str>)] = &[
     ("domains[].signer", None),
     ("log.level", Some("BTPS_LOG_LEVEL")),
     ("log.format", Some("BTPS_LOG_FORMAT")),
+    ("admin.enabled", Some("BTPS_ADMIN")),
+    ("admin.socket", Some("BTPS_ADMIN_SOCKET")),
+    ("admin.socket_mode", Some("BTPS_ADMIN_SOCKET_MODE")),
 ];
 
 /// Reads a variable of this process's environment (for [`Config::load`]).
@@ -479,6 +503,11 @@ impl Config {
             log: LogSettings {
                 level: "info".to_owned(),
                 format: LogFormat::Auto,
+            },
+            admin: AdminSettings {
+                enabled: true,
+                socket: data_dir.join(ADMIN_SOCKET_FILE_NAME),
+                socket_mode: 0o600,
             },
         }
     }
@@ -982,6 +1011,7 @@ impl<'a> Loader<'a> {
         self.ip_filter(&mut top, &mut config);
         self.domains(&mut top, &mut config);
         self.log(&mut top, &mut config);
+        self.admin(&mut top, &mut config);
         self.finish(top);
         config
     }
@@ -1459,6 +1489,68 @@ impl<'a> Loader<'a> {
     }
 }
 
+impl Loader<'_> {
+    fn admin(&mut self, top: &mut Section, config: &mut Config) {
+        let mut section = self.table(top, "admin");
+        let admin = &mut config.admin;
+        self.setting(
+            &mut section,
+            "enabled",
+            Some("BTPS_ADMIN"),
+            Raw::boolean,
+            &mut admin.enabled,
+        );
+        self.setting(
+            &mut section,
+            "socket",
+            Some("BTPS_ADMIN_SOCKET"),
+            path,
+            &mut admin.socket,
+        );
+        self.setting(
+            &mut section,
+            "socket_mode",
+            Some("BTPS_ADMIN_SOCKET_MODE"),
+            socket_mode,
+            &mut admin.socket_mode,
+        );
+        self.finish(section);
+    }
+}
+
+/// Permission bits of the admin socket: an octal string (`"0660"`) or a TOML
+/// integer (`0o660`). The owner must be able to connect (read and write), and others
+/// get nothing: whoever can connect administers the server.
+fn socket_mode(raw: Raw) -> Result<u32, String> {
+    let mode = match raw {
+        Raw::Toml(toml::Value::Integer(value)) => u32::try_from(value)
+            .map_err(|_| format!("{value} is not a permission mode such as \"0600\""))?,
+        other => {
+            let text = other.text()?;
+            let digits = text.trim().trim_start_matches("0o");
+            u32::from_str_radix(digits, 8).map_err(|_| {
+                format!("{text:?} is not an octal permission mode such as \"0600\" or \"0660\"")
+            })?
+        }
+    };
+    if mode > 0o777 {
+        return Err(format!(
+            "{mode:#o} has bits beyond the permission bits (at most 0777)"
+        ));
+    }
+    if mode & 0o600 != 0o600 {
+        return Err(format!(
+            "{mode:04o} does not let the owner connect; it needs at least 0600"
+        ));
+    }
+    if mode & 0o007 != 0 {
+        return Err(format!(
+            "{mode:04o} lets every local user administer the server; use 0600, or 0660 with a dedicated group"
+        ));
+    }
+    Ok(mode)
+}
+
 /// Levenshtein distance, for "did you mean" on unknown keys.
 fn edit_distance(left: &str, right: &str) -> usize {
     let right: Vec<char> = right.chars().collect();
@@ -1500,6 +1592,30 @@ mod tests {
         assert!(parse_size("64MB").is_err());
         assert!(parse_size("MiB").is_err());
         assert!(parse_size("99999999999999GiB").is_err());
+    }
+
+    #[test]
+    fn socket_modes_keep_others_out_and_the_owner_in() {
+        let text = |text: &str| socket_mode(Raw::Env(text.to_owned()));
+        assert_eq!(text("0600"), Ok(0o600));
+        assert_eq!(text("660"), Ok(0o660));
+        assert_eq!(text("0o640"), Ok(0o640));
+        assert_eq!(
+            socket_mode(Raw::Toml(toml::Value::Integer(0o660))),
+            Ok(0o660)
+        );
+        assert!(text("0666").unwrap_err().contains("every local user"));
+        assert!(text("0400").unwrap_err().contains("owner"));
+        assert!(text("4600").is_err());
+        assert!(text("rw-------").is_err());
+    }
+
+    #[test]
+    fn the_admin_socket_follows_the_data_directory() {
+        let config = Config::defaults_under(Path::new("/srv/btps"));
+        assert_eq!(config.admin.socket, Path::new("/srv/btps/admin.sock"));
+        assert_eq!(config.admin.socket_mode, 0o600);
+        assert!(config.admin.enabled);
     }
 
     #[test]

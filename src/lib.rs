@@ -20,7 +20,10 @@
 //! * [`server`] — the TLS listener, the inbound pipeline and its handlers.
 //! * [`config`] — one configuration struct: defaults < TOML file < environment.
 //! * [`client`] — a BTPS client (TLS, one line out, response lines in).
+//! * [`admin`] — the operator's operations, and the local admin socket that runs
+//!   them inside a running server.
 
+pub mod admin;
 pub mod client;
 pub mod config;
 pub mod crypto;

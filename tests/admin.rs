@@ -23,6 +23,8 @@ fn btps_in(dir: &Path, args: &[&str]) -> Output {
         .args(args)
         .current_dir(dir)
         .env_remove("BTPS_DATA_DIR")
+        .env_remove("BTPS_CONFIG")
+        .env_remove("BTPS_ADMIN_SOCKET")
         .output()
         .expect("btps runs")
 }
@@ -184,7 +186,7 @@ fn identity_add_with_a_given_key_writes_no_private_key() {
         "{text}"
     );
     assert!(
-        text.contains("_btps.host.vendor.test. IN TXT \"v=1.0.0; u=<host:port>; s=s2025\""),
+        text.contains("_btps.host.vendor.test. IN TXT \"v=1.0.0; u=127.0.0.1:3443; s=s2025\""),
         "{text}"
     );
     assert!(text.contains(&fingerprint), "{text}");
@@ -591,13 +593,434 @@ fn a_database_held_by_another_process_is_reported_as_in_use() {
     for args in [
         &["trust", "list"][..],
         &["identity", "add", "x$y.test"][..],
+        &["identity", "rotate-key", "x$y.test"][..],
+        &["identity", "dns-records", "x$y.test"][..],
         &["inbox", "show", "1"][..],
+        &["backup", "--out", "copy.redb"][..],
     ] {
         fails(
             &run(dir.path(), args),
             "the database is in use (is btps serve running?)",
         );
     }
+    std::fs::write(dir.path().join("backup.redb"), b"anything").unwrap();
+    fails(
+        &run(dir.path(), &["restore", "backup.redb"]),
+        "in use by another process",
+    );
+    fails(&run(dir.path(), &["check"]), "in use by another process");
     drop(held);
     ok(&run(dir.path(), &["trust", "list"]));
+}
+
+#[test]
+fn identity_rotate_key_adds_a_current_key_and_keeps_the_old_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.create_identity(hosted("pay$client.test")).unwrap();
+    drop(store);
+    let (_, finance) = vector_key("finance");
+    let (billing_pem, billing) = vector_key("billing");
+
+    let rotated = ok_json(&run(
+        dir.path(),
+        &[
+            "identity",
+            "rotate-key",
+            "pay$client.test",
+            "--public-key",
+            billing_pem.to_str().unwrap(),
+            "--json",
+        ],
+    ));
+    assert_eq!(rotated["selector"], "btps2");
+    assert_eq!(rotated["previousSelector"], "btps1");
+    assert_eq!(rotated["fingerprint"], billing.as_str());
+    assert_eq!(rotated["privateKeyFile"], Value::Null);
+    assert_eq!(
+        rotated["dns"][0]["name"],
+        "btps2._btps.identity.pay.client.test"
+    );
+    assert_eq!(
+        rotated["dns"][1]["value"],
+        "v=1.0.0; u=127.0.0.1:3443; s=btps2"
+    );
+    let record = open(dir.path())
+        .read(|s| s.identity_by_name("pay$client.test"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.current_selector, "btps2");
+    let fingerprints: Vec<String> = record
+        .public_keys
+        .iter()
+        .map(|key| {
+            PublicKey::from_pem(&key.public_key)
+                .unwrap()
+                .fingerprint()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(fingerprints, [finance, billing]);
+
+    // A generated key under a chosen selector; its private key goes to its owner.
+    let table = ok(&run(
+        dir.path(),
+        &[
+            "identity",
+            "rotate-key",
+            "pay$client.test",
+            "--selector",
+            "s2026",
+            "--key-out",
+            "keys",
+        ],
+    ));
+    assert!(table.contains("new selector: s2026"), "{table}");
+    assert!(
+        table.contains("_btps.host.client.test. IN TXT \"v=1.0.0; u=127.0.0.1:3443; s=s2026\""),
+        "{table}"
+    );
+    let key_file = dir.path().join("keys/pay.client.test.s2026.key.pem");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let private = PrivateKey::from_pem(&std::fs::read_to_string(&key_file).unwrap()).unwrap();
+    let key = open(dir.path())
+        .read(|s| s.public_key("pay$client.test", None))
+        .unwrap()
+        .unwrap();
+    assert_eq!(key.selector, "s2026");
+    assert_eq!(
+        PublicKey::from_pem(&key.public_key).unwrap().fingerprint(),
+        private.public_key().fingerprint()
+    );
+
+    // A selector in use is refused, and no key file is left for it.
+    fails(
+        &run(
+            dir.path(),
+            &[
+                "identity",
+                "rotate-key",
+                "pay$client.test",
+                "--selector",
+                "btps1",
+                "--key-out",
+                "keys",
+            ],
+        ),
+        "already has a key with selector \"btps1\"",
+    );
+    assert!(
+        !dir.path()
+            .join("keys/pay.client.test.btps1.key.pem")
+            .exists()
+    );
+    fails(
+        &run(
+            dir.path(),
+            &[
+                "identity",
+                "rotate-key",
+                "pay$client.test",
+                "--selector",
+                "a b",
+            ],
+        ),
+        "invalid selector",
+    );
+    fails(
+        &run(
+            dir.path(),
+            &["identity", "rotate-key", "nobody$client.test"],
+        ),
+        "no identity record for nobody$client.test",
+    );
+    // The default after btps1, btps2 and s2026 is btps3.
+    let next = ok_json(&run(
+        dir.path(),
+        &[
+            "identity",
+            "rotate-key",
+            "pay$client.test",
+            "--key-out",
+            "keys",
+            "--json",
+        ],
+    ));
+    assert_eq!(next["selector"], "btps3");
+    assert_eq!(next["previousSelector"], "s2026");
+}
+
+#[test]
+fn identity_dns_records_name_every_key_the_host_and_the_lookup_signer() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.create_identity(hosted("pay$client.test")).unwrap();
+    let (billing_pem, _) = vector_key("billing");
+    let billing = PublicKey::from_pem(&std::fs::read_to_string(&billing_pem).unwrap()).unwrap();
+    store
+        .write(|batch| {
+            batch.put_public_key(
+                "pay$client.test",
+                PublicKeyRecord {
+                    selector: String::from("btps2"),
+                    public_key: billing.to_pem(),
+                    key_type: String::from("rsa"),
+                    version: String::from("1.0.0"),
+                    created_at: Timestamp::now(),
+                    source: None,
+                },
+                true,
+            )
+        })
+        .unwrap();
+    drop(store);
+
+    // No server key yet (the server never started): said, not invented.
+    let records = ok_json(&run(
+        dir.path(),
+        &["identity", "dns-records", "pay$client.test", "--json"],
+    ));
+    let names: Vec<&str> = records["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|record| record["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "btps1._btps.identity.pay.client.test",
+            "btps2._btps.identity.pay.client.test",
+            "_btps.host.client.test",
+        ]
+    );
+    assert_eq!(
+        records["records"][1]["value"],
+        key_record_text(&billing.to_base64())
+    );
+    assert_eq!(
+        records["records"][2]["value"],
+        "v=1.0.0; u=127.0.0.1:3443; s=btps2"
+    );
+    let warnings = records["warnings"].to_string();
+    assert!(
+        warnings.contains("other machines cannot reach"),
+        "{warnings}"
+    );
+    assert!(warnings.contains("server.pub.pem"), "{warnings}");
+
+    // With the server key in place and a configured signer and selector.
+    let (server_pem, _) = vector_key("finance");
+    std::fs::create_dir_all(dir.path().join("data/keys")).unwrap();
+    std::fs::copy(&server_pem, dir.path().join("data/keys/server.pub.pem")).unwrap();
+    let server_key = PublicKey::from_pem(&std::fs::read_to_string(&server_pem).unwrap()).unwrap();
+    std::fs::write(
+        dir.path().join("btps.toml"),
+        "[server]\nselector = \"srv\"\n\n[[domains]]\nname = \"client.test\"\nsigner = \"lookup$client.test\"\n",
+    )
+    .unwrap();
+    let output = run(
+        dir.path(),
+        &[
+            "identity",
+            "dns-records",
+            "PAY$client.test",
+            "--config",
+            "btps.toml",
+            "--host",
+            "btps.client.test:3443",
+        ],
+    );
+    let text = ok(&output);
+    assert!(
+        text.contains(
+            "_btps.host.client.test. IN TXT \"v=1.0.0; u=btps.client.test:3443; s=btps2\""
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "srv._btps.identity.lookup.client.test. IN TXT \"{}\"",
+            key_record_text(&server_key.to_base64())
+        )),
+        "{text}"
+    );
+    assert!(
+        output.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    fails(
+        &run(
+            dir.path(),
+            &[
+                "identity",
+                "dns-records",
+                "pay$client.test",
+                "--host",
+                "a b",
+            ],
+        ),
+        "invalid --host",
+    );
+    fails(
+        &run(
+            dir.path(),
+            &["identity", "dns-records", "ghost$client.test"],
+        ),
+        "no identity record",
+    );
+}
+
+/// Exit code and standard error of a command expected to fail with `code`.
+fn fails_with(output: &Output, code: i32, needle: &str) {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(code), "stderr: {stderr}");
+    assert!(stderr.contains(needle), "expected {needle:?} in: {stderr}");
+}
+
+fn data_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.join("data"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn backup_check_and_restore_of_a_stopped_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.create_identity(hosted("pay$client.test")).unwrap();
+    for n in 0..200 {
+        store
+            .create_trust(
+                Perspective::Inbound,
+                new_trust(
+                    &format!("s{n}$vendor.test"),
+                    "pay$client.test",
+                    TrustStatus::Accepted,
+                    None,
+                ),
+                None,
+            )
+            .unwrap();
+    }
+    drop(store);
+
+    let written = ok_json(&run(
+        dir.path(),
+        &["backup", "--out", "backup.redb", "--json"],
+    ));
+    assert_eq!(written["from"], "database file");
+    assert_eq!(written["report"]["trustInbound"], 200);
+    let backup = dir.path().join("backup.redb");
+    let good = std::fs::read(&backup).unwrap();
+    // Only the backup was written: no temporary file is left beside it.
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(files.len(), 2, "{files:?}");
+    fails(
+        &run(dir.path(), &["backup", "--out", "data/btps.redb"]),
+        "is the database itself",
+    );
+
+    // check: sound, damaged, not a database, missing.
+    let checked = ok_json(&run(dir.path(), &["check", "backup.redb", "--json"]));
+    assert_eq!(checked["report"]["identities"], 1);
+    assert_eq!(checked["report"]["trustInbound"], 200);
+    assert_eq!(checked["report"]["live"], false);
+    let table = ok(&run(dir.path(), &["check"]));
+    assert!(table.contains("trust (inbound):  200"), "{table}");
+    let mut damaged = good.clone();
+    for byte in &mut damaged[4096..good.len() - 4096] {
+        *byte ^= 0x5a;
+    }
+    std::fs::write(dir.path().join("damaged.redb"), &damaged).unwrap();
+    std::fs::write(dir.path().join("truncated.redb"), &good[..good.len() / 3]).unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not a database\n").unwrap();
+    for name in ["damaged.redb", "truncated.redb", "notes.txt"] {
+        fails_with(&run(dir.path(), &["check", name]), 1, "damaged: ");
+    }
+    assert_eq!(
+        std::fs::read(dir.path().join("damaged.redb")).unwrap(),
+        damaged,
+        "check leaves a damaged file alone"
+    );
+    fails_with(
+        &run(dir.path(), &["check", "missing.redb"]),
+        2,
+        "no such file",
+    );
+
+    // A change after the backup, then refused restores leave the database alone.
+    let store = open(dir.path());
+    store.create_identity(hosted("later$client.test")).unwrap();
+    drop(store);
+    let current = std::fs::read(dir.path().join("data/btps.redb")).unwrap();
+    let files = data_files(dir.path());
+    for name in ["damaged.redb", "truncated.redb", "notes.txt"] {
+        fails_with(
+            &run(dir.path(), &["restore", name]),
+            1,
+            "the current database is unchanged",
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join("data/btps.redb")).unwrap(),
+            current,
+            "{name}"
+        );
+        assert_eq!(data_files(dir.path()), files, "{name}");
+    }
+    fails_with(
+        &run(dir.path(), &["restore", "missing.redb"]),
+        2,
+        "no such file",
+    );
+
+    // A good backup replaces it; the replaced database is kept beside it.
+    let restored = ok_json(&run(dir.path(), &["restore", "backup.redb", "--json"]));
+    let previous = PathBuf::from(restored["previous"].as_str().unwrap());
+    assert!(
+        previous
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("btps.redb.before-restore-")
+    );
+    assert_eq!(std::fs::read(dir.path().join(&previous)).unwrap(), current);
+    let store = open(dir.path());
+    assert!(
+        store
+            .read(|s| s.identity_by_name("later$client.test"))
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store.read(|s| s.trust_count(Perspective::Inbound)).unwrap(),
+        200
+    );
+    drop(store);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("data/btps.redb"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    // Into an empty data directory: nothing to keep.
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::copy(&backup, empty.path().join("backup.redb")).unwrap();
+    let restored = ok_json(&run(empty.path(), &["restore", "backup.redb", "--json"]));
+    assert_eq!(restored["previous"], Value::Null);
+    assert_eq!(data_files(empty.path()), ["btps.redb"]);
 }

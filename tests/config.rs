@@ -286,6 +286,13 @@ fn every_environment_name_is_read() {
         ("BTPS_LOG_FORMAT", "json", |c| {
             c.log.format == LogFormat::Json
         }),
+        ("BTPS_ADMIN", "off", |c| !c.admin.enabled),
+        ("BTPS_ADMIN_SOCKET", "/run/btps/admin.sock", |c| {
+            c.admin.socket == Path::new("/run/btps/admin.sock")
+        }),
+        ("BTPS_ADMIN_SOCKET_MODE", "0660", |c| {
+            c.admin.socket_mode == 0o660
+        }),
     ];
     // The table covers every environment name there is.
     let documented: std::collections::BTreeSet<&str> =

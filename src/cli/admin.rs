@@ -1,44 +1,76 @@
 //! `btps identity`, `btps trust` and `btps inbox`: the operator's commands on the
 //! hosted identities, the trust records and the inboxes.
 //!
-//! They open the database directly (redb lets one process hold it, so they refuse
-//! to run beside a server that holds it) and print a table, or JSON with `--json`.
-//! The appliance never keeps a hosted user's private key: `identity add` hands a
-//! generated one to its owner as a file and stores only the public key.
+//! Each command is one [`AdminRequest`]. While a server runs (its admin socket
+//! answers) the request goes to the server; otherwise the command opens the
+//! database itself and runs the same operation (`btps::admin::operations`). Output
+//! is a table, or JSON with `--json`. The appliance never keeps a hosted user's
+//! private key: `identity add` and `identity rotate-key` write a generated one to a
+//! file for its owner, here, and send only the public key.
 
 use std::fs;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use btps::crypto::{PrivateKey, PublicKey};
-use btps::identity::dns::{host_record_text, key_record_text};
-use btps::identity::{Identity, compute_trust_id};
-use btps::store::wire::{identity_to_json, trust_to_json};
-use btps::store::{
-    Cursor, IdentityRecord, Mailbox, MailboxEntry, PageRequest, Perspective, PublicKeyRecord,
-    StoreError, Timestamp, TrustPatch, TrustRecord, TrustStatus,
+use btps::admin::operations::{
+    AdminContext, AdminError, AdminRequest, AdminResponse, Decision, DnsRecord, check_selector,
+    execute, parse_identity,
 };
+use btps::admin::socket::AdminClient;
+use btps::crypto::{PrivateKey, PublicKey};
+use btps::identity::Identity;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
 use super::keys::write_private;
-use super::store::DataDirArg;
-
-/// Version label of keys the appliance adds to identity records.
-const KEY_VERSION: &str = "1.0.0";
-/// Page size when a command lists everything.
-const FULL_LISTING_PAGE: u32 = 500;
+use super::store::{DataDirArg, open_database};
 
 /// Options every admin command has.
 #[derive(Debug, clap::Args)]
 pub(crate) struct OutputArgs {
     #[command(flatten)]
-    data: DataDirArg,
+    pub(crate) data: DataDirArg,
     /// Print JSON instead of a table.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
+}
+
+/// How a command reaches the database: through a running server's admin socket, or
+/// directly.
+pub(crate) enum Admin {
+    /// A server answers on its admin socket.
+    Socket(AdminClient),
+    /// No server runs; the database is open in this process.
+    Direct(AdminContext),
+}
+
+impl Admin {
+    /// The server's admin socket if it answers, else the database itself (created
+    /// if `create`). A database held by a process whose socket does not answer is
+    /// an error saying so.
+    pub(crate) fn connect(target: &DataDirArg, create: bool) -> anyhow::Result<Admin> {
+        let config = target.config()?;
+        if let Ok(client) = AdminClient::connect(&config.admin.socket) {
+            return Ok(Admin::Socket(client));
+        }
+        let store = open_database(&config, create)?;
+        Ok(Admin::Direct(AdminContext::new(store, config)))
+    }
+
+    /// Runs one request, here or in the server.
+    pub(crate) fn call(&mut self, request: AdminRequest) -> Result<AdminResponse, AdminError> {
+        match self {
+            Admin::Socket(client) => client.call(&request),
+            Admin::Direct(context) => execute(context, request),
+        }
+    }
+
+    /// Like [`Admin::call`], with the error as the command's error.
+    fn run(&mut self, request: AdminRequest) -> anyhow::Result<AdminResponse> {
+        self.call(request).map_err(anyhow::Error::new)
+    }
 }
 
 /// Arguments of `btps identity`.
@@ -57,6 +89,12 @@ enum IdentityCommand {
     List(IdentityListArgs),
     /// Show one identity record with its keys.
     Show(IdentityShowArgs),
+    /// Add a new key under a new selector and make it current (the old keys stay,
+    /// so that artifacts naming them still verify), and print the new DNS records.
+    RotateKey(IdentityRotateArgs),
+    /// Print the DNS TXT records to publish for an identity: its keys, its domain's
+    /// host record, and the key of the domain's lookup signer.
+    DnsRecords(IdentityDnsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -93,6 +131,39 @@ struct IdentityShowArgs {
     output: OutputArgs,
     /// The identity, `account$domain`.
     identity: String,
+}
+
+#[derive(Debug, clap::Args)]
+struct IdentityRotateArgs {
+    #[command(flatten)]
+    output: OutputArgs,
+    /// The identity, `account$domain`.
+    identity: String,
+    /// The new key's selector (default: the next `btpsN`).
+    #[arg(long, value_name = "NEW")]
+    selector: Option<String>,
+    /// The new public key (SPKI PEM file); without it a key pair is generated.
+    #[arg(long, value_name = "PEM")]
+    public_key: Option<PathBuf>,
+    /// Directory for the generated private key (never overwritten).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = ".",
+        conflicts_with = "public_key"
+    )]
+    key_out: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct IdentityDnsArgs {
+    #[command(flatten)]
+    output: OutputArgs,
+    /// The identity, `account$domain`.
+    identity: String,
+    /// `HOST:PORT` others reach this server at (default: the listen address).
+    #[arg(long, value_name = "HOST:PORT")]
+    host: Option<String>,
 }
 
 /// Arguments of `btps trust`.
@@ -227,6 +298,11 @@ struct InboxShowArgs {
     entry_id: u64,
 }
 
+/// An answer of another shape than the request's: a server of another version.
+fn unexpected(response: &AdminResponse) -> anyhow::Error {
+    anyhow::anyhow!("unexpected answer from the server: {response:?}")
+}
+
 // ---- identity ----
 
 /// Runs `btps identity …`.
@@ -235,168 +311,164 @@ pub(crate) fn identity(args: &IdentityArgs) -> anyhow::Result<ExitCode> {
         IdentityCommand::Add(args) => identity_add(args),
         IdentityCommand::List(args) => identity_list(args),
         IdentityCommand::Show(args) => identity_show(args),
+        IdentityCommand::RotateKey(args) => identity_rotate_key(args),
+        IdentityCommand::DnsRecords(args) => identity_dns_records(args),
     }
 }
 
-fn parse_identity(text: &str) -> anyhow::Result<Identity> {
-    Identity::parse(text).map_err(|error| anyhow::anyhow!("invalid identity {text:?}: {error}"))
+/// Reads an SPKI PEM file given on the command line.
+fn read_public_key(path: &Path) -> anyhow::Result<String> {
+    let pem = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    PublicKey::from_pem(&pem).with_context(|| format!("{}", path.display()))?;
+    Ok(pem)
 }
 
-/// A selector is the first label of a DNS name.
-fn check_selector(selector: &str) -> anyhow::Result<()> {
-    let valid = !selector.is_empty()
-        && selector.len() <= 63
-        && selector
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_');
-    if !valid {
+/// Generates a key pair for `identity` under `selector`, writes the private key to
+/// `DIR/<account>.<domain>.<selector>.key.pem` (mode 0600, never overwritten) and
+/// returns the public key PEM and the file.
+fn generate_key(
+    identity: &Identity,
+    selector: &str,
+    key_out: &Path,
+) -> anyhow::Result<(String, PathBuf)> {
+    let file_name = format!(
+        "{}.{}.{selector}.key.pem",
+        identity.account(),
+        identity.domain()
+    );
+    let path = key_out.join(file_name);
+    if path.exists() {
         bail!(
-            "invalid selector {selector:?}: use 1 to 63 letters, digits, '-' or '_' (it is a DNS label)"
+            "{} already exists; refusing to overwrite a key",
+            path.display()
         );
     }
-    Ok(())
+    fs::create_dir_all(key_out).with_context(|| format!("creating {}", key_out.display()))?;
+    let key = PrivateKey::generate(2048).context("generating the key pair")?;
+    write_private(&path, &key.to_pkcs8_pem())?;
+    Ok((key.public_key().to_pem(), path))
+}
+
+/// Sends a request that stores a key whose private half was just written to
+/// `private_file`; removes the file again if the key was not stored, so that no
+/// key exists that no record names.
+fn store_key(
+    admin: &mut Admin,
+    request: AdminRequest,
+    private_file: Option<&Path>,
+) -> anyhow::Result<AdminResponse> {
+    let outcome = admin.run(request);
+    if outcome.is_err()
+        && let Some(path) = private_file
+    {
+        let _ = fs::remove_file(path);
+    }
+    outcome
 }
 
 fn identity_add(args: &IdentityAddArgs) -> anyhow::Result<ExitCode> {
     let identity = parse_identity(&args.identity)?;
     check_selector(&args.selector)?;
-    let given = match &args.public_key {
-        Some(path) => {
-            let pem =
-                fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            Some(PublicKey::from_pem(&pem).with_context(|| format!("{}", path.display()))?)
-        }
-        None => None,
-    };
-    let store = args.output.data.open()?;
-    if store
-        .read(|s| s.identity_by_name(identity.as_str()))?
-        .is_some()
-    {
-        bail!("identity {identity} already exists");
+    let given = args
+        .public_key
+        .as_deref()
+        .map(read_public_key)
+        .transpose()?;
+    let mut admin = Admin::connect(&args.output.data, true)?;
+    // Refuse before a private key file is written for a record that cannot be made.
+    match admin.call(AdminRequest::IdentityShow {
+        identity: identity.as_str().to_owned(),
+    }) {
+        Ok(_) => bail!("identity {identity} already exists"),
+        Err(AdminError::NotFound(_)) => {}
+        Err(error) => return Err(error.into()),
     }
-    // The private key goes to its owner before the record exists, so that a record
-    // never points at a key nobody holds; if the record cannot be written, the file
-    // is removed again.
-    let (public, private_file) = match given {
-        Some(key) => (key, None),
+    let (public_key, private_file) = match given {
+        Some(pem) => (pem, None),
         None => {
-            let file_name = format!(
-                "{}.{}.{}.key.pem",
-                identity.account(),
-                identity.domain(),
-                args.selector
-            );
-            let path = args.key_out.join(file_name);
-            if path.exists() {
-                bail!(
-                    "{} already exists; refusing to overwrite a key",
-                    path.display()
-                );
-            }
-            fs::create_dir_all(&args.key_out)
-                .with_context(|| format!("creating {}", args.key_out.display()))?;
-            let key = PrivateKey::generate(2048).context("generating the key pair")?;
-            write_private(&path, &key.to_pkcs8_pem())?;
-            (key.public_key().clone(), Some(path))
+            let (pem, path) = generate_key(&identity, &args.selector, &args.key_out)?;
+            (pem, Some(path))
         }
     };
-    let now = Timestamp::now();
-    // Node's `export({type: 'spki', format: 'pem'})` ends with a newline.
-    let mut pem = public.to_pem();
-    pem.push('\n');
-    let key = PublicKeyRecord {
+    let request = AdminRequest::IdentityAdd {
+        identity: identity.as_str().to_owned(),
         selector: args.selector.clone(),
-        public_key: pem,
-        key_type: String::from("rsa"),
-        version: String::from(KEY_VERSION),
-        created_at: now.clone(),
-        source: None,
+        public_key,
     };
-    let record = match store.create_identity(IdentityRecord::new(identity.as_str(), key, now)) {
-        Ok(record) => record,
-        Err(error) => {
-            if let Some(path) = &private_file {
-                let _ = fs::remove_file(path);
-            }
-            return Err(error).context(format!("storing identity {identity}"));
-        }
+    let response = store_key(&mut admin, request, private_file.as_deref())
+        .with_context(|| format!("storing identity {identity}"))?;
+    let AdminResponse::IdentityAdded {
+        record,
+        selector,
+        fingerprint,
+        dns,
+        warnings,
+    } = response
+    else {
+        return Err(unexpected(&response));
     };
-
-    let key_name = identity.key_record_name(&args.selector);
-    let key_text = key_record_text(&public.to_base64());
-    let host_name = identity.host_record_name();
-    let host_text = host_record_text("<host:port>", &args.selector);
+    let private_text = private_file.as_ref().map(|path| path.display().to_string());
     if args.output.json {
-        let value = json!({
-            "identity": record.identity,
-            "id": record.id,
-            "selector": args.selector,
-            "fingerprint": public.fingerprint(),
-            "publicKey": record.public_keys.first().map(|key| key.public_key.clone()),
-            "privateKeyFile": private_file.as_ref().map(|path| path.display().to_string()),
-            "dns": [
-                {"name": key_name, "type": "TXT", "value": key_text},
-                {"name": host_name, "type": "TXT", "value": host_text},
-            ],
-        });
-        print_json(&value);
-    } else {
-        print_fields(&[
-            ("identity", record.identity),
-            ("id", record.id),
-            ("selector", args.selector.clone()),
-            ("fingerprint", public.fingerprint().to_owned()),
-        ]);
-        if let Some(path) = &private_file {
-            println!(
-                "private key: {} (mode 0600): give it to the identity's owner; the appliance keeps no copy",
-                path.display()
-            );
-        }
-        println!();
-        println!(
-            "Publish this DNS TXT record (one record; split the value into strings of at most 255 bytes):"
-        );
-        println!("{key_name}. IN TXT \"{key_text}\"");
-        println!();
-        println!("and, once per domain, the host record naming this server:");
-        println!("{host_name}. IN TXT \"{host_text}\"");
-        if public.to_base64().ends_with('=') {
-            println!(
-                "note: this key's base64 is padded; reference peers cannot read padded keys from DNS (use a 2048-bit key)"
-            );
-        }
+        print_json(&json!({
+            "identity": record["identity"],
+            "id": record["id"],
+            "selector": selector,
+            "fingerprint": fingerprint,
+            "publicKey": record["publicKeys"][0]["publicKey"],
+            "privateKeyFile": private_text,
+            "dns": dns,
+            "warnings": warnings,
+        }));
+        return Ok(ExitCode::SUCCESS);
     }
+    print_fields(&[
+        ("identity", text(&record["identity"])),
+        ("id", text(&record["id"])),
+        ("selector", selector),
+        ("fingerprint", fingerprint),
+    ]);
+    if let Some(path) = private_text {
+        println!(
+            "private key: {path} (mode 0600): give it to the identity's owner; the appliance keeps no copy"
+        );
+    }
+    println!();
+    println!(
+        "Publish this DNS TXT record (one record; split the value into strings of at most 255 bytes):"
+    );
+    print_dns(&dns[..1]);
+    println!();
+    println!("and, once per domain, the host record naming this server:");
+    print_dns(&dns[1..]);
+    print_warnings(&warnings);
     Ok(ExitCode::SUCCESS)
 }
 
 fn identity_list(args: &IdentityListArgs) -> anyhow::Result<ExitCode> {
-    let store = args.output.data.open_existing()?;
-    let mut records = Vec::new();
-    let mut request = PageRequest::first(FULL_LISTING_PAGE);
-    loop {
-        let page = store.read(|s| s.list_identities(&request))?;
-        records.extend(page.items);
-        match page.next {
-            Some(cursor) => request = PageRequest::after(cursor, FULL_LISTING_PAGE),
-            None => break,
-        }
-    }
+    let mut admin = Admin::connect(&args.output.data, false)?;
+    let response = admin.run(AdminRequest::IdentityList)?;
+    let AdminResponse::Identities { records } = response else {
+        return Err(unexpected(&response));
+    };
     if args.output.json {
-        print_json(&Value::Array(records.iter().map(identity_json).collect()));
+        print_json(&Value::Array(records));
         return Ok(ExitCode::SUCCESS);
     }
     let rows: Vec<Vec<String>> = records
         .iter()
         .map(|record| {
-            let current = record.key(None);
+            let keys = record["publicKeys"]
+                .as_array()
+                .map_or(&[][..], Vec::as_slice);
+            let current = keys
+                .iter()
+                .find(|key| key["selector"] == record["currentSelector"]);
             vec![
-                record.identity.clone(),
-                record.current_selector.clone(),
-                record.public_keys.len().to_string(),
+                text(&record["identity"]),
+                text(&record["currentSelector"]),
+                keys.len().to_string(),
                 current.map_or_else(|| String::from("-"), key_fingerprint),
-                record.created_at.to_string(),
+                text(&record["createdAt"]),
             ]
         })
         .collect();
@@ -409,40 +481,50 @@ fn identity_list(args: &IdentityListArgs) -> anyhow::Result<ExitCode> {
 
 fn identity_show(args: &IdentityShowArgs) -> anyhow::Result<ExitCode> {
     let identity = parse_identity(&args.identity)?;
-    let store = args.output.data.open_existing()?;
-    let Some(record) = store.read(|s| s.identity_by_name(identity.as_str()))? else {
-        bail!("no identity record for {identity}");
+    let mut admin = Admin::connect(&args.output.data, false)?;
+    let response = admin.run(AdminRequest::IdentityShow {
+        identity: identity.as_str().to_owned(),
+    })?;
+    let AdminResponse::Identity { record } = response else {
+        return Err(unexpected(&response));
     };
     if args.output.json {
-        print_json(&identity_json(&record));
-        return Ok(ExitCode::SUCCESS);
+        print_json(&record);
+    } else {
+        print_identity(&record);
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_identity(record: &Value) {
     let mut fields = vec![
-        ("identity", record.identity.clone()),
-        ("id", record.id.clone()),
-        ("current selector", record.current_selector.clone()),
-        ("created", record.created_at.to_string()),
+        ("identity", text(&record["identity"])),
+        ("id", text(&record["id"])),
+        ("current selector", text(&record["currentSelector"])),
+        ("created", text(&record["createdAt"])),
     ];
-    if let Some(updated) = &record.updated_at {
-        fields.push(("updated", updated.to_string()));
+    if record["updatedAt"].is_string() {
+        fields.push(("updated", text(&record["updatedAt"])));
     }
     print_fields(&fields);
     println!();
-    let rows: Vec<Vec<String>> = record
-        .public_keys
+    let keys = record["publicKeys"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
+    let rows: Vec<Vec<String>> = keys
         .iter()
         .map(|key| {
-            let current = if key.selector == record.current_selector {
+            let current = if key["selector"] == record["currentSelector"] {
                 "*"
             } else {
                 ""
             };
             vec![
-                format!("{}{current}", key.selector),
-                key.key_type.clone(),
-                key.version.clone(),
+                format!("{}{current}", text(&key["selector"])),
+                text(&key["keyType"]),
+                text(&key["version"]),
                 key_fingerprint(key),
-                key.created_at.to_string(),
+                text(&key["createdAt"]),
             ]
         })
         .collect();
@@ -450,42 +532,153 @@ fn identity_show(args: &IdentityShowArgs) -> anyhow::Result<ExitCode> {
         &["SELECTOR", "TYPE", "VERSION", "FINGERPRINT", "CREATED"],
         &rows,
     );
-    Ok(ExitCode::SUCCESS)
 }
 
 /// The key's fingerprint, or why there is none (a stored key may be a placeholder).
-fn key_fingerprint(key: &PublicKeyRecord) -> String {
-    parse_stored_key(&key.public_key).map_or_else(
-        || String::from("(unparsable key)"),
-        |key| key.fingerprint().to_owned(),
-    )
+fn key_fingerprint(key: &Value) -> String {
+    key["fingerprint"]
+        .as_str()
+        .map_or_else(|| String::from("(unparsable key)"), str::to_owned)
 }
 
-fn parse_stored_key(text: &str) -> Option<PublicKey> {
-    let text = text.trim();
-    if text.starts_with("-----") {
-        PublicKey::from_pem(text).ok()
-    } else {
-        PublicKey::from_base64_spki(text).ok()
+fn identity_rotate_key(args: &IdentityRotateArgs) -> anyhow::Result<ExitCode> {
+    let identity = parse_identity(&args.identity)?;
+    if let Some(selector) = &args.selector {
+        check_selector(selector)?;
     }
-}
-
-/// The reference's JSON record plus each key's fingerprint.
-fn identity_json(record: &IdentityRecord) -> Value {
-    let mut value = object_json(&identity_to_json(record).to_canonical());
-    if let Some(keys) = value.get_mut("publicKeys").and_then(Value::as_array_mut) {
-        for (key, stored) in keys.iter_mut().zip(&record.public_keys) {
-            if let Some(object) = key.as_object_mut() {
-                let fingerprint =
-                    parse_stored_key(&stored.public_key).map(|key| Value::from(key.fingerprint()));
-                object.insert(
-                    String::from("fingerprint"),
-                    fingerprint.unwrap_or(Value::Null),
-                );
-            }
+    let given = args
+        .public_key
+        .as_deref()
+        .map(read_public_key)
+        .transpose()?;
+    let mut admin = Admin::connect(&args.output.data, false)?;
+    // The selector is fixed before a key file named after it is written.
+    let response = admin.run(AdminRequest::IdentityShow {
+        identity: identity.as_str().to_owned(),
+    })?;
+    let AdminResponse::Identity { record } = response else {
+        return Err(unexpected(&response));
+    };
+    let taken: Vec<&str> = record["publicKeys"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice)
+        .iter()
+        .filter_map(|key| key["selector"].as_str())
+        .collect();
+    let selector = match &args.selector {
+        Some(selector) => selector.clone(),
+        None => btps::admin::operations::next_selector_after(&taken),
+    };
+    if taken.contains(&selector.as_str()) {
+        bail!(
+            "{identity} already has a key with selector {selector:?}; choose a new selector (the old key must stay published)"
+        );
+    }
+    let (public_key, private_file) = match given {
+        Some(pem) => (pem, None),
+        None => {
+            let (pem, path) = generate_key(&identity, &selector, &args.key_out)?;
+            (pem, Some(path))
         }
+    };
+    let request = AdminRequest::IdentityRotateKey {
+        identity: identity.as_str().to_owned(),
+        selector: Some(selector),
+        public_key,
+    };
+    let response = store_key(&mut admin, request, private_file.as_deref())
+        .with_context(|| format!("rotating the key of {identity}"))?;
+    let AdminResponse::KeyRotated {
+        record,
+        selector,
+        previous_selector,
+        fingerprint,
+        dns,
+        warnings,
+    } = response
+    else {
+        return Err(unexpected(&response));
+    };
+    let private_text = private_file.as_ref().map(|path| path.display().to_string());
+    if args.output.json {
+        print_json(&json!({
+            "identity": record["identity"],
+            "selector": selector,
+            "previousSelector": previous_selector,
+            "fingerprint": fingerprint,
+            "privateKeyFile": private_text,
+            "record": record,
+            "dns": dns,
+            "warnings": warnings,
+        }));
+        return Ok(ExitCode::SUCCESS);
     }
-    value
+    print_fields(&[
+        ("identity", text(&record["identity"])),
+        ("new selector", selector),
+        ("old selector", previous_selector.clone()),
+        ("fingerprint", fingerprint),
+    ]);
+    if let Some(path) = private_text {
+        println!(
+            "private key: {path} (mode 0600): give it to the identity's owner; the appliance keeps no copy"
+        );
+    }
+    println!();
+    println!("1. Publish the new key record (keep the {previous_selector} record published):");
+    print_dns(&dns[..1]);
+    println!();
+    println!("2. Then switch the domain's host record to the new selector:");
+    print_dns(&dns[1..]);
+    println!();
+    println!(
+        "3. Remove the {previous_selector} key record only when no artifact naming it can still arrive."
+    );
+    print_warnings(&warnings);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn identity_dns_records(args: &IdentityDnsArgs) -> anyhow::Result<ExitCode> {
+    let identity = parse_identity(&args.identity)?;
+    let mut admin = Admin::connect(&args.output.data, false)?;
+    let response = admin.run(AdminRequest::IdentityDnsRecords {
+        identity: identity.as_str().to_owned(),
+        host: args.host.clone(),
+    })?;
+    let AdminResponse::DnsRecords {
+        identity,
+        records,
+        warnings,
+    } = response
+    else {
+        return Err(unexpected(&response));
+    };
+    if args.output.json {
+        print_json(&json!({"identity": identity, "records": records, "warnings": warnings}));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "DNS TXT records for {identity} (one record per name; split values into strings of at most 255 bytes):"
+    );
+    for record in &records {
+        println!();
+        println!("; {}", record.purpose);
+        print_dns(std::slice::from_ref(record));
+    }
+    print_warnings(&warnings);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_dns(records: &[DnsRecord]) {
+    for record in records {
+        println!("{}. IN TXT \"{}\"", record.name, record.value);
+    }
+}
+
+fn print_warnings(warnings: &[String]) {
+    for warning in warnings {
+        eprintln!("warning: {warning}");
+    }
 }
 
 // ---- trust ----
@@ -495,102 +688,42 @@ pub(crate) fn trust(args: &TrustArgs) -> anyhow::Result<ExitCode> {
     match &args.command {
         TrustCommand::List(args) => trust_list(args),
         TrustCommand::Show(args) => trust_show(args),
-        TrustCommand::Accept(args) => trust_decide(args, TrustStatus::Accepted),
-        TrustCommand::Reject(args) => trust_decide(args, TrustStatus::Rejected),
-        TrustCommand::Revoke(args) => trust_decide(args, TrustStatus::Revoked),
-        TrustCommand::Block(args) => trust_decide(args, TrustStatus::Blocked),
+        TrustCommand::Accept(args) => trust_decide(args, Decision::Accept),
+        TrustCommand::Reject(args) => trust_decide(args, Decision::Reject),
+        TrustCommand::Revoke(args) => trust_decide(args, Decision::Revoke),
+        TrustCommand::Block(args) => trust_decide(args, Decision::Block),
         TrustCommand::Delete(args) => trust_delete(args),
     }
 }
 
-fn parse_time(option: &str, text: &str) -> anyhow::Result<Timestamp> {
-    Timestamp::parse(text).map_err(|_| {
-        anyhow::anyhow!(
-            "invalid {option} {text:?}: expected an RFC 3339 instant such as 2026-01-31T00:00:00Z"
-        )
-    })
-}
-
-fn parse_cursor(text: Option<&str>) -> anyhow::Result<Option<Cursor>> {
-    text.map(|text| {
-        text.parse::<Cursor>()
-            .map_err(|_| anyhow::anyhow!("invalid --cursor {text:?}"))
-    })
-    .transpose()
-}
-
-fn parse_status(text: &str) -> anyhow::Result<TrustStatus> {
-    let status = TrustStatus::from_wire(text);
-    if !status.is_known() {
-        bail!("invalid --status {text:?}: use pending, accepted, rejected, revoked or blocked");
-    }
-    Ok(status)
-}
-
-fn check_sender(sender: &str) -> anyhow::Result<()> {
-    // An agent id is a sender too (agent records), so only identities are parsed.
-    if sender.trim().is_empty() {
-        bail!("the sender must not be empty");
-    }
-    if sender.contains('$') {
-        parse_identity(sender)?;
-    }
-    Ok(())
-}
-
 fn trust_list(args: &TrustListArgs) -> anyhow::Result<ExitCode> {
-    let perspective = if args.outbound {
-        Perspective::Outbound
-    } else {
-        Perspective::Inbound
-    };
-    let status = args.status.as_deref().map(parse_status).transpose()?;
-    let expiring = args
-        .expiring_before
-        .as_deref()
-        .map(|text| parse_time("--expiring-before", text))
-        .transpose()?;
-    let page = PageRequest {
-        after: parse_cursor(args.cursor.as_deref())?,
+    let mut admin = Admin::connect(&args.output.data, false)?;
+    let response = admin.run(AdminRequest::TrustList {
+        outbound: args.outbound,
+        receiver: args.receiver.clone(),
+        sender: args.sender.clone(),
+        status: args.status.clone(),
+        expiring_before: args.expiring_before.clone(),
         limit: args.limit,
+        cursor: args.cursor.clone(),
+    })?;
+    let AdminResponse::TrustRecords { records, next } = response else {
+        return Err(unexpected(&response));
     };
-    let store = args.output.data.open_existing()?;
-    let listed = store.read(|s| {
-        if let Some(before) = &expiring {
-            s.list_expiring_before(perspective, before.millis(), status.as_ref(), &page)
-        } else if let Some(receiver) = &args.receiver {
-            s.list_by_receiver(perspective, receiver, &page)
-        } else if let Some(sender) = &args.sender {
-            s.list_by_sender(perspective, sender, &page)
-        } else if let Some(status) = &status {
-            s.list_by_status(perspective, status, &page)
-        } else {
-            s.list_all(perspective, &page)
-        }
-    });
-    let listed = match listed {
-        Err(StoreError::InvalidCursor) => {
-            bail!("invalid --cursor: it belongs to another listing")
-        }
-        other => other?,
-    };
-    let next = listed.next.as_ref().map(ToString::to_string);
     if args.output.json {
-        let records: Vec<Value> = listed.items.iter().map(trust_json).collect();
         print_json(&json!({"records": records, "next": next}));
         return Ok(ExitCode::SUCCESS);
     }
-    let rows: Vec<Vec<String>> = listed
-        .items
+    let rows: Vec<Vec<String>> = records
         .iter()
         .map(|record| {
             vec![
-                record.sender_id.clone(),
-                record.receiver_id.clone(),
-                record.status.to_string(),
-                optional(record.expires_at.as_ref()),
-                record.decided_by.clone(),
-                record.decided_at.to_string(),
+                text(&record["senderId"]),
+                text(&record["receiverId"]),
+                text(&record["status"]),
+                text(&record["expiresAt"]),
+                text(&record["decidedBy"]),
+                text(&record["decidedAt"]),
             ]
         })
         .collect();
@@ -612,28 +745,16 @@ fn trust_list(args: &TrustListArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn trust_show(args: &TrustPairArgs) -> anyhow::Result<ExitCode> {
-    check_sender(&args.sender)?;
-    parse_identity(&args.receiver)?;
-    let id = compute_trust_id(&args.sender, &args.receiver);
-    let store = args.output.data.open_existing()?;
-    let (inbound, outbound) = store.read(|s| {
-        Ok((
-            s.trust(Perspective::Inbound, &id)?,
-            s.trust(Perspective::Outbound, &id)?,
-        ))
+    let mut admin = Admin::connect(&args.output.data, false)?;
+    let response = admin.run(AdminRequest::TrustShow {
+        sender: args.sender.clone(),
+        receiver: args.receiver.clone(),
     })?;
-    if inbound.is_none() && outbound.is_none() {
-        bail!(
-            "no trust record from {} to {} (id {id})",
-            args.sender,
-            args.receiver
-        );
-    }
+    let AdminResponse::TrustPair { inbound, outbound } = response else {
+        return Err(unexpected(&response));
+    };
     if args.output.json {
-        print_json(&json!({
-            "inbound": inbound.as_ref().map(trust_json),
-            "outbound": outbound.as_ref().map(trust_json),
-        }));
+        print_json(&json!({"inbound": inbound, "outbound": outbound}));
         return Ok(ExitCode::SUCCESS);
     }
     let mut first = true;
@@ -649,71 +770,42 @@ fn trust_show(args: &TrustPairArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_trust(perspective: &str, record: &TrustRecord) {
+fn print_trust(perspective: &str, record: &Value) {
     let mut fields = vec![
         ("perspective", perspective.to_owned()),
-        ("id", record.id.clone()),
-        ("sender", record.sender_id.clone()),
-        ("receiver", record.receiver_id.clone()),
-        ("status", record.status.to_string()),
-        ("decided by", record.decided_by.clone()),
-        ("decided at", record.decided_at.to_string()),
-        ("expires at", optional(record.expires_at.as_ref())),
-        ("retry after", optional(record.retry_after_date.as_ref())),
-        ("privacy", record.privacy_type.as_str().to_owned()),
-        ("fingerprint", record.public_key_fingerprint.clone()),
-        ("created", record.created_at.to_string()),
+        ("id", text(&record["id"])),
+        ("sender", text(&record["senderId"])),
+        ("receiver", text(&record["receiverId"])),
+        ("status", text(&record["status"])),
+        ("decided by", text(&record["decidedBy"])),
+        ("decided at", text(&record["decidedAt"])),
+        ("expires at", text(&record["expiresAt"])),
+        ("retry after", text(&record["retryAfterDate"])),
+        ("privacy", text(&record["privacyType"])),
+        ("fingerprint", text(&record["publicKeyFingerprint"])),
+        ("created", text(&record["createdAt"])),
     ];
-    if let Some(updated) = &record.updated_at {
-        fields.push(("updated", updated.to_string()));
+    if record["updatedAt"].is_string() {
+        fields.push(("updated", text(&record["updatedAt"])));
     }
     print_fields(&fields);
 }
 
-fn trust_decide(args: &TrustDecisionArgs, status: TrustStatus) -> anyhow::Result<ExitCode> {
-    check_sender(&args.sender)?;
-    parse_identity(&args.receiver)?;
-    let expires_at = args
-        .expires_at
-        .as_deref()
-        .map(|text| parse_time("--expires-at", text))
-        .transpose()?;
-    let retry_after = args
-        .retry_after
-        .as_deref()
-        .map(|text| parse_time("--retry-after", text))
-        .transpose()?;
-    if args.decided_by.trim().is_empty() {
-        bail!("--decided-by must not be empty");
-    }
-    let id = compute_trust_id(&args.sender, &args.receiver);
-    let store = args.output.data.open_existing()?;
-    let patch = TrustPatch {
-        status: Some(status),
-        decided_by: Some(args.decided_by.clone()),
-        decided_at: Some(Timestamp::now()),
-        expires_at: expires_at.map(Some),
-        retry_after_date: retry_after.map(Some),
-        ..TrustPatch::default()
-    };
-    // The receiving side's record: the local party is the receiver (05-trust.md §4.2).
-    let updated = store.write(|batch| {
-        if batch.trust(Perspective::Inbound, &id)?.is_none() {
-            return Ok(None);
-        }
-        batch
-            .update_trust(Perspective::Inbound, &id, patch)
-            .map(Some)
+fn trust_decide(args: &TrustDecisionArgs, decision: Decision) -> anyhow::Result<ExitCode> {
+    let mut admin = Admin::connect(&args.output.data, false)?;
+    let response = admin.run(AdminRequest::TrustDecide {
+        sender: args.sender.clone(),
+        receiver: args.receiver.clone(),
+        decision,
+        expires_at: args.expires_at.clone(),
+        retry_after: args.retry_after.clone(),
+        decided_by: args.decided_by.clone(),
     })?;
-    let Some(record) = updated else {
-        bail!(
-            "no trust record from {} to {} (nothing to decide on)",
-            args.sender,
-            args.receiver
-        );
+    let AdminResponse::TrustDecided { record } = response else {
+        return Err(unexpected(&response));
     };
     if args.output.json {
-        print_json(&trust_json(&record));
+        print_json(&record);
     } else {
         print_trust("inbound", &record);
     }
@@ -721,35 +813,24 @@ fn trust_decide(args: &TrustDecisionArgs, status: TrustStatus) -> anyhow::Result
 }
 
 fn trust_delete(args: &TrustDeleteArgs) -> anyhow::Result<ExitCode> {
-    check_sender(&args.sender)?;
-    parse_identity(&args.receiver)?;
-    let (perspective, name) = if args.outbound {
-        (Perspective::Outbound, "outbound")
-    } else {
-        (Perspective::Inbound, "inbound")
+    let mut admin = Admin::connect(&args.output.data, false)?;
+    let response = admin.run(AdminRequest::TrustDelete {
+        sender: args.sender.clone(),
+        receiver: args.receiver.clone(),
+        outbound: args.outbound,
+    })?;
+    let AdminResponse::TrustDeleted { id, perspective } = response else {
+        return Err(unexpected(&response));
     };
-    let id = compute_trust_id(&args.sender, &args.receiver);
-    let store = args.output.data.open_existing()?;
-    if !store.delete_trust(perspective, &id)? {
-        bail!(
-            "no {name} trust record from {} to {}",
-            args.sender,
-            args.receiver
-        );
-    }
     if args.output.json {
-        print_json(&json!({"deleted": id, "perspective": name}));
+        print_json(&json!({"deleted": id, "perspective": perspective}));
     } else {
         println!(
-            "deleted the {name} trust record from {} to {} ({id})",
+            "deleted the {perspective} trust record from {} to {} ({id})",
             args.sender, args.receiver
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn trust_json(record: &TrustRecord) -> Value {
-    object_json(&trust_to_json(record).to_canonical())
 }
 
 // ---- inbox ----
@@ -763,44 +844,40 @@ pub(crate) fn inbox(args: &InboxArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn inbox_list(args: &InboxListArgs) -> anyhow::Result<ExitCode> {
-    let identity = parse_identity(&args.identity)?;
-    let page = PageRequest {
-        after: parse_cursor(args.cursor.as_deref())?,
+    let mut admin = Admin::connect(&args.output.data, false)?;
+    let response = admin.run(AdminRequest::InboxList {
+        identity: args.identity.clone(),
         limit: args.limit,
+        cursor: args.cursor.clone(),
+    })?;
+    let AdminResponse::InboxEntries {
+        entries,
+        total,
+        next,
+    } = response
+    else {
+        return Err(unexpected(&response));
     };
-    let store = args.output.data.open_existing()?;
-    let listed = store.read(|s| {
-        if s.identity_by_name(identity.as_str())?.is_none() {
-            return Ok(None);
-        }
-        let page = s.list_mailbox(identity.as_str(), Mailbox::Inbox, &page, true)?;
-        let total = s.mailbox_count(identity.as_str(), Mailbox::Inbox)?;
-        Ok(Some((page, total)))
-    });
-    let (listed, total) = match listed {
-        Ok(Some(found)) => found,
-        Ok(None) => bail!("{identity} is not a hosted identity"),
-        Err(StoreError::InvalidCursor) => bail!("invalid --cursor: it belongs to another listing"),
-        Err(error) => return Err(error.into()),
-    };
-    let next = listed.next.as_ref().map(ToString::to_string);
     if args.output.json {
-        let entries: Vec<Value> = listed.items.iter().map(entry_json).collect();
         print_json(&json!({"entries": entries, "total": total, "next": next}));
         return Ok(ExitCode::SUCCESS);
     }
-    let rows: Vec<Vec<String>> = listed
-        .items
+    let rows: Vec<Vec<String>> = entries
         .iter()
         .map(|entry| {
             vec![
-                entry.entry_id.to_string(),
-                instant_text(entry.at_millis),
-                entry.from.clone(),
-                entry.artifact_type.clone(),
-                entry.artifact_id.clone(),
-                if entry.meta.seen { "yes" } else { "no" }.to_owned(),
-                entry.title.clone().unwrap_or_default(),
+                text(&entry["entryId"]),
+                text(&entry["at"]),
+                text(&entry["from"]),
+                text(&entry["type"]),
+                text(&entry["artifactId"]),
+                if entry["meta"]["seen"] == true {
+                    "yes"
+                } else {
+                    "no"
+                }
+                .to_owned(),
+                entry["title"].as_str().unwrap_or_default().to_owned(),
             ]
         })
         .collect();
@@ -827,74 +904,46 @@ fn inbox_list(args: &InboxListArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn inbox_show(args: &InboxShowArgs) -> anyhow::Result<ExitCode> {
-    let store = args.output.data.open_existing()?;
-    let Some(entry) = store.mailbox_entry(args.entry_id)? else {
-        bail!("no mailbox entry {}", args.entry_id);
+    let mut admin = Admin::connect(&args.output.data, false)?;
+    let response = admin.run(AdminRequest::InboxShow {
+        entry_id: args.entry_id,
+    })?;
+    let AdminResponse::InboxEntry { entry } = response else {
+        return Err(unexpected(&response));
     };
     if args.output.json {
-        let mut value = entry_json(&entry);
-        if let Some(object) = value.as_object_mut() {
-            // The artifact as a JSON string holds the exact bytes; bytes that are not
-            // UTF-8 (never accepted from the wire, but possible) go as base64.
-            match std::str::from_utf8(&entry.raw) {
-                Ok(text) => object.insert(String::from("artifact"), Value::from(text)),
-                Err(_) => object.insert(
-                    String::from("artifactBase64"),
-                    Value::from(btps::crypto::encode_base64(&entry.raw)),
-                ),
-            };
-        }
-        print_json(&value);
-    } else {
-        let mut stdout = std::io::stdout().lock();
-        stdout
-            .write_all(&entry.raw)
-            .and_then(|()| stdout.flush())
-            .context("writing the artifact")?;
+        print_json(&entry);
+        return Ok(ExitCode::SUCCESS);
     }
+    // The artifact exactly as received.
+    let raw = match (entry["artifact"].as_str(), entry["artifactBase64"].as_str()) {
+        (Some(text), _) => text.as_bytes().to_vec(),
+        (None, Some(encoded)) => {
+            btps::crypto::decode_base64_lenient(encoded).context("decoding the stored artifact")?
+        }
+        (None, None) => bail!("the entry carries no artifact"),
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(&raw)
+        .and_then(|()| stdout.flush())
+        .context("writing the artifact")?;
     Ok(ExitCode::SUCCESS)
-}
-
-fn entry_json(entry: &MailboxEntry) -> Value {
-    let meta = &entry.meta;
-    let time = |timestamp: Option<&Timestamp>| timestamp.map(ToString::to_string);
-    json!({
-        "entryId": entry.entry_id,
-        "owner": entry.owner,
-        "mailbox": entry.mailbox.as_str(),
-        "at": instant_text(entry.at_millis),
-        "kind": entry.kind.as_str(),
-        "artifactId": entry.artifact_id,
-        "type": entry.artifact_type,
-        "from": entry.from,
-        "to": entry.to,
-        "title": entry.title,
-        "size": entry.raw.len(),
-        "meta": {
-            "seen": meta.seen,
-            "seenAt": time(meta.seen_at.as_ref()),
-            "receivedAt": time(meta.received_at.as_ref()),
-            "remoteAddress": meta.remote_address,
-        },
-    })
 }
 
 // ---- output ----
 
-fn optional(timestamp: Option<&Timestamp>) -> String {
-    timestamp.map_or_else(|| String::from("-"), ToString::to_string)
+/// A JSON value as table text: strings bare, absent or null as `-`.
+fn text(value: &Value) -> String {
+    match value {
+        Value::Null => String::from("-"),
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
 }
 
-fn instant_text(millis: i64) -> String {
-    Timestamp::from_millis(millis).map_or_else(|_| millis.to_string(), |t| t.to_string())
-}
-
-/// Canonical JSON text of a record as a `serde_json` value (key order kept).
-fn object_json(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or(Value::Null)
-}
-
-fn print_json(value: &Value) {
+/// Prints a value as indented JSON.
+pub(crate) fn print_json(value: &Value) {
     // Serialising a `Value` cannot fail.
     println!(
         "{}",
@@ -903,7 +952,7 @@ fn print_json(value: &Value) {
 }
 
 /// `name: value` lines, names aligned.
-fn print_fields(fields: &[(&str, String)]) {
+pub(crate) fn print_fields(fields: &[(&str, String)]) {
     let width = fields
         .iter()
         .map(|(name, _)| name.chars().count())

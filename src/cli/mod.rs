@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod admin;
+mod backup;
 mod config;
 mod keys;
 mod logging;
@@ -41,6 +42,14 @@ enum Command {
     Trust(admin::TrustArgs),
     /// Inboxes of hosted identities: list entries, show an artifact as received.
     Inbox(admin::InboxArgs),
+    /// Write a consistent, checked copy of the database (from the running server
+    /// through its admin socket, or from the file).
+    Backup(backup::BackupArgs),
+    /// Replace the database with a backup (checked first; refused while the server
+    /// runs; the current database is kept beside it). Exit 1 if the file is refused.
+    Restore(backup::RestoreArgs),
+    /// Integrity check of a database file (exit 0 sound, 1 damaged, 2 not checked).
+    Check(backup::CheckArgs),
     /// Sign (and optionally encrypt) an artifact, send it to the receiver's server and
     /// print the response line (exit 1 if the server refused it).
     Send(send::SendArgs),
@@ -62,6 +71,9 @@ pub(crate) fn main() -> ExitCode {
         Command::Identity(args) => admin::identity(&args),
         Command::Trust(args) => admin::trust(&args),
         Command::Inbox(args) => admin::inbox(&args),
+        Command::Backup(args) => backup::backup(&args),
+        Command::Restore(args) => backup::restore(&args),
+        Command::Check(args) => backup::check(&args),
         Command::Send(args) => send::send(&args),
         Command::CheckConfig(args) => config::check_config(&args),
     };

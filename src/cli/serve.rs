@@ -140,16 +140,72 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         shutdown_grace: config.limits.shutdown_grace,
     };
     let server = Server::new(Arc::new(pipeline), prepared.tls, settings);
+    // One shutdown signal, seen by the listener and the admin socket.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut stopping = stopping.clone();
+        async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        }
+    };
+    // DNS records printed through the admin socket name the address actually bound.
+    let mut admin_config = config.clone();
+    admin_config.listen = address;
+    let admin = start_admin_socket(&admin_config, &store, stopped())?;
     println!(
         "btps listening on {address} (database {})",
         config.storage.database_path.display()
     );
     tracing::info!(address = %address, "listening");
-    server.run(listener, shutdown_signal()).await;
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    server.run(listener, stopped()).await;
+    if let Some(admin) = admin {
+        // The socket is closed and its file removed; requests in progress finish.
+        let _ = admin.await;
+    }
     drop(store);
     tracing::info!("stopped");
     println!("btps stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Binds the admin socket (when enabled) and serves it on a task until `shutdown`.
+#[cfg(unix)]
+fn start_admin_socket(
+    config: &Config,
+    store: &RedbStore,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    use btps::admin::operations::AdminContext;
+    use btps::admin::socket::AdminSocket;
+
+    if !config.admin.enabled {
+        return Ok(None);
+    }
+    let socket = AdminSocket::bind(&config.admin.socket, config.admin.socket_mode)
+        .context("opening the admin socket")?;
+    if socket.replaced_stale() {
+        tracing::warn!(path = %socket.path().display(), "replaced a stale admin socket file");
+    }
+    println!(
+        "admin socket {} (mode {:04o})",
+        socket.path().display(),
+        config.admin.socket_mode
+    );
+    let context = AdminContext::new(store.clone(), config.clone());
+    Ok(Some(tokio::spawn(socket.run(context, shutdown))))
+}
+
+#[cfg(not(unix))]
+fn start_admin_socket(
+    _config: &Config,
+    _store: &RedbStore,
+    _shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    Ok(None)
 }
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C).

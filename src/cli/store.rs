@@ -5,41 +5,83 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
+use btps::config::Config;
 use btps::store::transfer::{self, ImportOptions};
-use btps::store::{DATABASE_FILE_NAME, RedbOptions, RedbStore, StoreError};
+use btps::store::{RedbStore, StoreError};
 
-/// Where the stored state lives: shared by every command that touches it.
+/// Where the stored state lives: shared by every command that touches it. The
+/// database and the admin socket are found through the configuration, exactly as
+/// `btps serve` finds them.
 #[derive(Debug, clap::Args)]
 pub(crate) struct DataDirArg {
-    /// Data directory (the database is the file `btps.redb` inside it).
-    #[arg(long, env = "BTPS_DATA_DIR", default_value = "./btps-data")]
-    pub(crate) data_dir: PathBuf,
+    /// Data directory (the database is `btps.redb` inside it unless configured
+    /// otherwise; default ./btps-data, or BTPS_DATA_DIR).
+    #[arg(long)]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// The server's configuration file (TOML), to find its database and admin socket.
+    #[arg(long, env = "BTPS_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
 }
 
 impl DataDirArg {
-    /// Opens (creating if needed) the database of this data directory.
-    pub(crate) fn open(&self) -> anyhow::Result<RedbStore> {
-        match RedbStore::open_dir(&self.data_dir, &RedbOptions::default()) {
-            Ok(store) => Ok(store),
-            // redb locks the file for one process; the usual holder is the server.
-            Err(StoreError::InUse { path }) => bail!(
-                "{}: the database is in use (is btps serve running?)",
-                path.display()
-            ),
-            Err(error) => Err(error).with_context(|| {
-                format!("cannot open the database in {}", self.data_dir.display())
-            }),
-        }
+    /// The configuration: defaults < --config file < environment < --data-dir.
+    pub(crate) fn config(&self) -> anyhow::Result<Config> {
+        super::serve::load_config(self.config.as_deref(), self.data_dir.clone())
     }
 
-    /// Opens the database of this data directory, which must exist: commands that
-    /// only read or change existing records never create an empty database.
-    pub(crate) fn open_existing(&self) -> anyhow::Result<RedbStore> {
-        let path = self.data_dir.join(DATABASE_FILE_NAME);
-        if !path.exists() {
-            bail!("no database at {} (wrong --data-dir?)", path.display());
+    /// Opens (creating if needed) the database of this configuration.
+    pub(crate) fn open(&self) -> anyhow::Result<RedbStore> {
+        open_database(&self.config()?, true)
+    }
+}
+
+/// Opens the configured database directly. A database held by another process is
+/// reported with what is known about the admin socket, which is how a running
+/// server is reached instead.
+pub(crate) fn open_database(config: &Config, create: bool) -> anyhow::Result<RedbStore> {
+    let path = &config.storage.database_path;
+    if !create && !path.exists() {
+        bail!("no database at {} (wrong --data-dir?)", path.display());
+    }
+    if let Some(parent) = path
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    match RedbStore::open(path, &config.redb_options()) {
+        Ok(store) => Ok(store),
+        // redb locks the file for one process; the usual holder is the server.
+        Err(StoreError::InUse { path }) => bail!(
+            "{}: the database is in use (is btps serve running?), and {}",
+            path.display(),
+            socket_state(config)
+        ),
+        Err(error) => {
+            Err(error).with_context(|| format!("cannot open the database {}", path.display()))
         }
-        self.open()
+    }
+}
+
+/// Why the admin socket did not help: it does not exist, or it does not answer.
+pub(crate) fn socket_state(config: &Config) -> String {
+    let socket = &config.admin.socket;
+    match std::fs::symlink_metadata(socket) {
+        Err(_) => format!(
+            "there is no admin socket at {} (is the server's [admin] socket configured elsewhere, or disabled?)",
+            socket.display()
+        ),
+        Ok(_) => match std::os::unix::net::UnixStream::connect(socket) {
+            Ok(_) => format!(
+                "the server answers on its admin socket {}; stop it for this command",
+                socket.display()
+            ),
+            Err(error) => format!(
+                "its admin socket {} does not answer ({error}); the server may be starting or stopping",
+                socket.display()
+            ),
+        },
     }
 }
 

@@ -221,6 +221,20 @@ impl RedbStore {
             .map_err(|error| open_error(path, error))
     }
 
+    /// Whether another process holds the database file at `path`. Found with a
+    /// read-only open, so the file is not written to (unlike opening it).
+    pub fn held_by_another_process(path: &Path) -> bool {
+        let opened = catch_unwind(AssertUnwindSafe(|| {
+            Database::builder().open_read_only(path).map(drop)
+        }));
+        matches!(
+            opened,
+            Ok(Err(
+                DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch
+            ))
+        )
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
