@@ -20,11 +20,15 @@
 //! * [`server`] — the TLS listener, the inbound pipeline and its handlers.
 //! * [`config`] — one configuration struct: defaults < TOML file < environment.
 //! * [`client`] — a BTPS client (TLS, one line out, response lines in).
+//! * [`http`] — the local operations endpoint: health, readiness, metrics, backup.
+//! * [`metrics`] — the process's metrics, rendered as Prometheus text.
 
 pub mod client;
 pub mod config;
 pub mod crypto;
+pub mod http;
 pub mod identity;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod signing;

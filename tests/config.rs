@@ -286,6 +286,12 @@ fn every_environment_name_is_read() {
         ("BTPS_LOG_FORMAT", "json", |c| {
             c.log.format == LogFormat::Json
         }),
+        ("BTPS_HTTP_LISTEN", "127.0.0.1:9480", |c| {
+            c.http.listen.map(|a| a.port()) == Some(9480)
+        }),
+        ("BTPS_HTTP_TOKEN", "a-token-of-sufficient-length", |c| {
+            c.http.token.as_ref().map(|t| t.expose()) == Some("a-token-of-sufficient-length")
+        }),
     ];
     // The table covers every environment name there is.
     let documented: std::collections::BTreeSet<&str> =

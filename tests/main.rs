@@ -8,6 +8,7 @@ mod client;
 mod config;
 mod crypto;
 mod dns;
+mod http;
 mod interop;
 mod protocol;
 mod schema;

@@ -92,6 +92,7 @@ pub fn accept(
         Some(Err(refusal)) => return Err(AcceptError::Refused(refusal)),
         None => {}
     }
+    let started = crate::metrics::timer();
     let outcome = store.write(|batch| {
         if let Some(entry_id) =
             batch.inbound_duplicate(artifact.to.as_str(), artifact.from.as_str(), &artifact.id)?
@@ -116,8 +117,10 @@ pub fn accept(
             remote_address: artifact.remote_address.clone(),
         })?;
         Ok(Ok(Accepted::Stored { entry_id }))
-    })?;
-    outcome.map_err(AcceptError::Refused)
+    });
+    // Failed transactions are timed too: a slow failing disk shows in the histogram.
+    crate::metrics::committed(started);
+    outcome?.map_err(AcceptError::Refused)
 }
 
 /// The record the trust check reads: the receiving-side record for TRUST_REQ and

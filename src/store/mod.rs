@@ -19,6 +19,7 @@
 //!
 //! Architecture invariant: only this module knows redb and postcard.
 
+mod backup;
 mod codec;
 mod error;
 mod json_store;
@@ -33,6 +34,7 @@ pub mod wire;
 use std::collections::BTreeMap;
 use std::fmt;
 
+pub use backup::BackupReport;
 pub use error::{RecordKind, RecordProblem, StoreError, StoreResult};
 pub use json_store::{JsonFileShape, JsonIdentityStore, JsonTrustStore};
 pub use mailbox::{
