@@ -40,6 +40,11 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(
     IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
     crate::identity::dns::DEFAULT_BTPS_PORT,
 );
+/// The default address of the local HTTP endpoint (health, metrics, backup).
+pub const DEFAULT_HTTP_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 3480);
+/// The shortest bearer token accepted for the HTTP endpoint.
+pub const MIN_HTTP_TOKEN_LEN: usize = 16;
 /// The selector used when none is configured (the reference's `hostSelector` default).
 pub const DEFAULT_SELECTOR: &str = "btps1";
 
@@ -72,6 +77,62 @@ pub struct Config {
     pub log: LogSettings,
     /// The local admin socket of a running server.
     pub admin: AdminSettings,
+    /// The local HTTP endpoint.
+    pub http: HttpSettings,
+}
+
+/// A secret setting: compared and cloned like a string, never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// The local HTTP endpoint: `/healthz`, `/readyz`, `/metrics`, `/backup`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// Where it listens; `None` turns it off.
+    pub listen: Option<SocketAddr>,
+    /// The bearer token every request must carry; required unless `listen` is a
+    /// loopback address.
+    pub token: Option<Secret>,
+}
+
+impl HttpSettings {
+    /// Checks the rule that ties the two settings together: an endpoint reachable from
+    /// other machines (it serves the whole database at `/backup`) needs a token.
+    /// Run again after a command-line flag changes `listen`.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        match (self.listen, &self.token) {
+            (Some(address), None) if !address.ip().to_canonical().is_loopback() => {
+                Err(ConfigError::new(
+                    "http.token",
+                    format!(
+                        "required because http.listen ({address}) is not a loopback address: \
+                         the endpoint serves the whole database at /backup; set http.token or \
+                         BTPS_HTTP_TOKEN (at least {MIN_HTTP_TOKEN_LEN} characters), or listen \
+                         on 127.0.0.1"
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The server's BTPS identity and the files of its RSA key pair.
@@ -411,6 +472,8 @@ pub const SETTINGS: &[(&str, Option<&str>)] = &[
     ("admin.enabled", Some("BTPS_ADMIN")),
     ("admin.socket", Some("BTPS_ADMIN_SOCKET")),
     ("admin.socket_mode", Some("BTPS_ADMIN_SOCKET_MODE")),
+    ("http.listen", Some("BTPS_HTTP_LISTEN")),
+    ("http.token", Some("BTPS_HTTP_TOKEN")),
 ];
 
 /// Reads a variable of this process's environment (for [`Config::load`]).
@@ -508,6 +571,10 @@ impl Config {
                 enabled: true,
                 socket: data_dir.join(ADMIN_SOCKET_FILE_NAME),
                 socket_mode: 0o600,
+            },
+            http: HttpSettings {
+                listen: Some(DEFAULT_HTTP_LISTEN),
+                token: None,
             },
         }
     }
@@ -1012,6 +1079,7 @@ impl<'a> Loader<'a> {
         self.domains(&mut top, &mut config);
         self.log(&mut top, &mut config);
         self.admin(&mut top, &mut config);
+        self.http(&mut top, &mut config);
         self.finish(top);
         config
     }
@@ -1516,6 +1584,29 @@ impl Loader<'_> {
         );
         self.finish(section);
     }
+
+    fn http(&mut self, top: &mut Section, config: &mut Config) {
+        let mut section = self.table(top, "http");
+        let http = &mut config.http;
+        self.setting(
+            &mut section,
+            "listen",
+            Some("BTPS_HTTP_LISTEN"),
+            |raw| parse_http_listen(&raw.text()?),
+            &mut http.listen,
+        );
+        self.optional(
+            &mut section,
+            "token",
+            Some("BTPS_HTTP_TOKEN"),
+            |raw| http_token(&raw.text()?),
+            &mut http.token,
+        );
+        if let Err(error) = http.check() {
+            self.errors.push(error);
+        }
+        self.finish(section);
+    }
 }
 
 /// Permission bits of the admin socket: an octal string (`"0660"`) or a TOML
@@ -1549,6 +1640,32 @@ fn socket_mode(raw: Raw) -> Result<u32, String> {
         ));
     }
     Ok(mode)
+}
+
+/// The HTTP endpoint's address: `IP:PORT`, or `""` / `"off"` to turn it off.
+pub fn parse_http_listen(text: &str) -> Result<Option<SocketAddr>, String> {
+    match text.trim() {
+        "" | "off" => Ok(None),
+        address => address.parse::<SocketAddr>().map(Some).map_err(|_| {
+            format!("{text:?} is not an IP:PORT address (e.g. 127.0.0.1:3480) or \"off\"")
+        }),
+    }
+}
+
+/// A bearer token: long enough not to be guessed, and legal in an HTTP header.
+fn http_token(text: &str) -> Result<Secret, String> {
+    if text.len() < MIN_HTTP_TOKEN_LEN {
+        return Err(format!(
+            "too short ({} characters); use at least {MIN_HTTP_TOKEN_LEN}, e.g. from `openssl rand -hex 32`",
+            text.len()
+        ));
+    }
+    if !text.bytes().all(|byte| byte.is_ascii_graphic()) {
+        return Err(
+            "must be printable ASCII without spaces (it is sent in an HTTP header)".to_owned(),
+        );
+    }
+    Ok(Secret::new(text))
 }
 
 /// Levenshtein distance, for "did you mean" on unknown keys.

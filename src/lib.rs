@@ -22,12 +22,16 @@
 //! * [`client`] — a BTPS client (TLS, one line out, response lines in).
 //! * [`admin`] — the operator's operations, and the local admin socket that runs
 //!   them inside a running server.
+//! * [`http`] — the local operations endpoint: health, readiness, metrics, backup.
+//! * [`metrics`] — the process's metrics, rendered as Prometheus text.
 
 pub mod admin;
 pub mod client;
 pub mod config;
 pub mod crypto;
+pub mod http;
 pub mod identity;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod signing;

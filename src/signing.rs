@@ -168,14 +168,15 @@ fn check_signature(
     invalid: ErrorCode,
     role: &str,
 ) -> Result<(), ProtocolError> {
-    crypto::verify_text(key, text, &signature.value, &signature.fingerprint).map_err(|error| {
-        match error {
-            SignatureError::FingerprintMismatch => ProtocolError::new(
-                mismatch,
-                format!("{role}: signature fingerprint does not match the key"),
-            ),
-            other => ProtocolError::new(invalid, format!("{role}: {other}")),
-        }
+    let started = crate::metrics::timer();
+    let verified = crypto::verify_text(key, text, &signature.value, &signature.fingerprint);
+    crate::metrics::signature_checked(started);
+    verified.map_err(|error| match error {
+        SignatureError::FingerprintMismatch => ProtocolError::new(
+            mismatch,
+            format!("{role}: signature fingerprint does not match the key"),
+        ),
+        other => ProtocolError::new(invalid, format!("{role}: {other}")),
     })
 }
 

@@ -41,7 +41,9 @@ fn serve_command(data: &Path, dns: &DnsResponder, cwd: &Path) -> Command {
         .env("RUST_LOG", "warn")
         .env_remove("BTPS_DATA_DIR")
         .env_remove("BTPS_CONFIG")
-        .env_remove("BTPS_ADMIN_SOCKET");
+        .env_remove("BTPS_ADMIN_SOCKET")
+        // Tests run servers in parallel: none may take the fixed default HTTP port.
+        .env("BTPS_HTTP_LISTEN", "off");
     command
 }
 

@@ -327,7 +327,9 @@ async fn reading_times_out_and_keeps_what_arrived() {
             "silent" => Reply::Nothing,
             _ => Reply::Slowly(
                 b"par".to_vec(),
-                Duration::from_millis(600),
+                // Far beyond the client's 300 ms, so that a loaded machine cannot
+                // deliver the rest before the client's read times out.
+                Duration::from_millis(2000),
                 b"tial\n".to_vec(),
             ),
         }),

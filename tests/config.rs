@@ -293,6 +293,12 @@ fn every_environment_name_is_read() {
         ("BTPS_ADMIN_SOCKET_MODE", "0660", |c| {
             c.admin.socket_mode == 0o660
         }),
+        ("BTPS_HTTP_LISTEN", "127.0.0.1:9480", |c| {
+            c.http.listen.map(|a| a.port()) == Some(9480)
+        }),
+        ("BTPS_HTTP_TOKEN", "a-token-of-sufficient-length", |c| {
+            c.http.token.as_ref().map(|t| t.expose()) == Some("a-token-of-sufficient-length")
+        }),
     ];
     // The table covers every environment name there is.
     let documented: std::collections::BTreeSet<&str> =

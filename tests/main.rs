@@ -9,6 +9,7 @@ mod client;
 mod config;
 mod crypto;
 mod dns;
+mod http;
 mod interop;
 mod protocol;
 mod schema;

@@ -30,6 +30,18 @@ pub(crate) struct ServeArgs {
     /// Data directory (overrides the configuration).
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Address of the local HTTP endpoint (health, metrics, backup), or "off"
+    /// (overrides the configuration).
+    #[arg(long, value_name = "ADDR", value_parser = http_listen)]
+    http_listen: Option<HttpListen>,
+}
+
+/// `--http-listen`: an address, or off.
+#[derive(Clone, Copy, Debug)]
+struct HttpListen(Option<SocketAddr>);
+
+fn http_listen(text: &str) -> Result<HttpListen, String> {
+    btps::config::parse_http_listen(text).map(HttpListen)
 }
 
 /// Loads the configuration: defaults < file < environment < command line.
@@ -54,6 +66,13 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     if !args.dns_servers.is_empty() {
         config.dns.servers = args.dns_servers;
+    }
+    if let Some(HttpListen(listen)) = args.http_listen {
+        config.http.listen = listen;
+        config
+            .http
+            .check()
+            .map_err(|error| anyhow::anyhow!("invalid configuration:\n{error}"))?;
     }
     super::logging::init(&config.log);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -152,6 +171,12 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let mut admin_config = config.clone();
     admin_config.listen = address;
     let admin = start_admin_socket(&admin_config, &store, stopped())?;
+    let http = match config.http.listen {
+        Some(http_address) => {
+            Some(start_http(&config, http_address, &store, server.stats()).await?)
+        }
+        None => None,
+    };
     println!(
         "btps listening on {address} (database {})",
         config.storage.database_path.display()
@@ -162,6 +187,9 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         let _ = stop.send(true);
     });
     server.run(listener, stopped()).await;
+    if let Some(http) = http {
+        http.stop(config.limits.shutdown_grace).await;
+    }
     if let Some(admin) = admin {
         // The socket is closed and its file removed; requests in progress finish.
         let _ = admin.await;
@@ -206,6 +234,72 @@ fn start_admin_socket(
     _shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
     Ok(None)
+}
+
+/// The running HTTP endpoint.
+struct HttpEndpoint {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    upkeep: tokio::task::JoinHandle<()>,
+}
+
+/// Binds the HTTP endpoint and starts serving it; metrics recording starts here, so a
+/// process without the endpoint records nothing.
+async fn start_http(
+    config: &Config,
+    address: SocketAddr,
+    store: &RedbStore,
+    listener_stats: Arc<btps::server::ListenerStats>,
+) -> anyhow::Result<HttpEndpoint> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding the HTTP endpoint {address} (http.listen)"))?;
+    let bound = listener
+        .local_addr()
+        .context("reading the HTTP endpoint's bound address")?;
+    let metrics = btps::metrics::install();
+    let removed = store.remove_stale_backups();
+    if removed > 0 {
+        tracing::info!(removed, "removed scratch files of interrupted backups");
+    }
+    let state = btps::http::HttpState::new(
+        store.clone(),
+        listener_stats,
+        metrics,
+        config.http.token.as_ref(),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(btps::http::serve(
+        listener,
+        btps::http::router(state),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    // Without a scrape, histogram samples would pile up; drain them regularly.
+    let upkeep = tokio::spawn(metrics.upkeep_every(std::time::Duration::from_secs(5)));
+    println!("btps http endpoint on http://{bound}");
+    tracing::info!(address = %bound, token = config.http.token.is_some(), "HTTP endpoint listening");
+    Ok(HttpEndpoint { stop, task, upkeep })
+}
+
+impl HttpEndpoint {
+    /// Stops after the BTPS listener: requests in flight (a backup download) get
+    /// `grace` to finish.
+    async fn stop(mut self, grace: std::time::Duration) {
+        let _ = self.stop.send(());
+        self.upkeep.abort();
+        match tokio::time::timeout(grace, &mut self.task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => tracing::warn!(error = %error, "HTTP endpoint failed"),
+            Ok(Err(error)) => tracing::warn!(error = %error, "HTTP endpoint task failed"),
+            Err(_) => {
+                tracing::warn!("HTTP requests still running after the grace period; closing them");
+                self.task.abort();
+                let _ = self.task.await;
+            }
+        }
+    }
 }
 
 /// Completes on SIGTERM or SIGINT (Ctrl-C).

@@ -122,6 +122,10 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 ))
                 .with_reason("line too long");
                 tracing::info!(remote = %remote, code = error.code.code(), "line too long; closing the connection");
+                crate::metrics::artifact(
+                    crate::metrics::ArtifactLabel::Unparsed,
+                    crate::metrics::Outcome::Refused(error.code),
+                );
                 let reply = response::error(&error, None).to_canonical();
                 let _ = write_line(stream.get_mut(), &reply, limits.idle_timeout).await;
                 return;

@@ -290,6 +290,7 @@ fn accept_in_redb(
         Some(Err(refusal)) => return Err(AcceptError::Refused(refusal)),
         None => {}
     }
+    let started = crate::metrics::timer();
     let outcome = store.write(|batch| {
         if let Some(entry_id) =
             batch.inbound_duplicate(artifact.to.as_str(), artifact.from.as_str(), &artifact.id)?
@@ -304,8 +305,10 @@ fn accept_in_redb(
         apply(batch, artifact, record, &now, policy)?;
         let entry_id = batch.insert_inbox(inbox_entry(artifact, &now))?;
         Ok(Ok(Accepted::Stored { entry_id }))
-    })?;
-    outcome.map_err(AcceptError::Refused)
+    });
+    // Failed transactions are timed too: a slow failing disk shows in the histogram.
+    crate::metrics::committed(started);
+    outcome?.map_err(AcceptError::Refused)
 }
 
 /// The record the trust check reads: the receiving-side record for TRUST_REQ and

@@ -44,9 +44,17 @@ pub struct ListenerSettings {
 pub struct ListenerStats {
     open: std::sync::atomic::AtomicUsize,
     accepted: std::sync::atomic::AtomicU64,
+    /// Set while [`Server::run`] accepts connections (readiness).
+    listening: std::sync::atomic::AtomicBool,
 }
 
 impl ListenerStats {
+    /// Whether the server is accepting connections: from the start of
+    /// [`Server::run`] (its listener is bound by then) until shutdown begins.
+    pub fn is_listening(&self) -> bool {
+        self.listening.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Connections open now.
     pub fn open_connections(&self) -> usize {
         self.open.load(std::sync::atomic::Ordering::Relaxed)
@@ -102,6 +110,9 @@ impl Server {
         let (stop, stopped) = watch::channel(false);
         let mut connections = JoinSet::new();
         tokio::pin!(shutdown);
+        self.stats
+            .listening
+            .store(true, std::sync::atomic::Ordering::Release);
         loop {
             // Take a connection slot before accepting: at the cap, new peers wait in
             // the kernel's backlog instead of being accepted and starved.
@@ -169,6 +180,10 @@ impl Server {
                 connection::serve(stream, remote, &pipeline, settings.connection, stopped).await;
             });
         }
+        // Not ready from here on: a load balancer stops sending while connections drain.
+        self.stats
+            .listening
+            .store(false, std::sync::atomic::Ordering::Release);
         drop(listener);
         let _ = stop.send(true);
         let drained = tokio::time::timeout(self.settings.shutdown_grace, async {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use crate::crypto::{PrivateKey, PublicKey};
 use crate::identity::{Identity, compute_trust_id, is_schema_identity};
+use crate::metrics::{self, ArtifactLabel, Outcome};
 use crate::protocol::json::{Object, Value};
 use crate::protocol::response::{self, now_iso};
 use crate::protocol::{
@@ -205,7 +206,13 @@ impl Pipeline {
             Artifact::Agent(agent) => self.agent(agent, &request).await,
         };
         let mut reply = match outcome {
-            Ok(reply) => reply,
+            Ok(reply) => {
+                // Transporter artifacts count themselves: they also know "duplicate".
+                if !matches!(artifact, Artifact::Transporter(_)) {
+                    metrics::artifact(label(Some(&artifact)), Outcome::Accepted);
+                }
+                reply
+            }
             Err(error) => self.refuse(&error, Some(&artifact), Some(artifact.id()), remote),
         };
         reply.request_id = Some(artifact.id().to_owned()).filter(|id| !id.is_empty());
@@ -227,6 +234,7 @@ impl Pipeline {
             error: Some(error),
         };
         let _ = self.run_hooks(Phase::BeforeOnError, &request);
+        metrics::artifact(label(artifact), Outcome::Refused(error.code));
         let (from, to) = match artifact {
             Some(Artifact::Transporter(artifact)) => (artifact.from.as_str(), artifact.to.as_str()),
             Some(Artifact::Agent(artifact)) => (artifact.agent_id.as_str(), artifact.to.as_str()),
@@ -333,9 +341,11 @@ impl Pipeline {
         self.run_hooks(Phase::AfterOnArtifact, request)?;
         match accepted {
             Accepted::Stored { entry_id } => {
+                metrics::artifact(transporter_label(artifact.kind), Outcome::Accepted);
                 tracing::debug!(entry_id, id = %artifact.id, "artifact stored");
             }
             Accepted::Duplicate { entry_id } => {
+                metrics::artifact(transporter_label(artifact.kind), Outcome::Duplicate);
                 tracing::info!(entry_id, id = %artifact.id, "duplicate delivery acknowledged");
             }
         }
@@ -438,6 +448,26 @@ impl Pipeline {
         );
         signing::sign_object(&mut answer, &self.server_key);
         Ok(Reply::respond(&answer, After::End))
+    }
+}
+
+/// The `kind` label of a handled line (`None`: it did not parse).
+fn label(artifact: Option<&Artifact>) -> ArtifactLabel {
+    match artifact {
+        None => ArtifactLabel::Unparsed,
+        Some(Artifact::Control(_)) => ArtifactLabel::Control,
+        Some(Artifact::IdentityLookup(_)) => ArtifactLabel::IdentityLookup,
+        Some(Artifact::Agent(_)) => ArtifactLabel::Agent,
+        Some(Artifact::Transporter(transporter)) => transporter_label(transporter.kind),
+    }
+}
+
+fn transporter_label(kind: crate::protocol::TransporterType) -> ArtifactLabel {
+    use crate::protocol::TransporterType;
+    match kind {
+        TransporterType::TrustRequest => ArtifactLabel::TrustRequest,
+        TransporterType::TrustResponse => ArtifactLabel::TrustResponse,
+        TransporterType::Document => ArtifactLabel::Document,
     }
 }
 

@@ -143,6 +143,15 @@ pub enum StoreError {
         /// Every problem found.
         problems: Vec<RecordProblem>,
     },
+    /// The database holds a table this build does not know, so a backup of it would
+    /// be incomplete; nothing was written.
+    #[error("{path}: table {table:?} is unknown to this btps; a backup would be incomplete", path = path.display())]
+    UnknownTable {
+        /// The database file.
+        path: PathBuf,
+        /// The table's name.
+        table: String,
+    },
     /// A blocking storage task died (it panicked or the runtime shut down).
     #[error("storage task failed: {0}")]
     TaskFailed(String),

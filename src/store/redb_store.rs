@@ -39,19 +39,25 @@ pub const DATABASE_FILE_NAME: &str = "btps.redb";
 /// tables; opening such a file creates them (empty).
 pub const SCHEMA_VERSION: u32 = 3;
 
-type Bytes = &'static [u8];
+pub(super) type Bytes = &'static [u8];
 
-const META: TableDefinition<&str, Bytes> = TableDefinition::new("meta");
-const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
-const TRUST: TableDefinition<Bytes, Bytes> = TableDefinition::new("trust");
-const TRUST_BY_RECEIVER: TableDefinition<Bytes, ()> = TableDefinition::new("trust_by_receiver");
-const TRUST_BY_SENDER: TableDefinition<Bytes, ()> = TableDefinition::new("trust_by_sender");
-const TRUST_BY_STATUS: TableDefinition<Bytes, ()> = TableDefinition::new("trust_by_status");
-const TRUST_BY_EXPIRY: TableDefinition<Bytes, Bytes> = TableDefinition::new("trust_by_expiry");
-const TRUST_STATUS_COUNT: TableDefinition<Bytes, u64> = TableDefinition::new("trust_status_count");
-const IDENTITY: TableDefinition<Bytes, Bytes> = TableDefinition::new("identity");
-const IDENTITY_BY_NAME: TableDefinition<Bytes, Bytes> = TableDefinition::new("identity_by_name");
-const IDENTITY_KEY: TableDefinition<Bytes, Bytes> = TableDefinition::new("identity_key");
+pub(super) const META: TableDefinition<&str, Bytes> = TableDefinition::new("meta");
+pub(super) const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+pub(super) const TRUST: TableDefinition<Bytes, Bytes> = TableDefinition::new("trust");
+pub(super) const TRUST_BY_RECEIVER: TableDefinition<Bytes, ()> =
+    TableDefinition::new("trust_by_receiver");
+pub(super) const TRUST_BY_SENDER: TableDefinition<Bytes, ()> =
+    TableDefinition::new("trust_by_sender");
+pub(super) const TRUST_BY_STATUS: TableDefinition<Bytes, ()> =
+    TableDefinition::new("trust_by_status");
+pub(super) const TRUST_BY_EXPIRY: TableDefinition<Bytes, Bytes> =
+    TableDefinition::new("trust_by_expiry");
+pub(super) const TRUST_STATUS_COUNT: TableDefinition<Bytes, u64> =
+    TableDefinition::new("trust_status_count");
+pub(super) const IDENTITY: TableDefinition<Bytes, Bytes> = TableDefinition::new("identity");
+pub(super) const IDENTITY_BY_NAME: TableDefinition<Bytes, Bytes> =
+    TableDefinition::new("identity_by_name");
+pub(super) const IDENTITY_KEY: TableDefinition<Bytes, Bytes> = TableDefinition::new("identity_key");
 
 const META_SCHEMA_VERSION: &str = "schema_version";
 const META_DATABASE_ID: &str = "database_id";

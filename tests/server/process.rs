@@ -29,6 +29,8 @@ fn spawn(args: &[&str], cwd: &Path) -> Process {
         .current_dir(cwd)
         .env("RUST_LOG", "warn")
         .env_remove("BTPS_DATA_DIR")
+        // Parallel processes would contend for the endpoint's fixed default port.
+        .env("BTPS_HTTP_LISTEN", "off")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

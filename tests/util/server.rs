@@ -98,6 +98,8 @@ pub struct TestServer {
     pub data_dir: PathBuf,
     /// Its server key.
     pub server_key: PublicKey,
+    /// Its listener's counters and readiness.
+    pub stats: Arc<btps::server::ListenerStats>,
     _temp: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -189,6 +191,7 @@ impl TestServer {
             shutdown_grace: Duration::from_secs(5),
         };
         let server = Server::new(Arc::new(pipeline), prepared.tls, settings);
+        let stats = server.stats();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(listener, async move {
             let _ = stopped.await;
@@ -199,6 +202,7 @@ impl TestServer {
             store,
             data_dir: data_dir.to_owned(),
             server_key,
+            stats,
             _temp: None,
             stop: Some(stop),
             task: Some(task),

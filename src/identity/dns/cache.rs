@@ -26,6 +26,7 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use super::{BoxFuture, DnsError, TxtAnswer, TxtResolver};
+use crate::metrics::DnsCacheEvent;
 
 /// Tuning of a [`CachingResolver`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,6 +169,7 @@ impl<R: TxtResolver> CachingResolver<R> {
                     return match &entry.outcome {
                         Ok(answer) => {
                             self.hits.fetch_add(1, Ordering::Relaxed);
+                            crate::metrics::dns_cache(DnsCacheEvent::Hit);
                             Ok(TxtAnswer {
                                 records: answer.records.clone(),
                                 ttl: remaining,
@@ -175,6 +177,7 @@ impl<R: TxtResolver> CachingResolver<R> {
                         }
                         Err(_) => {
                             self.negative_hits.fetch_add(1, Ordering::Relaxed);
+                            crate::metrics::dns_cache(DnsCacheEvent::NegativeHit);
                             Err(DnsError::NotFound {
                                 name: name.to_owned(),
                             })
@@ -199,12 +202,14 @@ impl<R: TxtResolver> CachingResolver<R> {
             .get_or_init(|| {
                 queried = true;
                 self.misses.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::dns_cache(DnsCacheEvent::Miss);
                 self.inner.lookup_txt(name)
             })
             .await
             .clone();
         if !queried {
             self.coalesced.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::dns_cache(DnsCacheEvent::Coalesced);
             // The shared outcome names the name as the first caller spelled it.
             return rename(outcome, name);
         }

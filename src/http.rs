@@ -1,0 +1,283 @@
+//! The local operations endpoint (HTTP/1, axum): `/healthz`, `/readyz`, `/metrics`
+//! and `/backup`.
+//!
+//! It listens on `127.0.0.1:3480` by default, beside the BTPS listener, and is meant
+//! for the machine's own supervisor, a Prometheus scraper and backup jobs. It is not
+//! part of the protocol. [`router`] builds the routes over an [`HttpState`], so tests
+//! call it without a socket; [`serve`] runs it on a bound listener until a shutdown
+//! future completes.
+//!
+//! * `GET /healthz` — 200 while the process runs.
+//! * `GET /readyz` — 200 when the BTPS listener accepts connections and the
+//!   database answers a read; 503 with the reason otherwise (before the listener
+//!   starts, during shutdown, on a database failure).
+//! * `GET /metrics` — Prometheus text format (`docs/metrics.md`).
+//! * `GET /backup` — a consistent snapshot of the whole database as one redb file,
+//!   streamed while the server keeps committing ([`RedbStore::backup_to`]).
+//!
+//! With a token configured, every request must carry `Authorization: Bearer <token>`
+//! (compared in constant time), or gets 401. The configuration refuses a
+//! non-loopback address without a token, since `/backup` hands out the database.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::Secret;
+use crate::metrics::{Metrics, RenderInputs};
+use crate::server::ListenerStats;
+use crate::store::{Perspective, RedbStore, StoreError};
+
+/// How long `/readyz` waits for the database read before calling it a failure.
+const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
+/// Read size of the backup stream.
+const BACKUP_CHUNK: usize = 256 * 1024;
+/// The Prometheus text exposition format.
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// What the endpoint serves from. Cheap to clone.
+#[derive(Clone)]
+pub struct HttpState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: RedbStore,
+    listener: Arc<ListenerStats>,
+    metrics: &'static Metrics,
+    /// SHA-256 of the token: comparing digests in constant time also hides the
+    /// token's length.
+    token_digest: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for HttpState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpState")
+            .field("store", &self.inner.store)
+            .field("token", &self.inner.token_digest.map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpState {
+    /// The state of an endpoint serving `store`, reporting the readiness and counters
+    /// of the BTPS listener `listener`, rendering `metrics`, and requiring `token`
+    /// when there is one.
+    pub fn new(
+        store: RedbStore,
+        listener: Arc<ListenerStats>,
+        metrics: &'static Metrics,
+        token: Option<&Secret>,
+    ) -> Self {
+        HttpState {
+            inner: Arc::new(Inner {
+                store,
+                listener,
+                metrics,
+                token_digest: token.map(|token| digest(token.expose().as_bytes())),
+            }),
+        }
+    }
+}
+
+fn digest(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// The endpoint's routes over `state`.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/backup", get(backup))
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then lets the requests
+/// in flight finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response {
+    let mut response = (status, body.into()).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+async fn require_token(State(state): State<HttpState>, request: Request, next: Next) -> Response {
+    let Some(expected) = &state.inner.token_digest else {
+        return next.run(request).await;
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| {
+            let (scheme, token) = value.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+    let authorised =
+        presented.is_some_and(|token| bool::from(digest(token.as_bytes()).ct_eq(expected)));
+    if authorised {
+        return next.run(request).await;
+    }
+    let mut response = text(
+        StatusCode::UNAUTHORIZED,
+        "a valid Authorization: Bearer token is required\n",
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"btps\""),
+    );
+    response
+}
+
+async fn healthz() -> Response {
+    text(StatusCode::OK, "ok\n")
+}
+
+/// Runs a blocking store operation off the async threads.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, String> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(error) => Err(format!("storage task failed: {error}")),
+    }
+}
+
+async fn readyz(State(state): State<HttpState>) -> Response {
+    let not_ready = |reason: String| {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        )
+    };
+    if !state.inner.listener.is_listening() {
+        return not_ready("the BTPS listener is not accepting connections".to_owned());
+    }
+    let store = state.inner.store.clone();
+    let read = blocking(move || store.read(|snapshot| snapshot.identity_count()));
+    match tokio::time::timeout(READINESS_TIMEOUT, read).await {
+        Ok(Ok(_)) => text(StatusCode::OK, "ready\n"),
+        Ok(Err(error)) => not_ready(format!("the database read failed: {error}")),
+        Err(_) => not_ready(format!(
+            "the database did not answer a read within {} ms",
+            READINESS_TIMEOUT.as_millis()
+        )),
+    }
+}
+
+async fn metrics(State(state): State<HttpState>) -> Response {
+    let store = state.inner.store.clone();
+    let counts = blocking(move || {
+        store.read(|snapshot| {
+            let mut counts = Vec::new();
+            for (perspective, label) in [
+                (Perspective::Inbound, "inbound"),
+                (Perspective::Outbound, "outbound"),
+            ] {
+                for (status, count) in snapshot.count_by_status(perspective)? {
+                    counts.push((label, status.as_str().to_owned(), count));
+                }
+            }
+            Ok(counts)
+        })
+    })
+    .await;
+    let trust_records = counts.unwrap_or_else(|error| {
+        // Render what is known; the scrape itself should not fail with the database.
+        tracing::warn!(error = %error, "metrics: counting trust records failed");
+        Vec::new()
+    });
+    let listener = &state.inner.listener;
+    let inputs = RenderInputs {
+        connections_open: u64::try_from(listener.open_connections()).unwrap_or(u64::MAX),
+        connections_accepted: listener.accepted_connections(),
+        db_file_bytes: std::fs::metadata(state.inner.store.path())
+            .ok()
+            .map(|metadata| metadata.len()),
+        trust_records,
+    };
+    let body = state.inner.metrics.render(&inputs);
+    let mut response = (StatusCode::OK, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(PROMETHEUS_TEXT),
+    );
+    response
+}
+
+async fn backup(State(state): State<HttpState>) -> Response {
+    let started = Instant::now();
+    let store = state.inner.store.clone();
+    let (file, report) = match blocking(move || store.backup_to_anonymous_file()).await {
+        Ok(taken) => taken,
+        Err(error) => {
+            tracing::error!(error = %error, "backup failed");
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("backup failed: {error}\n"),
+            );
+        }
+    };
+    tracing::info!(
+        bytes = report.bytes,
+        trust_records = report.trust_records,
+        identities = report.identities,
+        mailbox_entries = report.mailbox_entries,
+        elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "backup snapshot taken; streaming it"
+    );
+    let stream =
+        tokio_util::io::ReaderStream::with_capacity(tokio::fs::File::from_std(file), BACKUP_CHUNK);
+    let stamp = time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
+        .unwrap_or_default();
+    let mut response = Response::new(Body::from_stream(stream));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(report.bytes));
+    if let Ok(value) = HeaderValue::from_str(&format!(
+        "attachment; filename=\"btps-backup-{stamp}.redb\""
+    )) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    for (name, value) in [
+        ("x-btps-trust-records", report.trust_records),
+        ("x-btps-identities", report.identities),
+        ("x-btps-mailbox-entries", report.mailbox_entries),
+        ("x-btps-schema-version", u64::from(report.schema_version)),
+    ] {
+        headers.insert(name, HeaderValue::from(value));
+    }
+    response
+}
