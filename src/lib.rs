@@ -20,6 +20,7 @@
 //! * [`server`] — the TLS listener, the inbound pipeline and its handlers.
 //! * [`config`] — one configuration struct: defaults < TOML file < environment.
 //! * [`client`] — a BTPS client (TLS, one line out, response lines in).
+//! * [`systemd`] — service-manager notifications (readiness, stopping, watchdog).
 
 pub mod client;
 pub mod config;
@@ -29,6 +30,7 @@ pub mod protocol;
 pub mod server;
 pub mod signing;
 pub mod store;
+pub mod systemd;
 
 /// A boxed, sendable future: what the object-safe async traits of this crate return.
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;

@@ -9,6 +9,7 @@ mod config;
 mod crypto;
 mod dns;
 mod interop;
+mod ops;
 mod protocol;
 mod schema;
 mod server;
