@@ -80,17 +80,17 @@ mod tests {
 
     #[test]
     fn rust_log_wins_when_valid_and_falls_back_when_not() {
-        let (filter, rejected) = filter(Some("btps=trace"), "warn");
-        assert_eq!(filter.to_string(), "btps=trace");
+        let (chosen, rejected) = filter(Some("btps=trace"), "warn");
+        assert_eq!(chosen.to_string(), "btps=trace");
         assert_eq!(rejected, None);
-        let (filter, rejected) = filter(None, "warn");
-        assert_eq!(filter.to_string(), "warn");
+        let (chosen, rejected) = filter(None, "warn");
+        assert_eq!(chosen.to_string(), "warn");
         assert_eq!(rejected, None);
-        let (filter, rejected) = filter(Some("  "), "debug");
-        assert_eq!(filter.to_string(), "debug");
+        let (chosen, rejected) = filter(Some("  "), "debug");
+        assert_eq!(chosen.to_string(), "debug");
         assert_eq!(rejected, None);
-        let (filter, rejected) = filter(Some("btps=loud"), "warn");
-        assert_eq!(filter.to_string(), "warn");
+        let (chosen, rejected) = filter(Some("btps=loud"), "warn");
+        assert_eq!(chosen.to_string(), "warn");
         assert!(rejected.is_some());
     }
 }
