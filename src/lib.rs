@@ -24,6 +24,7 @@
 //!   them inside a running server.
 //! * [`http`] — the local operations endpoint: health, readiness, metrics, backup.
 //! * [`metrics`] — the process's metrics, rendered as Prometheus text.
+//! * [`systemd`] — service-manager notifications (readiness, stopping, watchdog).
 
 pub mod admin;
 pub mod client;
@@ -36,6 +37,7 @@ pub mod protocol;
 pub mod server;
 pub mod signing;
 pub mod store;
+pub mod systemd;
 
 /// A boxed, sendable future: what the object-safe async traits of this crate return.
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;

@@ -11,6 +11,7 @@ mod crypto;
 mod dns;
 mod http;
 mod interop;
+mod ops;
 mod protocol;
 mod schema;
 mod server;

@@ -9,13 +9,15 @@ use btps::config::{Config, process_env};
 /// Arguments of `btps check-config`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct CheckConfigArgs {
-    /// The TOML configuration file (without one, defaults and environment only).
+    /// The TOML configuration file. Default: /etc/btps/btps.toml when it exists, else
+    /// defaults and environment only (as `btps serve`).
     #[arg(long, env = "BTPS_CONFIG")]
     config: Option<PathBuf>,
 }
 
 pub(crate) fn check_config(args: &CheckConfigArgs) -> anyhow::Result<ExitCode> {
-    match Config::load(args.config.as_deref(), &process_env) {
+    let file = super::serve::config_file(args.config.clone());
+    match Config::load(file.as_deref(), &process_env) {
         Ok(config) => {
             println!("configuration OK");
             for line in summary(&config) {

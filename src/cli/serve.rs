@@ -1,7 +1,7 @@
 //! `btps serve`: the server, wired from the configuration.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -14,12 +14,17 @@ use btps::server::{ListenerSettings, Pipeline, PipelineParts, Server, bootstrap}
 use btps::signing::{DnsKeys, KeySource};
 use btps::store::RedbStore;
 use btps::store::{JsonIdentityStore, JsonTrustStore};
+use btps::systemd::Notifier;
+
+/// The configuration file of an installed server, read when no other is named.
+pub(crate) const DEFAULT_CONFIG_FILE: &str = "/etc/btps/btps.toml";
 
 /// Arguments of `btps serve`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ServeArgs {
-    /// Configuration file (TOML); environment variables override it.
-    #[arg(long)]
+    /// Configuration file (TOML); environment variables override it. Default:
+    /// /etc/btps/btps.toml when it exists, else built-in defaults.
+    #[arg(long, env = "BTPS_CONFIG")]
     config: Option<PathBuf>,
     /// Address to listen on (overrides the configuration).
     #[arg(long)]
@@ -44,9 +49,18 @@ fn http_listen(text: &str) -> Result<HttpListen, String> {
     btps::config::parse_http_listen(text).map(HttpListen)
 }
 
+/// The configuration file to read: the one named (`--config` or `BTPS_CONFIG`), else
+/// [`DEFAULT_CONFIG_FILE`] when it exists, else none (a development instance).
+pub(crate) fn config_file(named: Option<PathBuf>) -> Option<PathBuf> {
+    named.or_else(|| {
+        let installed = Path::new(DEFAULT_CONFIG_FILE);
+        installed.is_file().then(|| installed.to_owned())
+    })
+}
+
 /// Loads the configuration: defaults < file < environment < command line.
 pub(crate) fn load_config(
-    file: Option<&std::path::Path>,
+    file: Option<&Path>,
     data_dir: Option<PathBuf>,
 ) -> anyhow::Result<Config> {
     // A --data-dir on the command line counts as the highest-precedence BTPS_DATA_DIR,
@@ -60,7 +74,8 @@ pub(crate) fn load_config(
 }
 
 pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let mut config = load_config(args.config.as_deref(), args.data_dir)?;
+    let file = config_file(args.config);
+    let mut config = load_config(file.as_deref(), args.data_dir)?;
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
@@ -75,6 +90,9 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .map_err(|error| anyhow::anyhow!("invalid configuration:\n{error}"))?;
     }
     super::logging::init(&config.log);
+    if let Some(file) = &file {
+        tracing::info!(file = %file.display(), "configuration read");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -182,8 +200,19 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         config.storage.database_path.display()
     );
     tracing::info!(address = %address, "listening");
+    // Ready only now: the database is open and every listener is bound, so a client
+    // that connects as soon as systemd reports the service started is queued by the
+    // kernel and served, never refused.
+    let notifier = Notifier::from_env();
+    report(notifier.ready(&format!("Listening on {address}")));
+    let watchdog = notifier
+        .watchdog_interval()
+        .map(|interval| tokio::spawn(keep_alive(notifier.clone(), interval)));
+    let stopping = notifier.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
+        tracing::info!("shutting down");
+        report(stopping.stopping());
         let _ = stop.send(true);
     });
     server.run(listener, stopped()).await;
@@ -193,6 +222,9 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     if let Some(admin) = admin {
         // The socket is closed and its file removed; requests in progress finish.
         let _ = admin.await;
+    }
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
     }
     drop(store);
     tracing::info!("stopped");
@@ -299,6 +331,25 @@ impl HttpEndpoint {
                 let _ = self.task.await;
             }
         }
+    }
+}
+
+/// Sends `WATCHDOG=1` every `interval` for as long as the runtime schedules tasks:
+/// a wedged runtime stops the pings and systemd restarts the service.
+async fn keep_alive(notifier: Notifier, interval: std::time::Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        report(notifier.watchdog());
+    }
+}
+
+/// A failed notification does not stop the server; systemd notices by itself (a
+/// start-up or watchdog timeout), and the log says why.
+fn report(outcome: Result<(), btps::systemd::NotifyError>) {
+    if let Err(error) = outcome {
+        tracing::warn!(%error, "systemd notification failed");
     }
 }
 
