@@ -20,7 +20,9 @@
 //! * [`server`] — the TLS listener, the inbound pipeline and its handlers.
 //! * [`config`] — one configuration struct: defaults < TOML file < environment.
 //! * [`client`] — a BTPS client (TLS, one line out, response lines in).
+//! * [`bench`] — the load generator of `btps bench`: setup, load, measurement.
 
+pub mod bench;
 pub mod client;
 pub mod config;
 pub mod crypto;

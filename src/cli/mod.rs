@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod admin;
+mod bench;
 mod config;
 mod keys;
 mod logging;
@@ -47,6 +48,9 @@ enum Command {
     /// Check the configuration (defaults < --config file < environment) and print every
     /// problem, or a summary (exit 2 if invalid).
     CheckConfig(config::CheckConfigArgs),
+    /// Load generator: start a server (or use --target), send signed BTPS_DOC artifacts
+    /// over TLS and print one JSON line of throughput, latency and server resources.
+    Bench(bench::BenchArgs),
 }
 
 /// Parses the command line, runs the command, and maps its outcome to an exit code.
@@ -64,6 +68,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Inbox(args) => admin::inbox(&args),
         Command::Send(args) => send::send(&args),
         Command::CheckConfig(args) => config::check_config(&args),
+        Command::Bench(args) => bench::bench(args),
     };
     match outcome {
         Ok(code) => code,
