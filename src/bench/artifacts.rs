@@ -87,8 +87,8 @@ pub fn presign(
             "at least one sender is needed".to_owned(),
         ));
     }
-    let receiver = Identity::parse(RECEIVER)
-        .map_err(|error| BenchError::InvalidOption(error.to_string()))?;
+    let receiver =
+        Identity::parse(RECEIVER).map_err(|error| BenchError::InvalidOption(error.to_string()))?;
     let senders: Vec<Identity> = (0..keys.senders.len())
         .map(|index| Identity::parse(&sender_identity(index)))
         .collect::<Result<_, _>>()
@@ -110,8 +110,8 @@ pub fn presign(
         };
         let encrypted = is_encrypted(index, count, encrypted_share);
         let encrypt_to = encrypted.then(|| (keys.receiver.public_key(), EncryptionMode::Standard));
-        let artifact =
-            build_transporter(draft, &keys.senders[sender], encrypt_to).map_err(BenchError::Sign)?;
+        let artifact = build_transporter(draft, &keys.senders[sender], encrypt_to)
+            .map_err(BenchError::Sign)?;
         let id = artifact.str("id").unwrap_or_default().to_owned();
         Ok(Prepared {
             id,
@@ -150,10 +150,7 @@ mod tests {
             let text = invoice_document(index);
             let value = json::parse(&text).unwrap();
             let object = value.as_object().unwrap();
-            assert_eq!(
-                object.str("id"),
-                Some(format!("INV-{index:08}").as_str())
-            );
+            assert_eq!(object.str("id"), Some(format!("INV-{index:08}").as_str()));
             // The signed envelope adds about 450 bytes to the document.
             assert!((1100..1700).contains(&text.len()), "{}", text.len());
         }

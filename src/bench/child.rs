@@ -204,6 +204,9 @@ mod tests {
             listening_address("btps listening on 127.0.0.1:40123 (database /tmp/x/btps.redb)"),
             Some("127.0.0.1:40123".parse().unwrap())
         );
-        assert_eq!(listening_address("created /tmp/x/keys/server.key.pem"), None);
+        assert_eq!(
+            listening_address("created /tmp/x/keys/server.key.pem"),
+            None
+        );
     }
 }

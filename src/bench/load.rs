@@ -93,7 +93,8 @@ pub async fn run(plan: &LoadPlan, artifacts: Arc<Vec<Prepared>>) -> LoadOutcome 
                 Arc::clone(&artifacts),
                 Arc::clone(&next),
             );
-            tasks.spawn(async move { one_per_connection(&plan, &options, &artifacts, &next).await });
+            tasks
+                .spawn(async move { one_per_connection(&plan, &options, &artifacts, &next).await });
         }
         while let Some(joined) = tasks.join_next().await {
             collect(&mut outcome, joined);
@@ -110,8 +111,11 @@ pub async fn run(plan: &LoadPlan, artifacts: Arc<Vec<Prepared>>) -> LoadOutcome 
         }
         let started = Instant::now();
         for client in clients_opened {
-            let (artifacts, next, window) =
-                (Arc::clone(&artifacts), Arc::clone(&next), plan.window.max(1));
+            let (artifacts, next, window) = (
+                Arc::clone(&artifacts),
+                Arc::clone(&next),
+                plan.window.max(1),
+            );
             tasks.spawn(async move { pipelined(client, &artifacts, &next, window).await });
         }
         while let Some(joined) = tasks.join_next().await {
@@ -145,8 +149,12 @@ pub async fn open(
     let limit = Arc::new(tokio::sync::Semaphore::new(64));
     let mut tasks = JoinSet::new();
     for _ in 0..count {
-        let (host, port, options, limit) =
-            (plan.host.clone(), plan.port, options.clone(), Arc::clone(&limit));
+        let (host, port, options, limit) = (
+            plan.host.clone(),
+            plan.port,
+            options.clone(),
+            Arc::clone(&limit),
+        );
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await;
             BtpsClient::connect(&host, port, &options).await

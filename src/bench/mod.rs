@@ -243,7 +243,10 @@ pub fn run(options: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchRepor
     progress(&format!(
         "signed {} artifacts ({} encrypted, {} bytes on average) in {:.1} s",
         prepared.len(),
-        prepared.iter().filter(|artifact| artifact.encrypted).count(),
+        prepared
+            .iter()
+            .filter(|artifact| artifact.encrypted)
+            .count(),
         report.artifact_bytes_avg,
         report.presign_s
     ));
@@ -272,10 +275,7 @@ pub fn run(options: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchRepor
         dns.local_addr(),
         options.connections.max(options.idle_connections) + 64,
     )?;
-    report.server_start_ms = Some(round_to(
-        server.start_to_ready.as_secs_f64() * 1000.0,
-        1,
-    ));
+    report.server_start_ms = Some(round_to(server.start_to_ready.as_secs_f64() * 1000.0, 1));
     // Let the runtime's threads settle before reading the idle figure.
     std::thread::sleep(Duration::from_millis(200));
     report.server_idle_rss_mb = server.memory().map(|memory| kib_to_mib(memory.rss_kib));
@@ -304,7 +304,12 @@ pub fn run(options: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchRepor
     server.stop()?;
     drop(dns);
 
-    let check = check_inbox(data.path(), &prepared, &outcome.accepted, options.check_sample)?;
+    let check = check_inbox(
+        data.path(),
+        &prepared,
+        &outcome.accepted,
+        options.check_sample,
+    )?;
     report.inbox_checked = Some(check.checked);
     report.inbox_missing = Some(check.missing);
     report.inbox_entries = Some(check.entries);
@@ -338,7 +343,9 @@ fn validate(options: &BenchOptions) -> Result<(), BenchError> {
         return invalid("--encrypted-share must be between 0 and 1");
     }
     if options.target.is_some() && options.idle_connections > 0 {
-        return invalid("--idle-connections measures a server started by the benchmark, not a --target");
+        return invalid(
+            "--idle-connections measures a server started by the benchmark, not a --target",
+        );
     }
     Ok(())
 }
@@ -483,9 +490,7 @@ pub fn sample_evenly<T: Copy>(items: &[T], count: usize) -> Vec<T> {
     if items.len() <= count {
         return items.to_vec();
     }
-    (0..count)
-        .map(|k| items[k * items.len() / count])
-        .collect()
+    (0..count).map(|k| items[k * items.len() / count]).collect()
 }
 
 /// A data directory of its own under the temporary directory, removed afterwards
