@@ -4,6 +4,7 @@
 
 mod admin;
 mod admin_running;
+mod bench;
 mod cli;
 mod client;
 mod config;

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod admin;
 mod backup;
+mod bench;
 mod config;
 mod keys;
 mod logging;
@@ -56,6 +57,9 @@ enum Command {
     /// Check the configuration (defaults < --config file < environment) and print every
     /// problem, or a summary (exit 2 if invalid).
     CheckConfig(config::CheckConfigArgs),
+    /// Load generator: start a server (or use --target), send signed BTPS_DOC artifacts
+    /// over TLS and print one JSON line of throughput, latency and server resources.
+    Bench(bench::BenchArgs),
 }
 
 /// Parses the command line, runs the command, and maps its outcome to an exit code.
@@ -76,6 +80,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Check(args) => backup::check(&args),
         Command::Send(args) => send::send(&args),
         Command::CheckConfig(args) => config::check_config(&args),
+        Command::Bench(args) => bench::bench(args),
     };
     match outcome {
         Ok(code) => code,
