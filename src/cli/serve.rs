@@ -162,7 +162,8 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
             enforce_privacy: config.trust.enforce_privacy,
         },
         middleware,
-    });
+    })
+    .context("starting the group-commit thread")?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

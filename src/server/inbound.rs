@@ -270,45 +270,164 @@ fn accept_in_redb(
     policy: &TrustPolicy,
 ) -> Result<Accepted, AcceptError> {
     let now = Timestamp::now();
-    // Cheap pre-check on a snapshot: duplicates and refusals need no write.
-    let early = store.read(|snapshot| {
-        if let Some(entry_id) = snapshot.inbound_duplicate(
-            artifact.to.as_str(),
-            artifact.from.as_str(),
-            &artifact.id,
-        )? {
-            return Ok(Some(Ok(Accepted::Duplicate { entry_id })));
-        }
-        let (perspective, id) = checked_record(artifact);
-        let record = snapshot.trust(perspective, &id)?;
-        Ok(check(artifact, record.as_ref(), &now, policy)
-            .err()
-            .map(Err))
-    })?;
-    match early {
-        Some(Ok(duplicate)) => return Ok(duplicate),
-        Some(Err(refusal)) => return Err(AcceptError::Refused(refusal)),
-        None => {}
+    if let Some(early) = store.read(|snapshot| precheck(snapshot, artifact, &now, policy))? {
+        return early;
     }
     let started = crate::metrics::timer();
-    let outcome = store.write(|batch| {
-        if let Some(entry_id) =
-            batch.inbound_duplicate(artifact.to.as_str(), artifact.from.as_str(), &artifact.id)?
-        {
-            return Ok(Ok(Accepted::Duplicate { entry_id }));
-        }
-        let (perspective, id) = checked_record(artifact);
-        let record = batch.trust(perspective, &id)?;
-        if let Err(refusal) = check(artifact, record.as_ref(), &now, policy) {
-            return Ok(Err(refusal));
-        }
-        apply(batch, artifact, record, &now, policy)?;
-        let entry_id = batch.insert_inbox(inbox_entry(artifact, &now))?;
-        Ok(Ok(Accepted::Stored { entry_id }))
-    });
+    let outcome = store.write(|batch| accept_one(batch, artifact, &now, policy));
     // Failed transactions are timed too: a slow failing disk shows in the histogram.
     crate::metrics::committed(started);
     outcome?.map_err(AcceptError::Refused)
+}
+
+/// The cheap check on a snapshot: a duplicate or a refusal needs no write
+/// transaction (`None`: the artifact must be written).
+fn precheck(
+    snapshot: &crate::store::Snapshot<'_>,
+    artifact: &VerifiedArtifact,
+    now: &Timestamp,
+    policy: &TrustPolicy,
+) -> Result<Option<Result<Accepted, AcceptError>>, StoreError> {
+    if let Some(entry_id) =
+        snapshot.inbound_duplicate(artifact.to.as_str(), artifact.from.as_str(), &artifact.id)?
+    {
+        return Ok(Some(Ok(Accepted::Duplicate { entry_id })));
+    }
+    let (perspective, id) = checked_record(artifact);
+    let record = snapshot.trust(perspective, &id)?;
+    Ok(check(artifact, record.as_ref(), now, policy)
+        .err()
+        .map(|refusal| Err(AcceptError::Refused(refusal))))
+}
+
+/// The duplicate check, the trust check, the record changes and the inbox entry of
+/// one artifact, inside a write transaction. A refusal changes nothing.
+fn accept_one(
+    batch: &mut WriteBatch<'_>,
+    artifact: &VerifiedArtifact,
+    now: &Timestamp,
+    policy: &TrustPolicy,
+) -> Result<Result<Accepted, ProtocolError>, StoreError> {
+    if let Some(entry_id) =
+        batch.inbound_duplicate(artifact.to.as_str(), artifact.from.as_str(), &artifact.id)?
+    {
+        return Ok(Ok(Accepted::Duplicate { entry_id }));
+    }
+    let (perspective, id) = checked_record(artifact);
+    let record = Records::trust(batch, perspective, &id)?;
+    if let Err(refusal) = check(artifact, record.as_ref(), now, policy) {
+        return Ok(Err(refusal));
+    }
+    apply(batch, artifact, record, now, policy)?;
+    let entry_id = batch.insert_inbox(inbox_entry(artifact, now))?;
+    Ok(Ok(Accepted::Stored { entry_id }))
+}
+
+/// The largest number of artifacts one group commit takes.
+const MAX_GROUP: usize = 256;
+
+struct Job {
+    artifact: VerifiedArtifact,
+    reply: tokio::sync::oneshot::Sender<Result<Accepted, AcceptError>>,
+}
+
+/// Group commit: artifacts accepted on all connections at about the same time share
+/// one durable write transaction, so the cost of a commit (an fsync) is paid once per
+/// group instead of once per artifact. Every artifact still gets its answer only
+/// after the transaction holding it has committed (README decision 2).
+///
+/// A dedicated thread owns the write side: it takes the first waiting artifact, adds
+/// whatever else is waiting (up to [`MAX_GROUP`]), answers duplicates and refusals
+/// from a snapshot, writes the rest in one transaction, and answers them after the
+/// commit. If the transaction fails, each artifact of the group is retried on its
+/// own, so one bad artifact cannot fail the others.
+#[derive(Clone)]
+pub struct Committer {
+    jobs: tokio::sync::mpsc::UnboundedSender<Job>,
+}
+
+impl Committer {
+    /// Starts the committer thread for `store`. It ends when every clone of the
+    /// committer is dropped.
+    pub fn start(store: RedbStore, policy: TrustPolicy) -> std::io::Result<Committer> {
+        let (jobs, mut queue) = tokio::sync::mpsc::unbounded_channel::<Job>();
+        std::thread::Builder::new()
+            .name("btps-committer".to_owned())
+            .spawn(move || {
+                while let Some(first) = queue.blocking_recv() {
+                    let mut group = vec![first];
+                    while group.len() < MAX_GROUP {
+                        match queue.try_recv() {
+                            Ok(job) => group.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                    commit_group(&store, &policy, group);
+                }
+            })?;
+        Ok(Committer { jobs })
+    }
+
+    /// Accepts one verified artifact; resolves after its transaction has committed.
+    pub async fn accept(&self, artifact: VerifiedArtifact) -> Result<Accepted, AcceptError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let closed =
+            || AcceptError::Store(StoreError::TaskFailed("the committer stopped".to_owned()));
+        self.jobs
+            .send(Job { artifact, reply })
+            .map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+}
+
+fn commit_group(store: &RedbStore, policy: &TrustPolicy, group: Vec<Job>) {
+    let now = Timestamp::now();
+    // Duplicates and refusals are answered from a snapshot, without a write.
+    let prechecked = store.read(|snapshot| {
+        group
+            .iter()
+            .map(|job| precheck(snapshot, &job.artifact, &now, policy))
+            .collect::<Result<Vec<_>, _>>()
+    });
+    let mut pending = Vec::with_capacity(group.len());
+    match prechecked {
+        Ok(outcomes) => {
+            for (job, early) in group.into_iter().zip(outcomes) {
+                match early {
+                    Some(outcome) => {
+                        let _ = job.reply.send(outcome);
+                    }
+                    None => pending.push(job),
+                }
+            }
+        }
+        // The snapshot failed: let the write transaction decide for every artifact.
+        Err(_) => pending = group,
+    }
+    if pending.is_empty() {
+        return;
+    }
+    let started = crate::metrics::timer();
+    let written = store.write(|batch| {
+        pending
+            .iter()
+            .map(|job| accept_one(batch, &job.artifact, &now, policy))
+            .collect::<Result<Vec<_>, _>>()
+    });
+    crate::metrics::committed(started);
+    match written {
+        Ok(outcomes) => {
+            for (job, outcome) in pending.into_iter().zip(outcomes) {
+                let _ = job.reply.send(outcome.map_err(AcceptError::Refused));
+            }
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, size = pending.len(), "group commit failed; committing one by one");
+            for job in pending {
+                let _ = job.reply.send(accept_in_redb(store, &job.artifact, policy));
+            }
+        }
+    }
 }
 
 /// The record the trust check reads: the receiving-side record for TRUST_REQ and

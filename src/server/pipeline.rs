@@ -20,7 +20,9 @@ use crate::protocol::{
     AgentAction, AgentArtifact, Artifact, ControlAction, ErrorCode, IdentityLookupRequest,
     ProtocolError, TransporterArtifact,
 };
-use crate::server::inbound::{self, AcceptError, Accepted, RecordSource, VerifiedArtifact};
+use crate::server::inbound::{
+    self, AcceptError, Accepted, Committer, RecordSource, VerifiedArtifact,
+};
 use crate::server::middleware::{Middleware, Phase, Request, Verdict};
 use crate::server::trust::{TrustPolicy, VerifyingKey};
 use crate::signing::{self, KeySource, VerifiedSigner};
@@ -74,6 +76,8 @@ pub type LookupSigner = Arc<dyn Fn(&str) -> Identity + Send + Sync>;
 pub struct Pipeline {
     store: RedbStore,
     records: RecordSource,
+    /// Group commit of accepted artifacts (redb records only).
+    committer: Option<Committer>,
     keys: Arc<dyn KeySource>,
     server_key: Arc<PrivateKey>,
     server_selector: String,
@@ -107,18 +111,26 @@ fn internal(error: impl std::fmt::Display) -> ProtocolError {
 }
 
 impl Pipeline {
-    /// A pipeline from its parts.
-    pub fn new(parts: PipelineParts) -> Self {
-        Pipeline {
+    /// A pipeline from its parts; starts the group-commit thread when records live
+    /// in the redb file.
+    pub fn new(parts: PipelineParts) -> std::io::Result<Self> {
+        let committer = match &parts.records {
+            RecordSource::Redb => {
+                Some(Committer::start(parts.store.clone(), parts.policy.clone())?)
+            }
+            RecordSource::Json { .. } => None,
+        };
+        Ok(Pipeline {
             store: parts.store,
             records: parts.records,
+            committer,
             keys: parts.keys,
             server_key: parts.server_key,
             server_selector: parts.server_selector,
             lookup_signer: parts.lookup_signer,
             policy: parts.policy,
             middleware: parts.middleware,
-        }
+        })
     }
 
     /// The middleware, for connection-level checks.
@@ -320,14 +332,19 @@ impl Pipeline {
             remote_address: Some(request.remote.to_string()),
         };
         self.run_hooks(Phase::BeforeTrustVerification, request)?;
-        let store = self.store.clone();
-        let records = self.records.clone();
-        let policy = self.policy.clone();
-        let outcome = tokio::task::spawn_blocking(move || {
-            inbound::accept(&store, &records, &verified, &policy)
-        })
-        .await
-        .map_err(internal)?;
+        let outcome = match &self.committer {
+            Some(committer) => committer.accept(verified).await,
+            None => {
+                let store = self.store.clone();
+                let records = self.records.clone();
+                let policy = self.policy.clone();
+                tokio::task::spawn_blocking(move || {
+                    inbound::accept(&store, &records, &verified, &policy)
+                })
+                .await
+                .map_err(internal)?
+            }
+        };
         let outcome = match outcome {
             Ok(accepted) => Ok(accepted),
             Err(AcceptError::Refused(error)) => Err(error),

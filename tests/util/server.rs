@@ -178,7 +178,8 @@ impl TestServer {
             }),
             policy: options.policy,
             middleware: options.middleware,
-        });
+        })
+        .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let settings = ListenerSettings {
