@@ -901,3 +901,76 @@ async fn a_rotated_sender_key_is_tracked_in_the_key_history() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_deliveries_are_all_committed_and_duplicates_stored_once() {
+    let server = std::sync::Arc::new(TestServer::start(TestOptions::default()).await);
+    server
+        .send(&artifact(
+            TransporterType::TrustRequest,
+            SENDER,
+            "billing",
+            RECEIVER,
+            TRUST_REQUEST,
+        ))
+        .await;
+    accept(&server, SENDER, RECEIVER);
+    let documents: Vec<String> = (0..160)
+        .map(|index| {
+            artifact(
+                TransporterType::Document,
+                SENDER,
+                "billing",
+                RECEIVER,
+                &invoice(&format!("C-{index}")),
+            )
+        })
+        .collect();
+    let duplicate = artifact_with_id(
+        TransporterType::Document,
+        SENDER,
+        "billing",
+        RECEIVER,
+        &invoice("D"),
+        Some("same-id"),
+    );
+    let mut tasks = Vec::new();
+    for chunk in documents.chunks(20) {
+        let server = std::sync::Arc::clone(&server);
+        let chunk = chunk.to_vec();
+        let duplicate = duplicate.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut client = server.client().await;
+            // Pipelined: write the whole chunk, then read every answer.
+            for line in chunk.iter().chain(std::iter::once(&duplicate)) {
+                client.send_line(line).await.unwrap();
+            }
+            let mut ok = 0;
+            for _ in 0..=chunk.len() {
+                let line = client.read_line().await.unwrap().unwrap();
+                ok += usize::from(btps::protocol::response::parse_response(&line).unwrap().ok);
+            }
+            ok
+        }));
+    }
+    let mut accepted = 0;
+    for task in tasks {
+        accepted += task.await.unwrap();
+    }
+    assert_eq!(
+        accepted,
+        160 + 8,
+        "every document and every copy of the duplicate is acknowledged"
+    );
+    assert_eq!(
+        inbox_len(&server, RECEIVER),
+        1 + 160 + 1,
+        "the duplicate is stored once"
+    );
+    match std::sync::Arc::try_unwrap(server) {
+        Ok(server) => {
+            server.stop().await;
+        }
+        Err(_) => panic!("server still shared"),
+    }
+}
