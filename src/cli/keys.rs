@@ -28,6 +28,9 @@ pub(crate) struct KeygenArgs {
     /// The DNS selector the key is published under.
     #[arg(long, default_value = "btps1")]
     selector: String,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Arguments of `btps fingerprint`.
@@ -66,13 +69,24 @@ pub(crate) fn keygen(args: &KeygenArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("writing {}", public_path.display()))?;
 
     let public = key.public_key();
-    println!("private key: {} (keep it secret)", private_path.display());
-    println!("public key:  {}", public_path.display());
-    println!("fingerprint: {}", public.fingerprint());
     let record_name = match &args.identity {
         Some(identity) => identity.key_record_name(&args.selector),
         None => format!("{}._btps.identity.<account>.<domain>", args.selector),
     };
+    if args.json {
+        let report = serde_json::json!({
+            "privateKey": private_path.display().to_string(),
+            "publicKey": public_path.display().to_string(),
+            "fingerprint": public.fingerprint(),
+            "bits": public.bits(),
+            "dnsRecord": { "name": record_name, "type": "TXT", "value": key_record_text(&public.to_base64()) },
+        });
+        println!("{report}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("private key: {} (keep it secret)", private_path.display());
+    println!("public key:  {}", public_path.display());
+    println!("fingerprint: {}", public.fingerprint());
     println!("DNS TXT record to publish:");
     println!(
         "{record_name}. IN TXT \"{}\"",
