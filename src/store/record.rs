@@ -303,6 +303,26 @@ impl TrustRecord {
         }
     }
 
+    /// A new record under its computed id, `computeTrustId(senderId, receiverId)`; a
+    /// given id must be that id (in any case).
+    pub fn with_computed_id(
+        new: NewTrustRecord,
+        id: Option<&str>,
+    ) -> Result<Self, crate::store::StoreError> {
+        let computed = crate::identity::compute_trust_id(&new.sender_id, &new.receiver_id);
+        if let Some(given) = id
+            && given.to_lowercase() != computed
+        {
+            return Err(crate::store::StoreError::Invalid {
+                kind: crate::store::RecordKind::Trust,
+                reason: format!(
+                    "id {given:?} is not computeTrustId(senderId, receiverId) = {computed}"
+                ),
+            });
+        }
+        Ok(TrustRecord::from_new(computed, new))
+    }
+
     /// Whether the record is active at `now_millis` (`05-trust.md` §5.1): accepted
     /// and not expired (an expiry equal to now still counts as active).
     pub fn is_active_at(&self, now_millis: i64) -> bool {

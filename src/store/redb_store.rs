@@ -1020,18 +1020,7 @@ impl WriteBatch<'_> {
         record: NewTrustRecord,
         id: Option<&str>,
     ) -> StoreResult<TrustRecord> {
-        let computed = crate::identity::compute_trust_id(&record.sender_id, &record.receiver_id);
-        if let Some(given) = id
-            && given.to_lowercase() != computed
-        {
-            return Err(StoreError::Invalid {
-                kind: RecordKind::Trust,
-                reason: format!(
-                    "id {given:?} is not computeTrustId(senderId, receiverId) = {computed}"
-                ),
-            });
-        }
-        let record = TrustRecord::from_new(computed, record);
+        let record = TrustRecord::with_computed_id(record, id)?;
         self.insert_trust(perspective, &record)?;
         Ok(record)
     }
