@@ -341,17 +341,29 @@ struct Job {
 /// from a snapshot, writes the rest in one transaction, and answers them after the
 /// commit. If the transaction fails, each artifact of the group is retried on its
 /// own, so one bad artifact cannot fail the others.
-#[derive(Clone)]
 pub struct Committer {
     jobs: tokio::sync::mpsc::UnboundedSender<Job>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Committer {
+    /// Closes the queue and waits for the thread, so that its handle on the database
+    /// is gone when the committer is: a server that stops closes its database cleanly.
+    fn drop(&mut self) {
+        let (closed, _) = tokio::sync::mpsc::unbounded_channel();
+        drop(std::mem::replace(&mut self.jobs, closed));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Committer {
-    /// Starts the committer thread for `store`. It ends when every clone of the
-    /// committer is dropped.
+    /// Starts the committer thread for `store`. Dropping the committer stops the
+    /// thread once the artifacts already queued are committed.
     pub fn start(store: RedbStore, policy: TrustPolicy) -> std::io::Result<Committer> {
         let (jobs, mut queue) = tokio::sync::mpsc::unbounded_channel::<Job>();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("btps-committer".to_owned())
             .spawn(move || {
                 while let Some(first) = queue.blocking_recv() {
@@ -365,7 +377,10 @@ impl Committer {
                     commit_group(&store, &policy, group);
                 }
             })?;
-        Ok(Committer { jobs })
+        Ok(Committer {
+            jobs,
+            thread: Some(thread),
+        })
     }
 
     /// Accepts one verified artifact; resolves after its transaction has committed.

@@ -69,6 +69,12 @@ impl Reply {
     }
 }
 
+/// How long an answer of the hosted check is reused.
+const HOSTED_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How many identities the hosted check remembers (about 100 bytes each).
+const HOSTED_CACHE_CAPACITY: usize = 10_000;
+
 /// Picks the identity that signs identity-lookup answers for a domain.
 pub type LookupSigner = Arc<dyn Fn(&str) -> Identity + Send + Sync>;
 
@@ -78,6 +84,8 @@ pub struct Pipeline {
     records: RecordSource,
     /// Group commit of accepted artifacts (redb records only).
     committer: Option<Committer>,
+    /// Recent answers of the hosted check: lower-cased identity → (hosted, when).
+    hosted_cache: std::sync::Mutex<std::collections::HashMap<String, (bool, std::time::Instant)>>,
     keys: Arc<dyn KeySource>,
     server_key: Arc<PrivateKey>,
     server_selector: String,
@@ -124,6 +132,7 @@ impl Pipeline {
             store: parts.store,
             records: parts.records,
             committer,
+            hosted_cache: std::sync::Mutex::default(),
             keys: parts.keys,
             server_key: parts.server_key,
             server_selector: parts.server_selector,
@@ -288,14 +297,43 @@ impl Pipeline {
             .await
     }
 
-    async fn require_hosted(&self, identity: &Identity) -> Result<IdentityRecord, ProtocolError> {
-        self.hosted(identity).await?.ok_or_else(|| {
-            ProtocolError::new(
+    /// The hosted check of every transporter and agent artifact. Answers are
+    /// remembered for [`HOSTED_TTL`], so a stream of artifacts to one receiver does not
+    /// hand a database read to the blocking pool per artifact; an identity added while
+    /// the server runs is served within that time.
+    async fn require_hosted(&self, identity: &Identity) -> Result<(), ProtocolError> {
+        let key = identity.as_str().to_lowercase();
+        let now = std::time::Instant::now();
+        let cached = self
+            .hosted_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+            .copied();
+        let hosted = match cached {
+            Some((hosted, at)) if now.duration_since(at) < HOSTED_TTL => hosted,
+            _ => {
+                let hosted = self.hosted(identity).await?.is_some();
+                let mut cache = self
+                    .hosted_cache
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if cache.len() >= HOSTED_CACHE_CAPACITY {
+                    cache.clear();
+                }
+                cache.insert(key, (hosted, now));
+                hosted
+            }
+        };
+        if hosted {
+            Ok(())
+        } else {
+            Err(ProtocolError::new(
                 ErrorCode::IdentityNotFound,
                 format!("{identity} is not hosted here"),
             )
-            .with_reason("identity not hosted here")
-        })
+            .with_reason("identity not hosted here"))
+        }
     }
 
     async fn transporter(
