@@ -548,19 +548,13 @@ async fn agent_system_ping_and_unsupported_actions() {
     let device = crate::util::server::vector_key("agent-device");
     let agent_id = "btps_ag_11111111-2222-4333-8444-555555555555";
     let record = btps::store::NewTrustRecord {
-        sender_id: agent_id.into(),
-        receiver_id: RECEIVER.into(),
-        status: TrustStatus::Accepted,
-        created_at: Timestamp::now(),
-        decided_by: "test".into(),
-        decided_at: Timestamp::now(),
-        expires_at: None,
-        public_key_base64: device.public_key().to_base64(),
-        public_key_fingerprint: device.public_key().fingerprint().to_owned(),
-        key_history: vec![],
         privacy_type: PrivacyType::Encrypted,
-        retry_after_date: None,
-        metadata: None,
+        ..crate::util::server::trust_record(
+            agent_id,
+            RECEIVER,
+            TrustStatus::Accepted,
+            Some("agent-device"),
+        )
     };
     server
         .store
@@ -789,21 +783,7 @@ async fn a_trust_response_applies_its_decision_to_the_original_request() {
         Some("BTP_ERROR_TRUST_NOT_ALLOWED")
     );
 
-    let pending = btps::store::NewTrustRecord {
-        sender_id: SENDER.into(),
-        receiver_id: RECEIVER.into(),
-        status: TrustStatus::Pending,
-        created_at: Timestamp::now(),
-        decided_by: "system".into(),
-        decided_at: Timestamp::now(),
-        expires_at: None,
-        public_key_base64: String::new(),
-        public_key_fingerprint: String::new(),
-        key_history: vec![],
-        privacy_type: PrivacyType::Mixed,
-        retry_after_date: None,
-        metadata: None,
-    };
+    let pending = crate::util::server::trust_record(SENDER, RECEIVER, TrustStatus::Pending, None);
     server
         .store
         .create_trust(Perspective::Outbound, pending, None)

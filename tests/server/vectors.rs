@@ -3,31 +3,16 @@
 //! with its error.
 
 use btps::identity::compute_trust_id;
-use btps::store::{NewTrustRecord, Perspective, PrivacyType, Timestamp, TrustStatus};
+use btps::store::{NewTrustRecord, Perspective, TrustStatus};
 
-use crate::util::server::{TestOptions, TestServer, vector_key};
+use crate::util::server::{TestOptions, TestServer, trust_record};
 use crate::util::vector_files;
 
 const BILLING_AGENT: &str = "btps_ag_aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee";
 const FINANCE_AGENT: &str = "btps_ag_11111111-2222-4333-8444-555555555555";
 
 fn record(sender: &str, receiver: &str, key: &str) -> NewTrustRecord {
-    let key = vector_key(key);
-    NewTrustRecord {
-        sender_id: sender.into(),
-        receiver_id: receiver.into(),
-        status: TrustStatus::Accepted,
-        created_at: Timestamp::now(),
-        decided_by: "test".into(),
-        decided_at: Timestamp::now(),
-        expires_at: None,
-        public_key_base64: key.public_key().to_base64(),
-        public_key_fingerprint: key.public_key().fingerprint().to_owned(),
-        key_history: vec![],
-        privacy_type: PrivacyType::Mixed,
-        retry_after_date: None,
-        metadata: None,
-    }
+    trust_record(sender, receiver, TrustStatus::Accepted, Some(key))
 }
 
 /// A server hosting the vectors' receivers, with billing trusted by finance and the

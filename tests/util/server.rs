@@ -24,7 +24,10 @@ use btps::server::{
     ConnectionLimits, ListenerSettings, Pipeline, PipelineParts, Server, bootstrap,
 };
 use btps::signing::{self, DnsKeys, KeySource, TransporterDraft};
-use btps::store::{IdentityRecord, PublicKeyRecord, RedbOptions, RedbStore, Timestamp};
+use btps::store::{
+    IdentityRecord, NewTrustRecord, PrivacyType, PublicKeyRecord, RedbOptions, RedbStore,
+    Timestamp, TrustStatus,
+};
 use tokio::sync::oneshot;
 
 use super::{vector_json, vector_text};
@@ -267,6 +270,41 @@ pub fn artifact_with_id(
     signing::build_transporter(draft, &vector_key(key), None)
         .unwrap()
         .to_canonical()
+}
+
+/// A trust record from `sender` to `receiver` with `status`, holding the public key of
+/// vector key `key` (or no key yet); privacy `mixed`, decided by "test".
+pub fn trust_record(
+    sender: &str,
+    receiver: &str,
+    status: TrustStatus,
+    key: Option<&str>,
+) -> NewTrustRecord {
+    let (public_key_base64, public_key_fingerprint) = match key {
+        Some(name) => {
+            let key = vector_key(name);
+            (
+                key.public_key().to_base64(),
+                key.public_key().fingerprint().to_owned(),
+            )
+        }
+        None => (String::new(), String::new()),
+    };
+    NewTrustRecord {
+        sender_id: sender.into(),
+        receiver_id: receiver.into(),
+        status,
+        created_at: Timestamp::now(),
+        decided_by: "test".into(),
+        decided_at: Timestamp::now(),
+        expires_at: None,
+        public_key_base64,
+        public_key_fingerprint,
+        key_history: vec![],
+        privacy_type: PrivacyType::Mixed,
+        retry_after_date: None,
+        metadata: None,
+    }
 }
 
 /// A plain trust request document.
