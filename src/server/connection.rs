@@ -151,7 +151,6 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         match reply.after {
             After::KeepOpen => {}
             After::End => break,
-            After::Destroy => return,
         }
     }
     // Graceful end: TLS close_notify, then FIN.

@@ -35,8 +35,6 @@ pub enum After {
     KeepOpen,
     /// Close gracefully (TLS close_notify, then FIN).
     End,
-    /// Tear the connection down at once.
-    Destroy,
 }
 
 /// The pipeline's answer to one line.
@@ -145,11 +143,6 @@ impl Pipeline {
     /// The middleware, for connection-level checks.
     pub fn middleware(&self) -> &[Arc<dyn Middleware>] {
         &self.middleware
-    }
-
-    /// The database.
-    pub fn store(&self) -> &RedbStore {
-        &self.store
     }
 
     fn run_hooks(&self, phase: Phase, request: &Request<'_>) -> Result<(), ProtocolError> {
