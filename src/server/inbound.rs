@@ -2,9 +2,9 @@
 //! the record changes it leads to, and the inbox entry — all in one redb write
 //! transaction, committed before the server answers (README decision 2).
 //!
-//! The checks run first on a read snapshot, so that duplicates and refusals (which
-//! change nothing) cost no disk write; the write transaction repeats them, so that two
-//! connections racing on the same record still see a consistent order.
+//! The checks run inside the write transaction, so that two connections racing on the
+//! same record see a consistent order; a transaction that stored nothing (only
+//! duplicates and refusals) is aborted instead of committed and costs no disk write.
 
 use crate::identity::{Identity, compute_id, compute_trust_id};
 use crate::protocol::json::Value;
@@ -13,8 +13,9 @@ use crate::server::trust::{self, Decision, RequestTerms, TrustPolicy, VerifyingK
 use std::sync::{Arc, Mutex};
 
 use crate::store::{
-    IdentityRecord, JsonIdentityStore, JsonTrustStore, NewInboxEntry, NewTrustRecord, Perspective,
-    RedbStore, StoreError, Timestamp, TrustPatch, TrustRecord, TrustStatus, WriteBatch,
+    IdentityRecord, InboxWriter, JsonIdentityStore, JsonTrustStore, NewInboxEntry, NewTrustRecord,
+    Perspective, RedbStore, StoreError, Timestamp, TrustPatch, TrustRecord, TrustStatus,
+    WriteBatch,
 };
 
 /// A transporter artifact whose signature has verified, ready to be accepted.
@@ -28,8 +29,8 @@ pub struct VerifiedArtifact {
     pub from: Identity,
     /// The receiver (hosted here).
     pub to: Identity,
-    /// The document (`None` when encrypted: the server cannot read it).
-    pub plain_document: Option<Value>,
+    /// What the server reads from the document (nothing when it is encrypted).
+    pub content: Content,
     /// Whether the document is encrypted.
     pub encrypted: bool,
     /// The exact bytes of the line as received.
@@ -38,6 +39,45 @@ pub struct VerifiedArtifact {
     pub key: VerifyingKey,
     /// The peer's address, for the inbox entry.
     pub remote_address: Option<String>,
+}
+
+/// The parts of a plain document that accepting an artifact reads, taken out on the
+/// connection's thread so that the document itself never travels to the committer.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Content {
+    /// The inbox entry's searchable title.
+    pub title: Option<String>,
+    /// The terms of a plain trust request.
+    pub terms: Option<RequestTerms>,
+    /// The decision of a plain trust response.
+    pub decision: Option<Decision>,
+}
+
+impl Content {
+    /// Reads what matters of the document of an artifact of type `kind` (`None`:
+    /// the document is encrypted).
+    pub fn read(kind: TransporterType, plain_document: Option<&Value>) -> Self {
+        let Some(document) = plain_document else {
+            return Content::default();
+        };
+        let text = |key: &str| document.as_object().and_then(|object| object.str(key));
+        match kind {
+            TransporterType::Document => Content {
+                title: text("title").map(str::to_owned),
+                ..Content::default()
+            },
+            TransporterType::TrustRequest => Content {
+                title: text("name").map(|name| format!("Trust request from {name}")),
+                terms: Some(RequestTerms::from_document(document)),
+                decision: None,
+            },
+            TransporterType::TrustResponse => Content {
+                title: text("decision").map(|decision| format!("Trust {decision}")),
+                terms: None,
+                decision: Decision::from_document(document),
+            },
+        }
+    }
 }
 
 /// What happened to an accepted artifact.
@@ -216,7 +256,7 @@ fn inbox_entry(artifact: &VerifiedArtifact, now: &Timestamp) -> NewInboxEntry {
         artifact_type: artifact.kind.as_str().to_owned(),
         from: artifact.from.as_str().to_owned(),
         to: artifact.to.as_str().to_owned(),
-        title: title(artifact),
+        title: artifact.content.title.clone(),
         raw: artifact.raw.clone(),
         received_at: now.clone(),
         remote_address: artifact.remote_address.clone(),
@@ -270,46 +310,52 @@ fn accept_in_redb(
     policy: &TrustPolicy,
 ) -> Result<Accepted, AcceptError> {
     let now = Timestamp::now();
-    if let Some(early) = store.read(|snapshot| precheck(snapshot, artifact, &now, policy))? {
-        return early;
+    let mut outcomes = accept_all(store, &[artifact], &now, policy)?;
+    match outcomes.pop() {
+        Some(outcome) => outcome.map_err(AcceptError::Refused),
+        None => Err(AcceptError::Store(StoreError::TaskFailed(
+            "no outcome for the artifact".to_owned(),
+        ))),
     }
-    let started = crate::metrics::timer();
-    let outcome = store.write(|batch| accept_one(batch, artifact, &now, policy));
-    // Failed transactions are timed too: a slow failing disk shows in the histogram.
-    crate::metrics::committed(started);
-    outcome?.map_err(AcceptError::Refused)
 }
 
-/// The cheap check on a snapshot: a duplicate or a refusal needs no write
-/// transaction (`None`: the artifact must be written).
-fn precheck(
-    snapshot: &crate::store::Snapshot<'_>,
-    artifact: &VerifiedArtifact,
+/// Accepts `artifacts` in order in one write transaction (the mailbox tables opened
+/// once), committed only if one of them was stored. One outcome per artifact.
+fn accept_all(
+    store: &RedbStore,
+    artifacts: &[&VerifiedArtifact],
     now: &Timestamp,
     policy: &TrustPolicy,
-) -> Result<Option<Result<Accepted, AcceptError>>, StoreError> {
-    if let Some(entry_id) =
-        snapshot.inbound_duplicate(artifact.to.as_str(), artifact.from.as_str(), &artifact.id)?
-    {
-        return Ok(Some(Ok(Accepted::Duplicate { entry_id })));
-    }
-    let (perspective, id) = checked_record(artifact);
-    let record = snapshot.trust(perspective, &id)?;
-    Ok(check(artifact, record.as_ref(), now, policy)
-        .err()
-        .map(|refusal| Err(AcceptError::Refused(refusal))))
+) -> Result<Vec<Result<Accepted, ProtocolError>>, StoreError> {
+    let started = crate::metrics::timer();
+    let written = store.write_if_changed(|batch| {
+        let mut inbox = batch.inbox_writer()?;
+        let outcomes = artifacts
+            .iter()
+            .map(|artifact| accept_one(batch, &mut inbox, artifact, now, policy))
+            .collect::<Result<Vec<_>, _>>()?;
+        inbox.finish()?;
+        let stored = outcomes
+            .iter()
+            .any(|outcome| matches!(outcome, Ok(Accepted::Stored { .. })));
+        Ok((outcomes, stored))
+    });
+    // Failed transactions are timed too: a slow failing disk shows in the histogram.
+    crate::metrics::committed(started);
+    written
 }
 
 /// The duplicate check, the trust check, the record changes and the inbox entry of
 /// one artifact, inside a write transaction. A refusal changes nothing.
 fn accept_one(
     batch: &mut WriteBatch<'_>,
+    inbox: &mut InboxWriter<'_>,
     artifact: &VerifiedArtifact,
     now: &Timestamp,
     policy: &TrustPolicy,
 ) -> Result<Result<Accepted, ProtocolError>, StoreError> {
     if let Some(entry_id) =
-        batch.inbound_duplicate(artifact.to.as_str(), artifact.from.as_str(), &artifact.id)?
+        inbox.duplicate(artifact.to.as_str(), artifact.from.as_str(), &artifact.id)?
     {
         return Ok(Ok(Accepted::Duplicate { entry_id }));
     }
@@ -319,7 +365,7 @@ fn accept_one(
         return Ok(Err(refusal));
     }
     apply(batch, artifact, record, now, policy)?;
-    let entry_id = batch.insert_inbox(inbox_entry(artifact, now))?;
+    let entry_id = inbox.insert(inbox_entry(artifact, now))?;
     Ok(Ok(Accepted::Stored { entry_id }))
 }
 
@@ -397,48 +443,16 @@ impl Committer {
 
 fn commit_group(store: &RedbStore, policy: &TrustPolicy, group: Vec<Job>) {
     let now = Timestamp::now();
-    // Duplicates and refusals are answered from a snapshot, without a write.
-    let prechecked = store.read(|snapshot| {
-        group
-            .iter()
-            .map(|job| precheck(snapshot, &job.artifact, &now, policy))
-            .collect::<Result<Vec<_>, _>>()
-    });
-    let mut pending = Vec::with_capacity(group.len());
-    match prechecked {
+    let artifacts: Vec<&VerifiedArtifact> = group.iter().map(|job| &job.artifact).collect();
+    match accept_all(store, &artifacts, &now, policy) {
         Ok(outcomes) => {
-            for (job, early) in group.into_iter().zip(outcomes) {
-                match early {
-                    Some(outcome) => {
-                        let _ = job.reply.send(outcome);
-                    }
-                    None => pending.push(job),
-                }
-            }
-        }
-        // The snapshot failed: let the write transaction decide for every artifact.
-        Err(_) => pending = group,
-    }
-    if pending.is_empty() {
-        return;
-    }
-    let started = crate::metrics::timer();
-    let written = store.write(|batch| {
-        pending
-            .iter()
-            .map(|job| accept_one(batch, &job.artifact, &now, policy))
-            .collect::<Result<Vec<_>, _>>()
-    });
-    crate::metrics::committed(started);
-    match written {
-        Ok(outcomes) => {
-            for (job, outcome) in pending.into_iter().zip(outcomes) {
+            for (job, outcome) in group.into_iter().zip(outcomes) {
                 let _ = job.reply.send(outcome.map_err(AcceptError::Refused));
             }
         }
         Err(error) => {
-            tracing::warn!(error = %error, size = pending.len(), "group commit failed; committing one by one");
-            for job in pending {
+            tracing::warn!(error = %error, size = group.len(), "group commit failed; committing one by one");
+            for job in group {
                 let _ = job.reply.send(accept_in_redb(store, &job.artifact, policy));
             }
         }
@@ -499,11 +513,7 @@ fn apply(
     let (from, to) = (artifact.from.as_str(), artifact.to.as_str());
     match artifact.kind {
         TransporterType::TrustRequest => {
-            let terms = artifact
-                .plain_document
-                .as_ref()
-                .map(RequestTerms::from_document)
-                .unwrap_or_default();
+            let terms = artifact.content.terms.clone().unwrap_or_default();
             let id = compute_trust_id(from, to);
             match record {
                 None => {
@@ -578,10 +588,7 @@ fn apply(
             let mut patch = trust::key_patch(&record, &artifact.key, now);
             // An encrypted decision cannot be read here: the record stays pending
             // until the owner applies it (`spec/05-trust.md` §6.2).
-            let decision = artifact
-                .plain_document
-                .as_ref()
-                .and_then(Decision::from_document);
+            let decision = artifact.content.decision.clone();
             if let Some(decision) = &decision {
                 let decided = decision.patch();
                 patch.status = decided.status;
@@ -612,15 +619,4 @@ fn apply(
         }
     }
     Ok(())
-}
-
-/// A searchable title for the inbox entry, from a plain document.
-fn title(artifact: &VerifiedArtifact) -> Option<String> {
-    let document = artifact.plain_document.as_ref()?.as_object()?;
-    let text = match artifact.kind {
-        TransporterType::Document => document.str("title")?.to_owned(),
-        TransporterType::TrustRequest => format!("Trust request from {}", document.str("name")?),
-        TransporterType::TrustResponse => format!("Trust {}", document.str("decision")?),
-    };
-    Some(text)
 }

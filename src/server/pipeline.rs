@@ -347,16 +347,16 @@ impl Pipeline {
                 ..
             } => verifying_key(&delegator_key, Some(delegator.as_str().to_owned())),
         };
-        let plain_document = artifact
-            .encryption
-            .is_none()
-            .then(|| artifact.document().clone());
+        let content = inbound::Content::read(
+            artifact.kind,
+            artifact.encryption.is_none().then(|| artifact.document()),
+        );
         let verified = VerifiedArtifact {
             kind: artifact.kind,
             id: artifact.id.clone(),
             from: artifact.from.clone(),
             to: artifact.to.clone(),
-            plain_document,
+            content,
             encrypted: artifact.encryption.is_some(),
             raw: line.strip_suffix(b"\r").unwrap_or(line).to_vec(),
             key,

@@ -6,6 +6,7 @@
 //! write transaction, so an index can never disagree with the entry table. Key
 //! layouts are documented in `schema/storage.md`.
 
+use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::Path;
 
@@ -15,7 +16,7 @@ use super::codec;
 use super::error::{RecordKind, StoreError, StoreResult};
 use super::keys::{concat, instant_part, prefix_end, string_part};
 use super::mailbox::{Mailbox, MailboxEntry, NewInboxEntry};
-use super::redb_store::{RedbStore, Snapshot, WriteBatch, database_error};
+use super::redb_store::{COUNTERS, RedbStore, Snapshot, WriteBatch, database_error};
 use super::{Cursor, Page, PageRequest};
 
 type Bytes = &'static [u8];
@@ -314,76 +315,143 @@ impl WriteBatch<'_> {
     /// check [`WriteBatch::inbound_duplicate`] first and answer a re-delivery
     /// without storing it again.
     pub fn insert_inbox(&mut self, entry: NewInboxEntry) -> StoreResult<u64> {
+        let mut writer = self.inbox_writer()?;
+        let entry_id = writer.insert(entry)?;
+        writer.finish()?;
+        Ok(entry_id)
+    }
+}
+
+impl<'t> WriteBatch<'t> {
+    /// The mailbox tables of this transaction, opened once for many inbox entries
+    /// (group commit). While the writer lives, the other mailbox methods of this
+    /// batch cannot open those tables: use the writer's. Call
+    /// [`InboxWriter::finish`] before the transaction commits.
+    pub fn inbox_writer(&self) -> StoreResult<InboxWriter<'t>> {
+        let (txn, path) = (self.txn, self.path);
+        let error = |e: redb::TableError| database_error(path, e);
+        let next_entry = {
+            let counters = txn.open_table(COUNTERS).map_err(error)?;
+            counters
+                .get(SEQ_ENTRY)
+                .map_err(|e| database_error(path, e))?
+                .map_or(0, |guard| guard.value())
+        };
+        Ok(InboxWriter {
+            txn,
+            path,
+            entries: txn.open_table(MAILBOX_ENTRY).map_err(error)?,
+            listing: txn.open_table(MAILBOX_LISTING).map_err(error)?,
+            by_artifact: txn.open_table(MAILBOX_BY_ARTIFACT).map_err(error)?,
+            dedup: txn.open_table(INBOUND_DEDUP).map_err(error)?,
+            first_entry: next_entry,
+            next_entry,
+            added: HashMap::new(),
+        })
+    }
+}
+
+/// The mailbox tables opened for a run of inbox inserts in one write transaction.
+///
+/// Entry ids come from the transaction's counter, and the per-mailbox counts are
+/// added up in memory; [`finish`](Self::finish) writes both. Dropping the writer
+/// without `finish` leaves the counter and counts behind the entries, so the
+/// transaction must then be aborted (any error from the writer means exactly that).
+pub struct InboxWriter<'t> {
+    txn: &'t redb::WriteTransaction,
+    path: &'t Path,
+    entries: redb::Table<'t, u64, Bytes>,
+    listing: redb::Table<'t, Bytes, ()>,
+    by_artifact: redb::Table<'t, Bytes, ()>,
+    dedup: redb::Table<'t, Bytes, u64>,
+    first_entry: u64,
+    next_entry: u64,
+    /// Entries added per mailbox (key: the owner prefix).
+    added: HashMap<Vec<u8>, u64>,
+}
+
+impl InboxWriter<'_> {
+    fn error(&self, error: impl Into<redb::Error>) -> StoreError {
+        database_error(self.path, error)
+    }
+
+    /// [`WriteBatch::inbound_duplicate`], including the entries of this writer.
+    pub fn duplicate(&self, to: &str, from: &str, artifact_id: &str) -> StoreResult<Option<u64>> {
+        read_dedup(&self.dedup, self.path, to, from, artifact_id)
+    }
+
+    /// [`WriteBatch::insert_inbox`] through the open tables.
+    pub fn insert(&mut self, entry: NewInboxEntry) -> StoreResult<u64> {
         entry.validate().map_err(|reason| StoreError::Invalid {
             kind: RecordKind::MailboxEntry,
             reason,
         })?;
-        if let Some(existing) =
-            self.inbound_duplicate(&entry.to, &entry.from, &entry.artifact_id)?
-        {
+        let dedup = dedup_key(&entry.to, &entry.from, &entry.artifact_id);
+        let existing = self
+            .dedup
+            .get(dedup.as_slice())
+            .map_err(|e| self.error(e))?
+            .map(|guard| guard.value());
+        if let Some(existing) = existing {
             return Err(StoreError::AlreadyExists {
                 kind: RecordKind::MailboxEntry,
                 id: existing.to_string(),
             });
         }
-        let entry_id = self.next_seq(SEQ_ENTRY)? + 1;
-        let dedup = dedup_key(&entry.to, &entry.from, &entry.artifact_id);
+        let entry_id = self.next_entry + 1;
+        let path = self.path;
+        let error = |e: redb::StorageError| database_error(path, e);
         let entry = entry.into_entry(entry_id);
-        self.put_entry(&entry)?;
-        let mut table = self
-            .txn
-            .open_table(INBOUND_DEDUP)
-            .map_err(|e| database_error(self.path, e))?;
-        table
-            .insert(dedup.as_slice(), entry_id)
-            .map_err(|e| database_error(self.path, e))?;
-        Ok(entry_id)
-    }
-
-    /// Writes `entry` and adds its listing, by-artifact-id and count entries.
-    fn put_entry(&mut self, entry: &MailboxEntry) -> StoreResult<()> {
-        let error = |e: redb::Error| database_error(self.path, e);
-        let value = codec::encode_entry(entry);
-        let mut table = self
-            .txn
-            .open_table(MAILBOX_ENTRY)
-            .map_err(|e| error(e.into()))?;
-        table
+        let value = codec::encode_entry(&entry);
+        self.entries
             .insert(entry.entry_id, value.as_slice())
-            .map_err(|e| error(e.into()))?;
-        drop(table);
-        let mut listing = self
-            .txn
-            .open_table(MAILBOX_LISTING)
-            .map_err(|e| error(e.into()))?;
-        listing
-            .insert(listing_key(entry).as_slice(), ())
-            .map_err(|e| error(e.into()))?;
-        drop(listing);
-        let mut by_artifact = self
-            .txn
-            .open_table(MAILBOX_BY_ARTIFACT)
-            .map_err(|e| error(e.into()))?;
+            .map_err(error)?;
+        self.listing
+            .insert(listing_key(&entry).as_slice(), ())
+            .map_err(error)?;
         let key = concat(&[
             &artifact_prefix(&entry.owner, entry.mailbox, &entry.artifact_id),
             &entry.entry_id.to_be_bytes(),
         ]);
-        by_artifact
-            .insert(key.as_slice(), ())
+        self.by_artifact.insert(key.as_slice(), ()).map_err(error)?;
+        self.dedup
+            .insert(dedup.as_slice(), entry_id)
+            .map_err(error)?;
+        *self
+            .added
+            .entry(owner_prefix(&entry.owner, entry.mailbox))
+            .or_default() += 1;
+        self.next_entry = entry_id;
+        Ok(entry_id)
+    }
+
+    /// Writes the entry counter and the mailbox counts and closes the tables.
+    pub fn finish(self) -> StoreResult<()> {
+        if self.next_entry == self.first_entry {
+            return Ok(());
+        }
+        let InboxWriter {
+            txn,
+            path,
+            next_entry,
+            added,
+            ..
+        } = self;
+        let error = |e: redb::Error| database_error(path, e);
+        let mut counters = txn.open_table(COUNTERS).map_err(|e| error(e.into()))?;
+        counters
+            .insert(SEQ_ENTRY, next_entry)
             .map_err(|e| error(e.into()))?;
-        drop(by_artifact);
-        let mut counts = self
-            .txn
-            .open_table(MAILBOX_COUNT)
-            .map_err(|e| error(e.into()))?;
-        let key = owner_prefix(&entry.owner, entry.mailbox);
-        let current = counts
-            .get(key.as_slice())
-            .map_err(|e| error(e.into()))?
-            .map_or(0, |guard| guard.value());
-        counts
-            .insert(key.as_slice(), current + 1)
-            .map_err(|e| error(e.into()))?;
+        let mut counts = txn.open_table(MAILBOX_COUNT).map_err(|e| error(e.into()))?;
+        for (key, added) in added {
+            let current = counts
+                .get(key.as_slice())
+                .map_err(|e| error(e.into()))?
+                .map_or(0, |guard| guard.value());
+            counts
+                .insert(key.as_slice(), current + added)
+                .map_err(|e| error(e.into()))?;
+        }
         Ok(())
     }
 }

@@ -267,6 +267,16 @@ impl RedbStore {
         &self,
         work: impl FnOnce(&mut WriteBatch<'_>) -> StoreResult<T>,
     ) -> StoreResult<T> {
+        self.write_if_changed(|batch| work(batch).map(|value| (value, true)))
+    }
+
+    /// Like [`write`](Self::write), but `work` also says whether it changed
+    /// anything: a transaction that changed nothing is aborted instead of committed,
+    /// which costs no disk write.
+    pub fn write_if_changed<T>(
+        &self,
+        work: impl FnOnce(&mut WriteBatch<'_>) -> StoreResult<(T, bool)>,
+    ) -> StoreResult<T> {
         let mut txn = self
             .inner
             .database
@@ -279,8 +289,12 @@ impl RedbStore {
             path: &self.inner.path,
         };
         match work(&mut batch) {
-            Ok(value) => {
+            Ok((value, true)) => {
                 txn.commit().map_err(|error| self.db_error(error))?;
+                Ok(value)
+            }
+            Ok((value, false)) => {
+                txn.abort().map_err(|error| self.db_error(error))?;
                 Ok(value)
             }
             Err(error) => {

@@ -1,5 +1,6 @@
-//! Mailboxes: random inbound deliveries against the redb store and a model; after
-//! every step the listings (both directions, paged), counts, entry lookups and the
+//! Mailboxes: random inbound deliveries against the redb store and a model, one per
+//! transaction or several through one `InboxWriter` (group commit); after every
+//! transaction the listings (both directions, paged), counts, entry lookups and the
 //! de-duplication index equal the model's.
 
 use std::collections::BTreeMap;
@@ -29,6 +30,8 @@ struct Delivery {
     artifact: usize,
     time: usize,
     title: bool,
+    /// The transaction ends after this delivery (otherwise the next one joins it).
+    ends_group: bool,
 }
 
 fn delivery() -> impl Strategy<Value = Delivery> {
@@ -39,15 +42,19 @@ fn delivery() -> impl Strategy<Value = Delivery> {
         0..ARTIFACTS.len(),
         0..TIMES.len(),
         any::<bool>(),
+        any::<bool>(),
     )
-        .prop_map(|(owner, upper, sender, artifact, time, title)| Delivery {
-            owner,
-            upper,
-            sender,
-            artifact,
-            time,
-            title,
-        })
+        .prop_map(
+            |(owner, upper, sender, artifact, time, title, ends_group)| Delivery {
+                owner,
+                upper,
+                sender,
+                artifact,
+                time,
+                title,
+                ends_group,
+            },
+        )
 }
 
 fn new_entry(delivery: &Delivery, serial: usize) -> NewInboxEntry {
@@ -174,18 +181,15 @@ fn check(snapshot: &Snapshot<'_>, model: &Model) {
     assert_eq!(snapshot.mailbox_entry(unused).unwrap(), None);
 }
 
-fn run(deliveries: &[Delivery]) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = RedbStore::open_dir(dir.path(), &RedbOptions::default()).unwrap();
-    let mut model = Model::default();
-    for (serial, delivery) in deliveries.iter().enumerate() {
-        let new = new_entry(delivery, serial);
-        let key = (
-            new.to.to_lowercase(),
-            new.from.to_lowercase(),
-            new.artifact_id.clone(),
-        );
-        // The server's order: look the artifact up, store it only if it is new.
+/// What the store said of one delivery: stored with this id, or a duplicate of the
+/// stored entry (and what inserting it anyway answered).
+type Outcome = Result<u64, (u64, Option<StoreError>)>;
+
+/// Delivers `group` in one transaction, the server's way: look the artifact up, store
+/// it only if it is new. One delivery goes through the batch's own methods, several
+/// through one `InboxWriter`.
+fn deliver(store: &RedbStore, group: &[NewInboxEntry]) -> Vec<Outcome> {
+    if let [new] = group {
         let outcome = store
             .write(
                 |batch| match batch.inbound_duplicate(&new.to, &new.from, &new.artifact_id)? {
@@ -194,41 +198,40 @@ fn run(deliveries: &[Delivery]) {
                 },
             )
             .unwrap();
-        match (outcome, model.dedup.get(&key)) {
-            (Err(existing), Some(expected)) => {
-                assert_eq!(existing, *expected);
-                // Inserting anyway is refused and names the stored entry.
-                let error = store.insert_inbox(new.clone()).unwrap_err();
-                assert!(
-                    matches!(&error, StoreError::AlreadyExists { id, .. } if *id == expected.to_string()),
-                    "{error}"
+        return vec![outcome.map_err(|existing| (existing, store.insert_inbox(new.clone()).err()))];
+    }
+    store
+        .write(|batch| {
+            let mut writer = batch.inbox_writer()?;
+            let mut outcomes = Vec::new();
+            for new in group {
+                outcomes.push(
+                    match writer.duplicate(&new.to, &new.from, &new.artifact_id)? {
+                        Some(existing) => Err((existing, writer.insert(new.clone()).err())),
+                        None => Ok(writer.insert(new.clone())?),
+                    },
                 );
             }
-            (Ok(entry_id), None) => {
-                // Ids count up from 1 without gaps: refused inserts consume none.
-                assert_eq!(entry_id, model.entries.len() as u64 + 1);
-                model.dedup.insert(key, entry_id);
-                model.entries.push(MailboxEntry {
-                    entry_id,
-                    owner: new.owner.clone(),
-                    mailbox: Mailbox::Inbox,
-                    origin: None,
-                    at_millis: new.received_at.millis(),
-                    kind: EntryKind::Transporter,
-                    artifact_id: new.artifact_id.clone(),
-                    artifact_type: new.artifact_type.clone(),
-                    from: new.from.clone(),
-                    to: new.to.clone(),
-                    title: new.title.clone(),
-                    raw: new.raw.clone(),
-                    meta: btps::store::EntryMeta {
-                        received_at: Some(new.received_at.clone()),
-                        remote_address: new.remote_address.clone(),
-                        ..Default::default()
-                    },
-                });
-            }
-            (outcome, expected) => panic!("store said {outcome:?}, model {expected:?}"),
+            writer.finish()?;
+            Ok(outcomes)
+        })
+        .unwrap()
+}
+
+fn run(deliveries: &[Delivery]) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open_dir(dir.path(), &RedbOptions::default()).unwrap();
+    let mut model = Model::default();
+    let mut group = Vec::new();
+    for (serial, delivery) in deliveries.iter().enumerate() {
+        group.push(new_entry(delivery, serial));
+        if !delivery.ends_group && serial + 1 < deliveries.len() {
+            continue;
+        }
+        let outcomes = deliver(&store, &group);
+        assert_eq!(outcomes.len(), group.len());
+        for (new, outcome) in group.drain(..).zip(outcomes) {
+            apply(&mut model, new, outcome);
         }
         store
             .read(|snapshot| {
@@ -236,6 +239,51 @@ fn run(deliveries: &[Delivery]) {
                 Ok(())
             })
             .unwrap();
+    }
+}
+
+/// Checks one outcome against the model and records a stored entry in it.
+fn apply(model: &mut Model, new: NewInboxEntry, outcome: Outcome) {
+    let key = (
+        new.to.to_lowercase(),
+        new.from.to_lowercase(),
+        new.artifact_id.clone(),
+    );
+    match (outcome, model.dedup.get(&key)) {
+        (Err((existing, refusal)), Some(expected)) => {
+            assert_eq!(existing, *expected);
+            // Inserting anyway is refused and names the stored entry.
+            let error = refusal.expect("a duplicate insert must be refused");
+            assert!(
+                matches!(&error, StoreError::AlreadyExists { id, .. } if *id == expected.to_string()),
+                "{error}"
+            );
+        }
+        (Ok(entry_id), None) => {
+            // Ids count up from 1 without gaps: refused inserts consume none.
+            assert_eq!(entry_id, model.entries.len() as u64 + 1);
+            model.dedup.insert(key, entry_id);
+            model.entries.push(MailboxEntry {
+                entry_id,
+                owner: new.owner,
+                mailbox: Mailbox::Inbox,
+                origin: None,
+                at_millis: new.received_at.millis(),
+                kind: EntryKind::Transporter,
+                artifact_id: new.artifact_id,
+                artifact_type: new.artifact_type,
+                from: new.from,
+                to: new.to,
+                title: new.title,
+                raw: new.raw,
+                meta: btps::store::EntryMeta {
+                    received_at: Some(new.received_at),
+                    remote_address: new.remote_address,
+                    ..Default::default()
+                },
+            });
+        }
+        (outcome, expected) => panic!("store said {outcome:?}, model {expected:?}"),
     }
 }
 
