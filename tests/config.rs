@@ -201,7 +201,7 @@ fn every_environment_name_is_read() {
         ("BTPS_CACHE_SIZE", "2MiB", |c| {
             c.storage.cache_size_bytes == 2 << 20
         }),
-        ("BTPS_VERIFY_ON_OPEN", "no", |c| !c.storage.verify_on_open),
+        ("BTPS_VERIFY_ON_OPEN", "yes", |c| c.storage.verify_on_open),
         ("TRUST_FILE_PATH", "/j/t.json", |c| {
             c.storage.trust_file_path == Path::new("/j/t.json")
         }),
