@@ -420,7 +420,20 @@ impl Committer {
                             Err(_) => break,
                         }
                     }
-                    commit_group(&store, &policy, group);
+                    // redb may panic on a page damaged outside it (the file is not
+                    // read whole at open). The group's artifacts are then answered with
+                    // an internal error (their reply channels drop) and the thread
+                    // goes on serving the next group.
+                    let size = group.len();
+                    let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        commit_group(&store, &policy, group);
+                    }));
+                    if committed.is_err() {
+                        tracing::error!(
+                            size,
+                            "committing a group failed inside the database; its artifacts were answered with an internal error (a retry is de-duplicated)"
+                        );
+                    }
                 }
             })?;
         Ok(Committer {
@@ -437,7 +450,11 @@ impl Committer {
         self.jobs
             .send(Job { artifact, reply })
             .map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        answer.await.map_err(|_| {
+            AcceptError::Store(StoreError::TaskFailed(
+                "the group commit holding the artifact failed".to_owned(),
+            ))
+        })?
     }
 }
 
