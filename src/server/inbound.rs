@@ -329,12 +329,12 @@ fn accept_all(
 ) -> Result<Vec<Result<Accepted, ProtocolError>>, StoreError> {
     let started = crate::metrics::timer();
     let written = store.write_if_changed(|batch| {
-        let mut inbox = batch.inbox_writer()?;
-        let outcomes = artifacts
-            .iter()
-            .map(|artifact| accept_one(batch, &mut inbox, artifact, now, policy))
-            .collect::<Result<Vec<_>, _>>()?;
-        inbox.finish()?;
+        let outcomes = batch.with_inbox(|batch, inbox| {
+            artifacts
+                .iter()
+                .map(|artifact| accept_one(batch, inbox, artifact, now, policy))
+                .collect::<Result<Vec<_>, _>>()
+        })?;
         let stored = outcomes
             .iter()
             .any(|outcome| matches!(outcome, Ok(Accepted::Stored { .. })));

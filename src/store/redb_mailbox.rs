@@ -315,19 +315,27 @@ impl WriteBatch<'_> {
     /// check [`WriteBatch::inbound_duplicate`] first and answer a re-delivery
     /// without storing it again.
     pub fn insert_inbox(&mut self, entry: NewInboxEntry) -> StoreResult<u64> {
-        let mut writer = self.inbox_writer()?;
-        let entry_id = writer.insert(entry)?;
-        writer.finish()?;
-        Ok(entry_id)
+        self.with_inbox(|_, inbox| inbox.insert(entry))
     }
 }
 
 impl<'t> WriteBatch<'t> {
-    /// The mailbox tables of this transaction, opened once for many inbox entries
-    /// (group commit). While the writer lives, the other mailbox methods of this
-    /// batch cannot open those tables: use the writer's. Call
-    /// [`InboxWriter::finish`] before the transaction commits.
-    pub fn inbox_writer(&self) -> StoreResult<InboxWriter<'t>> {
+    /// Runs `work` with the mailbox tables of this transaction opened once for many
+    /// inbox entries (group commit), then writes the entry counter and the mailbox
+    /// counts. While `work` runs, the other mailbox methods of the batch cannot open
+    /// those tables: use the writer's. An error from `work` is returned as is (and
+    /// aborts the transaction, as every error of [`RedbStore::write`] does).
+    pub fn with_inbox<T>(
+        &mut self,
+        work: impl FnOnce(&mut Self, &mut InboxWriter<'t>) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let mut inbox = self.inbox_writer()?;
+        let value = work(self, &mut inbox)?;
+        inbox.finish()?;
+        Ok(value)
+    }
+
+    fn inbox_writer(&self) -> StoreResult<InboxWriter<'t>> {
         let (txn, path) = (self.txn, self.path);
         let error = |e: redb::TableError| database_error(path, e);
         let next_entry = {
@@ -354,9 +362,7 @@ impl<'t> WriteBatch<'t> {
 /// The mailbox tables opened for a run of inbox inserts in one write transaction.
 ///
 /// Entry ids come from the transaction's counter, and the per-mailbox counts are
-/// added up in memory; [`finish`](Self::finish) writes both. Dropping the writer
-/// without `finish` leaves the counter and counts behind the entries, so the
-/// transaction must then be aborted (any error from the writer means exactly that).
+/// added up in memory; [`WriteBatch::with_inbox`] writes both when its work is done.
 pub struct InboxWriter<'t> {
     txn: &'t redb::WriteTransaction,
     path: &'t Path,
@@ -426,7 +432,7 @@ impl InboxWriter<'_> {
     }
 
     /// Writes the entry counter and the mailbox counts and closes the tables.
-    pub fn finish(self) -> StoreResult<()> {
+    fn finish(self) -> StoreResult<()> {
         if self.next_entry == self.first_entry {
             return Ok(());
         }

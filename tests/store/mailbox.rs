@@ -1,5 +1,5 @@
 //! Mailboxes: random inbound deliveries against the redb store and a model, one per
-//! transaction or several through one `InboxWriter` (group commit); after every
+//! transaction or several through one `WriteBatch::with_inbox` (group commit); after every
 //! transaction the listings (both directions, paged), counts, entry lookups and the
 //! de-duplication index equal the model's.
 
@@ -187,7 +187,7 @@ type Outcome = Result<u64, (u64, Option<StoreError>)>;
 
 /// Delivers `group` in one transaction, the server's way: look the artifact up, store
 /// it only if it is new. One delivery goes through the batch's own methods, several
-/// through one `InboxWriter`.
+/// through one `WriteBatch::with_inbox`.
 fn deliver(store: &RedbStore, group: &[NewInboxEntry]) -> Vec<Outcome> {
     if let [new] = group {
         let outcome = store
@@ -202,18 +202,18 @@ fn deliver(store: &RedbStore, group: &[NewInboxEntry]) -> Vec<Outcome> {
     }
     store
         .write(|batch| {
-            let mut writer = batch.inbox_writer()?;
-            let mut outcomes = Vec::new();
-            for new in group {
-                outcomes.push(
-                    match writer.duplicate(&new.to, &new.from, &new.artifact_id)? {
-                        Some(existing) => Err((existing, writer.insert(new.clone()).err())),
-                        None => Ok(writer.insert(new.clone())?),
-                    },
-                );
-            }
-            writer.finish()?;
-            Ok(outcomes)
+            batch.with_inbox(|_, writer| {
+                let mut outcomes = Vec::new();
+                for new in group {
+                    outcomes.push(
+                        match writer.duplicate(&new.to, &new.from, &new.artifact_id)? {
+                            Some(existing) => Err((existing, writer.insert(new.clone()).err())),
+                            None => Ok(writer.insert(new.clone())?),
+                        },
+                    );
+                }
+                Ok(outcomes)
+            })
         })
         .unwrap()
 }
