@@ -21,9 +21,7 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadTransaction, TableDefinition, TableHandle, WriteTransaction};
 
 use super::error::{StoreError, StoreResult};
-use super::redb_mailbox::{
-    INBOUND_DEDUP, MAILBOX_BY_ARTIFACT, MAILBOX_COUNT, MAILBOX_ENTRY, MAILBOX_LISTING,
-};
+use super::redb_mailbox::{MAILBOX_ARTIFACT, MAILBOX_COUNT, MAILBOX_ENTRY, MAILBOX_LISTING};
 use super::redb_store::{
     COUNTERS, IDENTITY, IDENTITY_BY_NAME, IDENTITY_KEY, META, RedbStore, SCHEMA_VERSION, TRUST,
     TRUST_BY_EXPIRY, TRUST_BY_RECEIVER, TRUST_BY_SENDER, TRUST_BY_STATUS, TRUST_STATUS_COUNT,
@@ -91,9 +89,8 @@ tables!(
     IDENTITY_KEY,
     MAILBOX_ENTRY,
     MAILBOX_LISTING,
-    MAILBOX_BY_ARTIFACT,
+    MAILBOX_ARTIFACT,
     MAILBOX_COUNT,
-    INBOUND_DEDUP,
 );
 
 fn copy<K: redb::Key + 'static, V: redb::Value + 'static>(

@@ -209,8 +209,12 @@ pub struct NewInboxEntry {
 
 impl NewInboxEntry {
     /// Checks what every inbox entry needs: the identities and the artifact id
-    /// must not be empty (they are index keys).
+    /// must not be empty (they are index keys), and the owner is the artifact's `to`
+    /// (the de-duplication check looks the artifact up in the inbox of its `to`).
     pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.owner.to_lowercase() != self.to.to_lowercase() {
+            return Err(String::from("the owner must be the artifact's to"));
+        }
         for (name, value) in [
             ("owner", &self.owner),
             ("artifact id", &self.artifact_id),

@@ -1,6 +1,6 @@
 //! The mailbox tables of the redb store (`06-storage.md` §5.2): entries, the
-//! listing index, the by-artifact-id index, per-mailbox counts and the inbound
-//! de-duplication index.
+//! listing index, the artifact-id index (which also serves de-duplication) and
+//! per-mailbox counts.
 //!
 //! Every entry is written together with all its index entries in the caller's
 //! write transaction, so an index can never disagree with the entry table. Key
@@ -26,13 +26,30 @@ pub(super) const MAILBOX_ENTRY: TableDefinition<u64, Bytes> = TableDefinition::n
 /// `str(lower(owner)) ++ mailbox ++ instant(at) ++ u64be(entry_id)` → ().
 pub(super) const MAILBOX_LISTING: TableDefinition<Bytes, ()> =
     TableDefinition::new("mailbox_listing");
-/// `str(lower(owner)) ++ mailbox ++ str(artifact_id) ++ u64be(entry_id)` → ().
-pub(super) const MAILBOX_BY_ARTIFACT: TableDefinition<Bytes, ()> =
-    TableDefinition::new("mailbox_by_artifact");
+/// `artifact_digest(owner, mailbox, artifact_id) ++ u64be(entry_id)` → () (since v4).
+///
+/// Finds the entries of one artifact id in one mailbox, and so also serves the
+/// inbound de-duplication check (the sender is compared on the entries found). The
+/// 16-byte digest keeps keys short: inserts land on random leaves (artifact ids are
+/// random), and short keys mean fewer, fuller branch pages above them, so fewer
+/// pages are rewritten per commit.
+pub(super) const MAILBOX_ARTIFACT: TableDefinition<Bytes, ()> =
+    TableDefinition::new("mailbox_artifact");
 /// `str(lower(owner)) ++ mailbox` → number of entries (absent when 0).
 pub(super) const MAILBOX_COUNT: TableDefinition<Bytes, u64> = TableDefinition::new("mailbox_count");
-/// `str(lower(to)) ++ str(lower(from)) ++ str(artifact_id)` → `entry_id`.
-pub(super) const INBOUND_DEDUP: TableDefinition<Bytes, u64> = TableDefinition::new("inbound_dedup");
+
+/// Tables of schema version 3 that version 4 replaced with [`MAILBOX_ARTIFACT`];
+/// the migration deletes them.
+pub(super) mod legacy {
+    use super::{Bytes, TableDefinition};
+
+    /// `str(lower(owner)) ++ mailbox ++ str(artifact_id) ++ u64be(entry_id)` → ().
+    pub(in crate::store) const MAILBOX_BY_ARTIFACT: TableDefinition<Bytes, ()> =
+        TableDefinition::new("mailbox_by_artifact");
+    /// `str(lower(to)) ++ str(lower(from)) ++ str(artifact_id)` → entry id.
+    pub(in crate::store) const INBOUND_DEDUP: TableDefinition<Bytes, u64> =
+        TableDefinition::new("inbound_dedup");
+}
 
 /// Counter of entry ids handed out; entry ids start at 1.
 const SEQ_ENTRY: &str = "mailbox_entry_seq";
@@ -40,14 +57,38 @@ const SEQ_ENTRY: &str = "mailbox_entry_seq";
 /// Length of a listing cursor: `instant(at) ++ u64be(entry_id)`.
 const LISTING_SORT_LEN: usize = 16;
 
-/// Creates the mailbox tables (a new file or a migration to schema version 3).
+/// Creates the mailbox tables (a new file or a migration).
 pub(super) fn open_tables(batch: &WriteBatch<'_>) -> StoreResult<()> {
     let error = |e: redb::TableError| database_error(batch.path, e);
     batch.txn.open_table(MAILBOX_ENTRY).map_err(error)?;
     batch.txn.open_table(MAILBOX_LISTING).map_err(error)?;
-    batch.txn.open_table(MAILBOX_BY_ARTIFACT).map_err(error)?;
+    batch.txn.open_table(MAILBOX_ARTIFACT).map_err(error)?;
     batch.txn.open_table(MAILBOX_COUNT).map_err(error)?;
-    batch.txn.open_table(INBOUND_DEDUP).map_err(error)?;
+    Ok(())
+}
+
+/// Migration to schema version 4: fills [`MAILBOX_ARTIFACT`] from the entries and
+/// deletes the two version-3 indexes it replaces. Reads every entry once.
+pub(super) fn migrate_to_v4(batch: &WriteBatch<'_>) -> StoreResult<()> {
+    let (txn, path) = (batch.txn, batch.path);
+    let error = |e: redb::Error| database_error(path, e);
+    {
+        let entries = txn.open_table(MAILBOX_ENTRY).map_err(|e| error(e.into()))?;
+        let mut index = txn
+            .open_table(MAILBOX_ARTIFACT)
+            .map_err(|e| error(e.into()))?;
+        for item in entries.iter().map_err(|e| error(e.into()))? {
+            let (key, value) = item.map_err(|e| error(e.into()))?;
+            let entry = codec::decode_entry("mailbox_entry", key.value(), value.value())?;
+            index
+                .insert(artifact_key(&entry).as_slice(), ())
+                .map_err(|e| error(e.into()))?;
+        }
+    }
+    txn.delete_table(legacy::MAILBOX_BY_ARTIFACT)
+        .map_err(|e| error(e.into()))?;
+    txn.delete_table(legacy::INBOUND_DEDUP)
+        .map_err(|e| error(e.into()))?;
     Ok(())
 }
 
@@ -63,16 +104,31 @@ fn listing_key(entry: &MailboxEntry) -> Vec<u8> {
     ])
 }
 
-fn artifact_prefix(owner: &str, mailbox: Mailbox, artifact_id: &str) -> Vec<u8> {
-    concat(&[&owner_prefix(owner, mailbox), &string_part(artifact_id)])
+/// The first 16 bytes of SHA-256 over `str(lower(owner)) ++ mailbox ++
+/// str(artifact_id)`: the prefix of an entry's key in [`MAILBOX_ARTIFACT`].
+///
+/// Entries found under a digest are always compared field by field, so a digest
+/// collision (never seen in practice: 128 bits) could cost a read, never a wrong
+/// answer.
+fn artifact_digest(owner: &str, mailbox: Mailbox, artifact_id: &str) -> [u8; 16] {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    context.update(&string_part(&owner.to_lowercase()));
+    context.update(&[mailbox.tag()]);
+    context.update(&string_part(artifact_id));
+    let mut digest = [0u8; 16];
+    digest.copy_from_slice(&context.finish().as_ref()[..16]);
+    digest
 }
 
-fn dedup_key(to: &str, from: &str, artifact_id: &str) -> Vec<u8> {
-    concat(&[
-        &string_part(&to.to_lowercase()),
-        &string_part(&from.to_lowercase()),
-        &string_part(artifact_id),
-    ])
+fn artifact_key(entry: &MailboxEntry) -> [u8; 24] {
+    let mut key = [0u8; 24];
+    key[..16].copy_from_slice(&artifact_digest(
+        &entry.owner,
+        entry.mailbox,
+        &entry.artifact_id,
+    ));
+    key[16..].copy_from_slice(&entry.entry_id.to_be_bytes());
+    key
 }
 
 fn read_entry(
@@ -88,18 +144,58 @@ fn read_entry(
         .transpose()
 }
 
+/// The entries of (`owner` case-insensitive, `mailbox`) whose artifact id is
+/// `artifact_id` (exact), in entry-id order.
+fn entries_by_artifact(
+    index: &impl ReadableTable<Bytes, ()>,
+    entries: &impl ReadableTable<u64, Bytes>,
+    path: &Path,
+    owner: &str,
+    mailbox: Mailbox,
+    artifact_id: &str,
+) -> StoreResult<Vec<MailboxEntry>> {
+    let error = |e: redb::StorageError| database_error(path, e);
+    let prefix = artifact_digest(owner, mailbox, artifact_id);
+    let end = prefix_end(&prefix);
+    let bounds = (
+        Bound::Included(prefix.as_slice()),
+        end.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
+    );
+    let owner = owner.to_lowercase();
+    let mut found = Vec::new();
+    for item in index.range::<&[u8]>(bounds).map_err(error)? {
+        let (key, _) = item.map_err(error)?;
+        let entry_id = trailing_entry_id("mailbox_artifact", key.value())?;
+        let entry = read_entry(entries, path, entry_id)?.ok_or_else(|| StoreError::Decode {
+            table: "mailbox_artifact",
+            detail: format!("index entry without an entry: {entry_id}"),
+        })?;
+        if entry.mailbox == mailbox
+            && entry.artifact_id == artifact_id
+            && entry.owner.to_lowercase() == owner
+        {
+            found.push(entry);
+        }
+    }
+    Ok(found)
+}
+
+/// The de-duplication check: the inbox entry of `to` holding the artifact
+/// `artifact_id` (exact) from `from` (case-insensitive), if any.
 fn read_dedup(
-    table: &impl ReadableTable<Bytes, u64>,
+    index: &impl ReadableTable<Bytes, ()>,
+    entries: &impl ReadableTable<u64, Bytes>,
     path: &Path,
     to: &str,
     from: &str,
     artifact_id: &str,
 ) -> StoreResult<Option<u64>> {
-    let key = dedup_key(to, from, artifact_id);
-    let found = table
-        .get(key.as_slice())
-        .map_err(|error| database_error(path, error))?;
-    Ok(found.map(|guard| guard.value()))
+    let from = from.to_lowercase();
+    let found = entries_by_artifact(index, entries, path, to, Mailbox::Inbox, artifact_id)?;
+    Ok(found
+        .into_iter()
+        .find(|entry| entry.from.to_lowercase() == from)
+        .map(|entry| entry.entry_id))
 }
 
 /// The entry id at the end of an index key.
@@ -135,11 +231,10 @@ impl Snapshot<'_> {
         from: &str,
         artifact_id: &str,
     ) -> StoreResult<Option<u64>> {
-        let table = self
-            .txn
-            .open_table(INBOUND_DEDUP)
-            .map_err(|e| database_error(self.path, e))?;
-        read_dedup(&table, self.path, to, from, artifact_id)
+        let error = |e| database_error(self.path, e);
+        let index = self.txn.open_table(MAILBOX_ARTIFACT).map_err(error)?;
+        let entries = self.txn.open_table(MAILBOX_ENTRY).map_err(error)?;
+        read_dedup(&index, &entries, self.path, to, from, artifact_id)
     }
 
     /// The entry `entry_id`, if any.
@@ -250,33 +345,10 @@ impl Snapshot<'_> {
         mailbox: Mailbox,
         artifact_id: &str,
     ) -> StoreResult<Vec<MailboxEntry>> {
-        let error = |e: redb::Error| database_error(self.path, e);
-        let prefix = artifact_prefix(owner, mailbox, artifact_id);
-        let end = prefix_end(&prefix);
-        let bounds = (
-            Bound::Included(prefix.as_slice()),
-            end.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
-        );
-        let index = self
-            .txn
-            .open_table(MAILBOX_BY_ARTIFACT)
-            .map_err(|e| error(e.into()))?;
-        let table = self
-            .txn
-            .open_table(MAILBOX_ENTRY)
-            .map_err(|e| error(e.into()))?;
-        let mut entries = Vec::new();
-        for item in index.range::<&[u8]>(bounds).map_err(|e| error(e.into()))? {
-            let (key, _) = item.map_err(|e| error(e.into()))?;
-            let entry_id = trailing_entry_id("mailbox_by_artifact", key.value())?;
-            let entry =
-                read_entry(&table, self.path, entry_id)?.ok_or_else(|| StoreError::Decode {
-                    table: "mailbox_by_artifact",
-                    detail: format!("index entry without an entry: {entry_id}"),
-                })?;
-            entries.push(entry);
-        }
-        Ok(entries)
+        let error = |e| database_error(self.path, e);
+        let index = self.txn.open_table(MAILBOX_ARTIFACT).map_err(error)?;
+        let entries = self.txn.open_table(MAILBOX_ENTRY).map_err(error)?;
+        entries_by_artifact(&index, &entries, self.path, owner, mailbox, artifact_id)
     }
 }
 
@@ -289,11 +361,10 @@ impl WriteBatch<'_> {
         from: &str,
         artifact_id: &str,
     ) -> StoreResult<Option<u64>> {
-        let table = self
-            .txn
-            .open_table(INBOUND_DEDUP)
-            .map_err(|e| database_error(self.path, e))?;
-        read_dedup(&table, self.path, to, from, artifact_id)
+        let error = |e| database_error(self.path, e);
+        let index = self.txn.open_table(MAILBOX_ARTIFACT).map_err(error)?;
+        let entries = self.txn.open_table(MAILBOX_ENTRY).map_err(error)?;
+        read_dedup(&index, &entries, self.path, to, from, artifact_id)
     }
 
     /// The entry `entry_id` as this transaction sees it.
@@ -310,8 +381,8 @@ impl WriteBatch<'_> {
     /// never reused), the entry, its listing, by-artifact-id and de-duplication
     /// index entries and the mailbox count, all in this transaction.
     ///
-    /// Fails with `AlreadyExists` (naming the stored entry id) when the
-    /// de-duplication index already holds (`to`, `from`, `artifact_id`): callers
+    /// Fails with `AlreadyExists` (naming the stored entry id) when the inbox of
+    /// `to` already holds `artifact_id` from `from`: callers
     /// check [`WriteBatch::inbound_duplicate`] first and answer a re-delivery
     /// without storing it again.
     pub fn insert_inbox(&mut self, entry: NewInboxEntry) -> StoreResult<u64> {
@@ -350,8 +421,7 @@ impl<'t> WriteBatch<'t> {
             path,
             entries: txn.open_table(MAILBOX_ENTRY).map_err(error)?,
             listing: txn.open_table(MAILBOX_LISTING).map_err(error)?,
-            by_artifact: txn.open_table(MAILBOX_BY_ARTIFACT).map_err(error)?,
-            dedup: txn.open_table(INBOUND_DEDUP).map_err(error)?,
+            by_artifact: txn.open_table(MAILBOX_ARTIFACT).map_err(error)?,
             first_entry: next_entry,
             next_entry,
             added: HashMap::new(),
@@ -369,7 +439,6 @@ pub struct InboxWriter<'t> {
     entries: redb::Table<'t, u64, Bytes>,
     listing: redb::Table<'t, Bytes, ()>,
     by_artifact: redb::Table<'t, Bytes, ()>,
-    dedup: redb::Table<'t, Bytes, u64>,
     first_entry: u64,
     next_entry: u64,
     /// Entries added per mailbox (key: the owner prefix).
@@ -377,13 +446,16 @@ pub struct InboxWriter<'t> {
 }
 
 impl InboxWriter<'_> {
-    fn error(&self, error: impl Into<redb::Error>) -> StoreError {
-        database_error(self.path, error)
-    }
-
     /// [`WriteBatch::inbound_duplicate`], including the entries of this writer.
     pub fn duplicate(&self, to: &str, from: &str, artifact_id: &str) -> StoreResult<Option<u64>> {
-        read_dedup(&self.dedup, self.path, to, from, artifact_id)
+        read_dedup(
+            &self.by_artifact,
+            &self.entries,
+            self.path,
+            to,
+            from,
+            artifact_id,
+        )
     }
 
     /// [`WriteBatch::insert_inbox`] through the open tables.
@@ -392,13 +464,7 @@ impl InboxWriter<'_> {
             kind: RecordKind::MailboxEntry,
             reason,
         })?;
-        let dedup = dedup_key(&entry.to, &entry.from, &entry.artifact_id);
-        let existing = self
-            .dedup
-            .get(dedup.as_slice())
-            .map_err(|e| self.error(e))?
-            .map(|guard| guard.value());
-        if let Some(existing) = existing {
+        if let Some(existing) = self.duplicate(&entry.to, &entry.from, &entry.artifact_id)? {
             return Err(StoreError::AlreadyExists {
                 kind: RecordKind::MailboxEntry,
                 id: existing.to_string(),
@@ -415,13 +481,8 @@ impl InboxWriter<'_> {
         self.listing
             .insert(listing_key(&entry).as_slice(), ())
             .map_err(error)?;
-        let key = concat(&[
-            &artifact_prefix(&entry.owner, entry.mailbox, &entry.artifact_id),
-            &entry.entry_id.to_be_bytes(),
-        ]);
-        self.by_artifact.insert(key.as_slice(), ()).map_err(error)?;
-        self.dedup
-            .insert(dedup.as_slice(), entry_id)
+        self.by_artifact
+            .insert(artifact_key(&entry).as_slice(), ())
             .map_err(error)?;
         *self
             .added

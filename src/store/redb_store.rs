@@ -37,7 +37,7 @@ pub const DATABASE_FILE_NAME: &str = "btps.redb";
 /// Version 1 had no `trust_status_count` table; opening such a file adds it,
 /// filled from the status index, in one transaction. Version 2 had no mailbox
 /// tables; opening such a file creates them (empty).
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 pub(super) type Bytes = &'static [u8];
 
@@ -973,8 +973,12 @@ impl WriteBatch<'_> {
     /// Migrates a file of schema `from` to [`SCHEMA_VERSION`], inside this transaction.
     fn migrate_from(&self, from: u32) -> StoreResult<()> {
         // Tables added by a later version are created empty here: version 2 added
-        // `trust_status_count`, version 3 the mailbox tables.
+        // `trust_status_count`, version 3 the mailbox tables, version 4
+        // `mailbox_artifact` (filled below).
         self.open_all_tables()?;
+        if from < 4 {
+            super::redb_mailbox::migrate_to_v4(self)?;
+        }
         if from < 2 {
             // The per-status counters start from the status index, not from zero.
             let index = self
@@ -1633,7 +1637,7 @@ mod tests {
     fn version_two_files_gain_mailbox_tables() {
         use super::super::NewInboxEntry;
         use super::super::redb_mailbox::{
-            INBOUND_DEDUP, MAILBOX_BY_ARTIFACT, MAILBOX_COUNT, MAILBOX_ENTRY, MAILBOX_LISTING,
+            MAILBOX_ARTIFACT, MAILBOX_COUNT, MAILBOX_ENTRY, MAILBOX_LISTING,
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(DATABASE_FILE_NAME);
@@ -1661,12 +1665,10 @@ mod tests {
         store
             .write(|batch| {
                 batch.txn.delete_table(MAILBOX_ENTRY).unwrap();
-                for table in [MAILBOX_LISTING, MAILBOX_BY_ARTIFACT] {
+                for table in [MAILBOX_LISTING, MAILBOX_ARTIFACT] {
                     batch.txn.delete_table(table).unwrap();
                 }
-                for table in [MAILBOX_COUNT, INBOUND_DEDUP] {
-                    batch.txn.delete_table(table).unwrap();
-                }
+                batch.txn.delete_table(MAILBOX_COUNT).unwrap();
                 let mut meta = batch.txn.open_table(META).unwrap();
                 meta.insert(META_SCHEMA_VERSION, 2u32.to_be_bytes().as_slice())
                     .unwrap();
@@ -1701,6 +1703,104 @@ mod tests {
                 .read(|s| s.mailbox_count("R$X.Y", super::super::Mailbox::Inbox))
                 .unwrap(),
             1
+        );
+    }
+
+    #[test]
+    fn version_three_files_get_the_artifact_index_from_their_entries() {
+        use super::super::redb_mailbox::{MAILBOX_ARTIFACT, legacy};
+        use super::super::{Mailbox, NewInboxEntry, StoreError};
+        use redb::TableHandle;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DATABASE_FILE_NAME);
+        let store = RedbStore::open(&path, &RedbOptions::default()).unwrap();
+        let entry = |to: &str, from: &str, artifact_id: &str| NewInboxEntry {
+            owner: to.into(),
+            artifact_id: artifact_id.into(),
+            artifact_type: "BTPS_DOC".into(),
+            from: from.into(),
+            to: to.into(),
+            title: None,
+            raw: format!("{{\"id\":\"{artifact_id}\"}}").into_bytes(),
+            received_at: Timestamp::now(),
+            remote_address: None,
+        };
+        let stored = [
+            entry("r$x.y", "a$x.y", "doc-1"),
+            entry("r$x.y", "b$x.y", "doc-1"),
+            entry("R$X.Y", "a$x.y", "doc-2"),
+            entry("s$x.y", "a$x.y", "doc-1"),
+        ];
+        for new in stored.clone() {
+            store.insert_inbox(new).unwrap();
+        }
+        // Turn the file into a version-3 file: the two indexes version 4 replaced
+        // (their contents do not matter: the migration rebuilds from the entries).
+        store
+            .write(|batch| {
+                batch.txn.delete_table(MAILBOX_ARTIFACT).unwrap();
+                let mut old = batch.txn.open_table(legacy::MAILBOX_BY_ARTIFACT).unwrap();
+                old.insert(b"stale".as_slice(), ()).unwrap();
+                let mut old = batch.txn.open_table(legacy::INBOUND_DEDUP).unwrap();
+                old.insert(b"stale".as_slice(), 1).unwrap();
+                drop(old);
+                let mut meta = batch.txn.open_table(META).unwrap();
+                meta.insert(META_SCHEMA_VERSION, 3u32.to_be_bytes().as_slice())
+                    .unwrap();
+                Ok(())
+            })
+            .unwrap();
+        drop(store);
+
+        let store = RedbStore::open(&path, &RedbOptions::default()).unwrap();
+        let version = store.read(|s| s.meta(META_SCHEMA_VERSION)).unwrap();
+        assert_eq!(version, Some(SCHEMA_VERSION.to_be_bytes().to_vec()));
+        let tables: Vec<String> = store
+            .read(|s| {
+                Ok(s.txn
+                    .list_tables()
+                    .unwrap()
+                    .map(|table| table.name().to_owned())
+                    .collect())
+            })
+            .unwrap();
+        assert!(tables.contains(&"mailbox_artifact".to_owned()));
+        assert!(!tables.contains(&"mailbox_by_artifact".to_owned()));
+        assert!(!tables.contains(&"inbound_dedup".to_owned()));
+
+        let ids = |owner: &str, artifact_id: &str| -> Vec<u64> {
+            store
+                .read(|s| s.mailbox_entries_by_artifact(owner, Mailbox::Inbox, artifact_id))
+                .unwrap()
+                .iter()
+                .map(|entry| entry.entry_id)
+                .collect()
+        };
+        assert_eq!(ids("R$x.y", "doc-1"), [1, 2]);
+        assert_eq!(ids("r$x.y", "doc-2"), [3]);
+        assert_eq!(ids("s$x.y", "doc-1"), [4]);
+        assert_eq!(ids("s$x.y", "doc-2"), Vec::<u64>::new());
+        assert_eq!(ids("r$x.y", "DOC-1"), Vec::<u64>::new());
+        let duplicate = |to: &str, from: &str, artifact_id: &str| {
+            store
+                .read(|s| s.inbound_duplicate(to, from, artifact_id))
+                .unwrap()
+        };
+        assert_eq!(duplicate("R$X.Y", "B$x.y", "doc-1"), Some(2));
+        assert_eq!(duplicate("r$x.y", "a$x.y", "doc-2"), Some(3));
+        assert_eq!(duplicate("r$x.y", "c$x.y", "doc-1"), None);
+        assert_eq!(duplicate("s$x.y", "b$x.y", "doc-1"), None);
+        for new in stored {
+            assert!(matches!(
+                store.insert_inbox(new),
+                Err(StoreError::AlreadyExists { .. })
+            ));
+        }
+        assert_eq!(
+            store
+                .insert_inbox(entry("s$x.y", "b$x.y", "doc-1"))
+                .unwrap(),
+            5
         );
     }
 

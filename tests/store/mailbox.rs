@@ -390,6 +390,15 @@ fn entries_survive_reopening_and_ids_keep_counting() {
         .insert_inbox(inbound("", "c$d.test", "z", b"{}"))
         .unwrap_err();
     assert!(matches!(error, StoreError::Invalid { .. }), "{error}");
+    // An inbox entry belongs to the artifact's `to` (any case): the de-duplication
+    // check looks there.
+    let mut elsewhere = inbound("a$b.test", "c$d.test", "w", b"{}");
+    elsewhere.owner = String::from("other$b.test");
+    let error = store.insert_inbox(elsewhere).unwrap_err();
+    assert!(matches!(error, StoreError::Invalid { .. }), "{error}");
+    let mut upper = inbound("a$b.test", "c$d.test", "w", b"{}");
+    upper.owner = String::from("A$B.TEST");
+    store.insert_inbox(upper).unwrap();
     let error = store
         .read(|snapshot| {
             snapshot.list_mailbox(
