@@ -13,8 +13,8 @@ use crate::server::trust::{self, Decision, RequestTerms, TrustPolicy, VerifyingK
 use std::sync::{Arc, Mutex};
 
 use crate::store::{
-    IdentityRecord, InboxWriter, JsonIdentityStore, JsonTrustStore, NewInboxEntry, NewTrustRecord,
-    Perspective, RedbStore, StoreError, Timestamp, TrustPatch, TrustRecord, TrustStatus,
+    IdentityRecord, InboxWriter, JsonIdentityStore, JsonTrustStore, NewTrustRecord, Perspective,
+    PreparedInboxEntry, RedbStore, StoreError, Timestamp, TrustPatch, TrustRecord, TrustStatus,
     WriteBatch,
 };
 
@@ -33,12 +33,11 @@ pub struct VerifiedArtifact {
     pub content: Content,
     /// Whether the document is encrypted.
     pub encrypted: bool,
-    /// The exact bytes of the line as received.
-    pub raw: Vec<u8>,
     /// The key that verified it.
     pub key: VerifyingKey,
-    /// The peer's address, for the inbox entry.
-    pub remote_address: Option<String>,
+    /// Its inbox entry (the exact bytes of the line, the time it was received, the
+    /// peer's address), encoded on the connection's thread.
+    pub entry: PreparedInboxEntry,
 }
 
 /// The parts of a plain document that accepting an artifact reads, taken out on the
@@ -249,20 +248,6 @@ impl Records for JsonRecords<'_> {
     }
 }
 
-fn inbox_entry(artifact: &VerifiedArtifact, now: &Timestamp) -> NewInboxEntry {
-    NewInboxEntry {
-        owner: artifact.to.as_str().to_owned(),
-        artifact_id: artifact.id.clone(),
-        artifact_type: artifact.kind.as_str().to_owned(),
-        from: artifact.from.as_str().to_owned(),
-        to: artifact.to.as_str().to_owned(),
-        title: artifact.content.title.clone(),
-        raw: artifact.raw.clone(),
-        received_at: now.clone(),
-        remote_address: artifact.remote_address.clone(),
-    }
-}
-
 /// Runs the duplicate check, the trust check and the changes for `artifact`, and
 /// commits them with the inbox entry. Blocking: call it from a blocking thread.
 pub fn accept(
@@ -298,7 +283,9 @@ pub fn accept(
             let record = records.trust(perspective, &id)?;
             check(artifact, record.as_ref(), &now, policy).map_err(AcceptError::Refused)?;
             apply(&mut records, artifact, record, &now, policy)?;
-            let entry_id = store.write(|batch| batch.insert_inbox(inbox_entry(artifact, &now)))?;
+            let entry_id = store.write(|batch| {
+                batch.with_inbox(|_, inbox| inbox.insert_prepared(&artifact.entry))
+            })?;
             Ok(Accepted::Stored { entry_id })
         }
     }
@@ -354,9 +341,7 @@ fn accept_one(
     now: &Timestamp,
     policy: &TrustPolicy,
 ) -> Result<Result<Accepted, ProtocolError>, StoreError> {
-    if let Some(entry_id) =
-        inbox.duplicate(artifact.to.as_str(), artifact.from.as_str(), &artifact.id)?
-    {
+    if let Some(entry_id) = inbox.duplicate_of(&artifact.entry)? {
         return Ok(Ok(Accepted::Duplicate { entry_id }));
     }
     let (perspective, id) = checked_record(artifact);
@@ -365,7 +350,7 @@ fn accept_one(
         return Ok(Err(refusal));
     }
     apply(batch, artifact, record, now, policy)?;
-    let entry_id = inbox.insert(inbox_entry(artifact, now))?;
+    let entry_id = inbox.insert_prepared(&artifact.entry)?;
     Ok(Ok(Accepted::Stored { entry_id }))
 }
 

@@ -26,7 +26,9 @@ use crate::server::inbound::{
 use crate::server::middleware::{Middleware, Phase, Request, Verdict};
 use crate::server::trust::{TrustPolicy, VerifyingKey};
 use crate::signing::{self, KeySource, VerifiedSigner};
-use crate::store::{IdentityRecord, Perspective, RedbStore, StoreError, Timestamp, TrustRecord};
+use crate::store::{
+    IdentityRecord, NewInboxEntry, Perspective, RedbStore, StoreError, Timestamp, TrustRecord,
+};
 
 /// What the connection does after writing the reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -351,6 +353,21 @@ impl Pipeline {
             artifact.kind,
             artifact.encryption.is_none().then(|| artifact.document()),
         );
+        // The inbox entry is encoded here, on the connection's thread, so that the
+        // group-commit thread only inserts its bytes.
+        let entry = NewInboxEntry {
+            owner: artifact.to.as_str().to_owned(),
+            artifact_id: artifact.id.clone(),
+            artifact_type: artifact.kind.as_str().to_owned(),
+            from: artifact.from.as_str().to_owned(),
+            to: artifact.to.as_str().to_owned(),
+            title: content.title.clone(),
+            raw: line.strip_suffix(b"\r").unwrap_or(line).to_vec(),
+            received_at: Timestamp::now(),
+            remote_address: Some(request.remote.to_string()),
+        }
+        .prepare()
+        .map_err(internal)?;
         let verified = VerifiedArtifact {
             kind: artifact.kind,
             id: artifact.id.clone(),
@@ -358,9 +375,8 @@ impl Pipeline {
             to: artifact.to.clone(),
             content,
             encrypted: artifact.encryption.is_some(),
-            raw: line.strip_suffix(b"\r").unwrap_or(line).to_vec(),
             key,
-            remote_address: Some(request.remote.to_string()),
+            entry,
         };
         self.run_hooks(Phase::BeforeTrustVerification, request)?;
         let outcome = match &self.committer {

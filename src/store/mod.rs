@@ -45,7 +45,7 @@ pub use record::{
     PublicKeyRecord, Source, Timestamp, TimestampError, TrustPatch, TrustRecord, TrustStatus,
     validate_identity, validate_trust,
 };
-pub use redb_mailbox::InboxWriter;
+pub use redb_mailbox::{InboxWriter, PreparedInboxEntry};
 pub use redb_store::{
     DATABASE_FILE_NAME, RedbOptions, RedbStore, SCHEMA_VERSION, Snapshot, WriteBatch,
 };

@@ -6,6 +6,7 @@
 //! write transaction, so an index can never disagree with the entry table. Key
 //! layouts are documented in `schema/storage.md`.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::Path;
@@ -96,14 +97,6 @@ fn owner_prefix(owner: &str, mailbox: Mailbox) -> Vec<u8> {
     concat(&[&string_part(&owner.to_lowercase()), &[mailbox.tag()]])
 }
 
-fn listing_key(entry: &MailboxEntry) -> Vec<u8> {
-    concat(&[
-        &owner_prefix(&entry.owner, entry.mailbox),
-        &instant_part(entry.at_millis),
-        &entry.entry_id.to_be_bytes(),
-    ])
-}
-
 /// The first 16 bytes of SHA-256 over `str(lower(owner)) ++ mailbox ++
 /// str(artifact_id)`: the prefix of an entry's key in [`MAILBOX_ARTIFACT`].
 ///
@@ -144,24 +137,23 @@ fn read_entry(
         .transpose()
 }
 
-/// The entries of (`owner` case-insensitive, `mailbox`) whose artifact id is
-/// `artifact_id` (exact), in entry-id order.
-fn entries_by_artifact(
+/// The entries under `digest` in the artifact index that belong to
+/// (`owner_lower`, `mailbox`) and hold `artifact_id` (exact), in entry-id order.
+fn entries_under_digest(
     index: &impl ReadableTable<Bytes, ()>,
     entries: &impl ReadableTable<u64, Bytes>,
     path: &Path,
-    owner: &str,
+    digest: &[u8; 16],
+    owner_lower: &str,
     mailbox: Mailbox,
     artifact_id: &str,
 ) -> StoreResult<Vec<MailboxEntry>> {
     let error = |e: redb::StorageError| database_error(path, e);
-    let prefix = artifact_digest(owner, mailbox, artifact_id);
-    let end = prefix_end(&prefix);
+    let end = prefix_end(digest);
     let bounds = (
-        Bound::Included(prefix.as_slice()),
+        Bound::Included(digest.as_slice()),
         end.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
     );
-    let owner = owner.to_lowercase();
     let mut found = Vec::new();
     for item in index.range::<&[u8]>(bounds).map_err(error)? {
         let (key, _) = item.map_err(error)?;
@@ -172,12 +164,27 @@ fn entries_by_artifact(
         })?;
         if entry.mailbox == mailbox
             && entry.artifact_id == artifact_id
-            && entry.owner.to_lowercase() == owner
+            && entry.owner.to_lowercase() == owner_lower
         {
             found.push(entry);
         }
     }
     Ok(found)
+}
+
+/// The entries of (`owner` case-insensitive, `mailbox`) whose artifact id is
+/// `artifact_id` (exact), in entry-id order.
+fn entries_by_artifact(
+    index: &impl ReadableTable<Bytes, ()>,
+    entries: &impl ReadableTable<u64, Bytes>,
+    path: &Path,
+    owner: &str,
+    mailbox: Mailbox,
+    artifact_id: &str,
+) -> StoreResult<Vec<MailboxEntry>> {
+    let digest = artifact_digest(owner, mailbox, artifact_id);
+    let owner = owner.to_lowercase();
+    entries_under_digest(index, entries, path, &digest, &owner, mailbox, artifact_id)
 }
 
 /// The de-duplication check: the inbox entry of `to` holding the artifact
@@ -190,12 +197,75 @@ fn read_dedup(
     from: &str,
     artifact_id: &str,
 ) -> StoreResult<Option<u64>> {
-    let from = from.to_lowercase();
-    let found = entries_by_artifact(index, entries, path, to, Mailbox::Inbox, artifact_id)?;
+    let digest = artifact_digest(to, Mailbox::Inbox, artifact_id);
+    let (to, from) = (to.to_lowercase(), from.to_lowercase());
+    dedup_under_digest(index, entries, path, &digest, &to, &from, artifact_id)
+}
+
+fn dedup_under_digest(
+    index: &impl ReadableTable<Bytes, ()>,
+    entries: &impl ReadableTable<u64, Bytes>,
+    path: &Path,
+    digest: &[u8; 16],
+    to_lower: &str,
+    from_lower: &str,
+    artifact_id: &str,
+) -> StoreResult<Option<u64>> {
+    let found = entries_under_digest(
+        index,
+        entries,
+        path,
+        digest,
+        to_lower,
+        Mailbox::Inbox,
+        artifact_id,
+    )?;
     Ok(found
         .into_iter()
-        .find(|entry| entry.from.to_lowercase() == from)
+        .find(|entry| entry.from.to_lowercase() == from_lower)
         .map(|entry| entry.entry_id))
+}
+
+/// An inbound inbox entry made ready for its write transaction on any thread:
+/// validated, encoded, its index keys computed. The group-commit thread then only
+/// checks for a duplicate and inserts bytes.
+#[derive(Clone, Debug)]
+pub struct PreparedInboxEntry {
+    /// `str(lower(owner)) ++ inbox`: the listing prefix and the count key.
+    owner_prefix: Vec<u8>,
+    to_lower: String,
+    from_lower: String,
+    artifact_id: String,
+    at_millis: i64,
+    digest: [u8; 16],
+    /// The encoded entry (`0x01 ++ postcard(EntryV1)`).
+    value: Vec<u8>,
+    /// The writer (serial number) and its entry counter when this entry was last
+    /// found not to be a duplicate: while both are unchanged, inserting it needs no
+    /// second look-up.
+    checked: Cell<Option<(u64, u64)>>,
+}
+
+impl NewInboxEntry {
+    /// Validates and encodes the entry for [`InboxWriter::insert_prepared`].
+    pub fn prepare(self) -> StoreResult<PreparedInboxEntry> {
+        self.validate().map_err(|reason| StoreError::Invalid {
+            kind: RecordKind::MailboxEntry,
+            reason,
+        })?;
+        // The entry id is the table key, not part of the value.
+        let entry = self.into_entry(0);
+        Ok(PreparedInboxEntry {
+            owner_prefix: owner_prefix(&entry.owner, entry.mailbox),
+            to_lower: entry.to.to_lowercase(),
+            from_lower: entry.from.to_lowercase(),
+            digest: artifact_digest(&entry.owner, entry.mailbox, &entry.artifact_id),
+            at_millis: entry.at_millis,
+            value: codec::encode_entry(&entry),
+            artifact_id: entry.artifact_id,
+            checked: Cell::new(None),
+        })
+    }
 }
 
 /// The entry id at the end of an index key.
@@ -378,8 +448,8 @@ impl WriteBatch<'_> {
 
     /// Stores an accepted inbound artifact as a new, unseen inbox entry of its owner
     /// and returns its entry id: a fresh id from the counter (strictly increasing,
-    /// never reused), the entry, its listing, by-artifact-id and de-duplication
-    /// index entries and the mailbox count, all in this transaction.
+    /// never reused), the entry, its listing and artifact-id index entries and the
+    /// mailbox count, all in this transaction.
     ///
     /// Fails with `AlreadyExists` (naming the stored entry id) when the inbox of
     /// `to` already holds `artifact_id` from `from`: callers
@@ -422,6 +492,7 @@ impl<'t> WriteBatch<'t> {
             entries: txn.open_table(MAILBOX_ENTRY).map_err(error)?,
             listing: txn.open_table(MAILBOX_LISTING).map_err(error)?,
             by_artifact: txn.open_table(MAILBOX_ARTIFACT).map_err(error)?,
+            serial: WRITER_SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             first_entry: next_entry,
             next_entry,
             added: HashMap::new(),
@@ -439,11 +510,17 @@ pub struct InboxWriter<'t> {
     entries: redb::Table<'t, u64, Bytes>,
     listing: redb::Table<'t, Bytes, ()>,
     by_artifact: redb::Table<'t, Bytes, ()>,
+    /// This writer's serial number ([`WRITER_SERIAL`]).
+    serial: u64,
     first_entry: u64,
     next_entry: u64,
     /// Entries added per mailbox (key: the owner prefix).
     added: HashMap<Vec<u8>, u64>,
 }
+
+/// Serial numbers of [`InboxWriter`]s, so that a duplicate check made by one writer
+/// is never taken for another's.
+static WRITER_SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl InboxWriter<'_> {
     /// [`WriteBatch::inbound_duplicate`], including the entries of this writer.
@@ -458,13 +535,35 @@ impl InboxWriter<'_> {
         )
     }
 
+    /// [`InboxWriter::duplicate`] for a prepared entry. When it is not a duplicate,
+    /// the entry remembers it, so that inserting it next skips the look-up.
+    pub fn duplicate_of(&self, entry: &PreparedInboxEntry) -> StoreResult<Option<u64>> {
+        let found = dedup_under_digest(
+            &self.by_artifact,
+            &self.entries,
+            self.path,
+            &entry.digest,
+            &entry.to_lower,
+            &entry.from_lower,
+            &entry.artifact_id,
+        )?;
+        entry
+            .checked
+            .set(found.is_none().then_some((self.serial, self.next_entry)));
+        Ok(found)
+    }
+
     /// [`WriteBatch::insert_inbox`] through the open tables.
     pub fn insert(&mut self, entry: NewInboxEntry) -> StoreResult<u64> {
-        entry.validate().map_err(|reason| StoreError::Invalid {
-            kind: RecordKind::MailboxEntry,
-            reason,
-        })?;
-        if let Some(existing) = self.duplicate(&entry.to, &entry.from, &entry.artifact_id)? {
+        self.insert_prepared(&entry.prepare()?)
+    }
+
+    /// [`InboxWriter::insert`] of an entry prepared beforehand. The duplicate check
+    /// is repeated unless this writer made it and has inserted nothing since.
+    pub fn insert_prepared(&mut self, entry: &PreparedInboxEntry) -> StoreResult<u64> {
+        if entry.checked.get() != Some((self.serial, self.next_entry))
+            && let Some(existing) = self.duplicate_of(entry)?
+        {
             return Err(StoreError::AlreadyExists {
                 kind: RecordKind::MailboxEntry,
                 id: existing.to_string(),
@@ -473,21 +572,25 @@ impl InboxWriter<'_> {
         let entry_id = self.next_entry + 1;
         let path = self.path;
         let error = |e: redb::StorageError| database_error(path, e);
-        let entry = entry.into_entry(entry_id);
-        let value = codec::encode_entry(&entry);
         self.entries
-            .insert(entry.entry_id, value.as_slice())
+            .insert(entry_id, entry.value.as_slice())
             .map_err(error)?;
-        self.listing
-            .insert(listing_key(&entry).as_slice(), ())
-            .map_err(error)?;
-        self.by_artifact
-            .insert(artifact_key(&entry).as_slice(), ())
-            .map_err(error)?;
-        *self
-            .added
-            .entry(owner_prefix(&entry.owner, entry.mailbox))
-            .or_default() += 1;
+        let listing = concat(&[
+            &entry.owner_prefix,
+            &instant_part(entry.at_millis),
+            &entry_id.to_be_bytes(),
+        ]);
+        self.listing.insert(listing.as_slice(), ()).map_err(error)?;
+        let mut key = [0u8; 24];
+        key[..16].copy_from_slice(&entry.digest);
+        key[16..].copy_from_slice(&entry_id.to_be_bytes());
+        self.by_artifact.insert(key.as_slice(), ()).map_err(error)?;
+        match self.added.get_mut(&entry.owner_prefix) {
+            Some(added) => *added += 1,
+            None => {
+                self.added.insert(entry.owner_prefix.clone(), 1);
+            }
+        }
         self.next_entry = entry_id;
         Ok(entry_id)
     }

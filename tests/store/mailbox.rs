@@ -411,3 +411,70 @@ fn entries_survive_reopening_and_ids_keep_counting() {
         .unwrap_err();
     assert!(matches!(error, StoreError::InvalidCursor), "{error}");
 }
+
+#[test]
+fn a_prepared_entry_is_checked_again_once_its_check_is_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open_dir(dir.path(), &RedbOptions::default()).unwrap();
+    let prepared = inbound("a$b.test", "c$d.test", "doc", b"{}")
+        .prepare()
+        .unwrap();
+    // Checked in one writer, which then stores the same artifact (from a second,
+    // identical entry): the check is stale, so inserting the prepared entry must
+    // look again and find the duplicate.
+    let outcome = store.write(|batch| {
+        batch.with_inbox(|_, inbox| {
+            assert_eq!(inbox.duplicate_of(&prepared)?, None);
+            let first = inbox.insert(inbound("A$B.test", "C$d.test", "doc", b"{}"))?;
+            Ok((first, inbox.insert_prepared(&prepared)))
+        })
+    });
+    let (first, second) = outcome.unwrap();
+    assert!(
+        matches!(second, Err(StoreError::AlreadyExists { ref id, .. }) if *id == first.to_string()),
+        "{second:?}"
+    );
+    // A check made by a writer whose transaction was aborted does not carry over
+    // to another writer whose entry counter has reached the same value.
+    let later = inbound("a$b.test", "c$d.test", "doc-2", b"{}")
+        .prepare()
+        .unwrap();
+    let aborted: Result<(), StoreError> = store.write(|batch| {
+        batch.with_inbox(|_, inbox| {
+            inbox.insert(inbound("a$b.test", "c$d.test", "other", b"{}"))?;
+            assert_eq!(inbox.duplicate_of(&later)?, None);
+            Err(StoreError::TaskFailed(String::from("abort")))
+        })
+    });
+    assert!(aborted.is_err());
+    let again = store
+        .write(|batch| {
+            batch.with_inbox(|_, inbox| {
+                let stored = inbox.insert(inbound("a$b.test", "c$d.test", "doc-2", b"{}"))?;
+                Ok((stored, inbox.insert_prepared(&later)))
+            })
+        })
+        .unwrap();
+    assert!(
+        matches!(again.1, Err(StoreError::AlreadyExists { ref id, .. }) if *id == again.0.to_string()),
+        "{again:?}"
+    );
+    // A fresh check followed directly by the insert stores it once.
+    let fresh = inbound("a$b.test", "c$d.test", "doc-3", b"{}")
+        .prepare()
+        .unwrap();
+    let stored = store
+        .write(|batch| {
+            batch.with_inbox(|_, inbox| {
+                assert_eq!(inbox.duplicate_of(&fresh)?, None);
+                inbox.insert_prepared(&fresh)
+            })
+        })
+        .unwrap();
+    assert_eq!(
+        store
+            .read(|s| s.inbound_duplicate("a$b.test", "c$d.test", "doc-3"))
+            .unwrap(),
+        Some(stored)
+    );
+}
