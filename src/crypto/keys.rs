@@ -33,9 +33,15 @@ const PRIVATE_BITS: std::ops::RangeInclusive<usize> = 2048..=4096;
 
 /// An RSA public key, as BTPS publishes it (SPKI), with its fingerprint.
 ///
-/// Two keys are equal when their SPKI encodings are.
+/// Two keys are equal when their SPKI encodings are. Cloning is cheap (a reference
+/// count): a key served from the DNS cache is cloned for every artifact it verifies.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct PublicKey {
+    parts: std::sync::Arc<KeyParts>,
+}
+
+#[derive(PartialEq, Eq, Hash)]
+struct KeyParts {
     /// Canonical DER of the SubjectPublicKeyInfo: what the fingerprint hashes.
     spki_der: Box<[u8]>,
     /// `base64(SHA-256(spki_der))`, computed once.
@@ -121,46 +127,50 @@ impl PublicKey {
             minimal_modulus.len() * 8 - first.leading_zeros() as usize
         });
         Ok(Self {
-            spki_der: spki_der.into_boxed_slice(),
-            fingerprint,
-            modulus: minimal_modulus.into(),
-            exponent: exponent_uint.as_bytes().into(),
-            bits,
+            parts: std::sync::Arc::new(KeyParts {
+                spki_der: spki_der.into_boxed_slice(),
+                fingerprint,
+                modulus: minimal_modulus.into(),
+                exponent: exponent_uint.as_bytes().into(),
+                bits,
+            }),
         })
     }
 
     /// `base64(SHA-256(SPKI DER))`, standard padded base64: the value of
     /// `signature.fingerprint` and of trust records' `publicKeyFingerprint`.
     pub fn fingerprint(&self) -> &str {
-        &self.fingerprint
+        &self.parts.fingerprint
     }
 
     /// The DER SubjectPublicKeyInfo.
     pub fn spki_der(&self) -> &[u8] {
-        &self.spki_der
+        &self.parts.spki_der
     }
 
     /// Base64 of the SPKI DER: the DNS `p=` value and `publicKeyBase64`.
     pub fn to_base64(&self) -> String {
-        encode_base64(&self.spki_der)
+        encode_base64(&self.parts.spki_der)
     }
 
     /// SPKI PEM by the reference's base64→PEM rule: 64-character lines joined by
     /// `\n`, no trailing newline.
     pub fn to_pem(&self) -> String {
-        pem::armour("PUBLIC KEY", &self.spki_der, false)
+        pem::armour("PUBLIC KEY", &self.parts.spki_der, false)
     }
 
     /// Checks an RSASSA-PKCS1-v1_5 SHA-256 signature over `message`.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), SignatureError> {
-        if !VERIFY_BITS.contains(&self.bits) {
-            return Err(SignatureError::UnsupportedKeySize { bits: self.bits });
+        if !VERIFY_BITS.contains(&self.parts.bits) {
+            return Err(SignatureError::UnsupportedKeySize {
+                bits: self.parts.bits,
+            });
         }
         // ring 0.17 has no reusable parsed RSA public key; handing it the raw
         // components skips at least the DER parsing on every call.
         RsaPublicKeyComponents {
-            n: &*self.modulus,
-            e: &*self.exponent,
+            n: &*self.parts.modulus,
+            e: &*self.parts.exponent,
         }
         .verify(&RSA_PKCS1_2048_8192_SHA256, message, signature)
         .map_err(|_| SignatureError::Invalid)
@@ -168,14 +178,14 @@ impl PublicKey {
 
     /// Bit length of the modulus (2048 for the keys BTPS generates by default).
     pub fn bits(&self) -> usize {
-        self.bits
+        self.parts.bits
     }
 
     /// The key as the `rsa` crate wants it for OAEP wrapping.
     pub(crate) fn to_rsa(&self) -> Result<rsa::RsaPublicKey, rsa::Error> {
         rsa::RsaPublicKey::new_with_max_size(
-            BigUint::from_bytes_be(&self.modulus),
-            BigUint::from_bytes_be(&self.exponent),
+            BigUint::from_bytes_be(&self.parts.modulus),
+            BigUint::from_bytes_be(&self.parts.exponent),
             *VERIFY_BITS.end(),
         )
     }
@@ -184,8 +194,8 @@ impl PublicKey {
 impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PublicKey")
-            .field("bits", &self.bits)
-            .field("fingerprint", &self.fingerprint)
+            .field("bits", &self.parts.bits)
+            .field("fingerprint", &self.parts.fingerprint)
             .finish_non_exhaustive()
     }
 }
@@ -327,7 +337,7 @@ impl fmt::Debug for PrivateKey {
 
 /// The fingerprint of an SPKI PEM (reference `getFingerprintFromPem`).
 pub fn fingerprint_pem(text: &str) -> Result<String, KeyError> {
-    PublicKey::from_pem(text).map(|key| key.fingerprint)
+    PublicKey::from_pem(text).map(|key| key.fingerprint().to_owned())
 }
 
 #[cfg(test)]

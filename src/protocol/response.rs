@@ -18,6 +18,29 @@ pub fn now_iso() -> String {
 /// Formats a UTC instant as `YYYY-MM-DDTHH:MM:SS.sssZ`.
 pub fn iso_millis(instant: time::OffsetDateTime) -> String {
     let instant = instant.to_offset(time::UtcOffset::UTC);
+    // Every response carries one: years 0 to 9999 are written digit by digit.
+    if let Ok(year) = u16::try_from(instant.year())
+        && year <= 9999
+    {
+        let mut out = String::with_capacity(24);
+        for (value, width, separator) in [
+            (year, 4, '-'),
+            (u16::from(u8::from(instant.month())), 2, '-'),
+            (u16::from(instant.day()), 2, 'T'),
+            (u16::from(instant.hour()), 2, ':'),
+            (u16::from(instant.minute()), 2, ':'),
+            (u16::from(instant.second()), 2, '.'),
+            (instant.millisecond(), 3, 'Z'),
+        ] {
+            for position in (0..width).rev() {
+                let digit = (value / 10u16.pow(position)) % 10;
+                // A decimal digit is always a char.
+                out.push(char::from_digit(u32::from(digit), 10).unwrap_or('0'));
+            }
+            out.push(separator);
+        }
+        return out;
+    }
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
         instant.year(),
@@ -269,6 +292,34 @@ mod tests {
         let line = to_line(&error(&failure, Some("")));
         assert!(line.contains(r#""status":{"ok":false,"code":500,"message":" Signature verification failed","reason":"BTP_ERROR_SIG_MISMATCH"}"#));
         assert!(!line.contains("reqId"), "an empty request id is omitted");
+    }
+
+    #[test]
+    fn iso_format_matches_the_general_formatter() {
+        use rand::Rng;
+        let format = time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        );
+        let mut rng = rand::thread_rng();
+        // From year 0 to 9999, plus the edges.
+        let (first, last) = (-62_167_219_200_000_i64, 253_402_300_799_999_i64);
+        let samples = (0..20_000).map(|_| rng.gen_range(first..=last)).chain([
+            first,
+            last,
+            0,
+            951_782_400_000,
+            1_709_164_800_999,
+        ]);
+        for millis in samples {
+            let instant =
+                time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
+                    .unwrap();
+            assert_eq!(
+                iso_millis(instant),
+                instant.format(&format).unwrap(),
+                "{millis}"
+            );
+        }
     }
 
     #[test]

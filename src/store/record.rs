@@ -46,6 +46,10 @@ impl Timestamp {
             OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|_| TimestampError {
                 text: millis.to_string(),
             })?;
+        if (0..=9999).contains(&instant.year()) {
+            let text = crate::protocol::response::iso_millis(instant);
+            return Ok(Timestamp { text, millis });
+        }
         let format = time::macros::format_description!(
             "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
         );
