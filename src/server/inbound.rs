@@ -38,6 +38,31 @@ pub struct VerifiedArtifact {
     /// Its inbox entry (the exact bytes of the line, the time it was received, the
     /// peer's address), encoded on the connection's thread.
     pub entry: PreparedInboxEntry,
+    /// The id of the trust record the trust check reads (see
+    /// [`VerifiedArtifact::checked_record`]), computed on the connection's thread.
+    pub trust_id: String,
+}
+
+impl VerifiedArtifact {
+    /// The trust record the trust check reads: the receiving-side record for
+    /// TRUST_REQ and BTPS_DOC, the requesting-side record of the original request
+    /// (the flipped id) for TRUST_RES (`spec/05-trust.md` §5.3, §6.6).
+    pub fn checked_record(
+        kind: TransporterType,
+        from: &Identity,
+        to: &Identity,
+    ) -> (Perspective, String) {
+        match kind {
+            TransporterType::TrustResponse => (
+                Perspective::Outbound,
+                compute_trust_id(to.as_str(), from.as_str()),
+            ),
+            _ => (
+                Perspective::Inbound,
+                compute_trust_id(from.as_str(), to.as_str()),
+            ),
+        }
+    }
 }
 
 /// The parts of a plain document that accepting an artifact reads, taken out on the
@@ -357,9 +382,15 @@ fn accept_one(
 /// The largest number of artifacts one group commit takes.
 const MAX_GROUP: usize = 256;
 
+/// An answer, with the artifact handed back so that it is freed on the connection's
+/// thread that allocated it rather than on the committer's (freeing another
+/// thread's memory is the allocator's slow path, and the committer is the serial
+/// stage).
+type Answer = (Result<Accepted, AcceptError>, VerifiedArtifact);
+
 struct Job {
     artifact: VerifiedArtifact,
-    reply: tokio::sync::oneshot::Sender<Result<Accepted, AcceptError>>,
+    reply: tokio::sync::oneshot::Sender<Answer>,
 }
 
 /// Group commit: artifacts accepted on all connections at about the same time share
@@ -435,46 +466,44 @@ impl Committer {
         self.jobs
             .send(Job { artifact, reply })
             .map_err(|_| closed())?;
-        answer.await.map_err(|_| {
+        let (outcome, artifact) = answer.await.map_err(|_| {
             AcceptError::Store(StoreError::TaskFailed(
                 "the group commit holding the artifact failed".to_owned(),
             ))
-        })?
+        })?;
+        drop(artifact);
+        outcome
     }
 }
 
 fn commit_group(store: &RedbStore, policy: &TrustPolicy, group: Vec<Job>) {
     let now = Timestamp::now();
     let artifacts: Vec<&VerifiedArtifact> = group.iter().map(|job| &job.artifact).collect();
-    match accept_all(store, &artifacts, &now, policy) {
+    let outcomes = accept_all(store, &artifacts, &now, policy);
+    drop(artifacts);
+    match outcomes {
         Ok(outcomes) => {
             for (job, outcome) in group.into_iter().zip(outcomes) {
-                let _ = job.reply.send(outcome.map_err(AcceptError::Refused));
+                let outcome = outcome.map_err(AcceptError::Refused);
+                let _ = job.reply.send((outcome, job.artifact));
             }
         }
         Err(error) => {
             tracing::warn!(error = %error, size = group.len(), "group commit failed; committing one by one");
             for job in group {
-                let _ = job.reply.send(accept_in_redb(store, &job.artifact, policy));
+                let outcome = accept_in_redb(store, &job.artifact, policy);
+                let _ = job.reply.send((outcome, job.artifact));
             }
         }
     }
 }
 
-/// The record the trust check reads: the receiving-side record for TRUST_REQ and
-/// BTPS_DOC, the requesting-side record of the original request (the flipped id)
-/// for TRUST_RES (`spec/05-trust.md` §5.3, §6.6).
 fn checked_record(artifact: &VerifiedArtifact) -> (Perspective, String) {
-    match artifact.kind {
-        TransporterType::TrustResponse => (
-            Perspective::Outbound,
-            compute_trust_id(artifact.to.as_str(), artifact.from.as_str()),
-        ),
-        _ => (
-            Perspective::Inbound,
-            compute_trust_id(artifact.from.as_str(), artifact.to.as_str()),
-        ),
-    }
+    let perspective = match artifact.kind {
+        TransporterType::TrustResponse => Perspective::Outbound,
+        _ => Perspective::Inbound,
+    };
+    (perspective, artifact.trust_id.clone())
 }
 
 fn check(
@@ -516,7 +545,7 @@ fn apply(
     match artifact.kind {
         TransporterType::TrustRequest => {
             let terms = artifact.content.terms.clone().unwrap_or_default();
-            let id = compute_trust_id(from, to);
+            let id = artifact.trust_id.clone();
             match record {
                 None => {
                     let new = trust::new_request_record(
@@ -585,7 +614,7 @@ fn apply(
         }
         TransporterType::TrustResponse => {
             // The original request went from `to` (hosted) to `from`.
-            let id = compute_trust_id(to, from);
+            let id = artifact.trust_id.clone();
             let Some(record) = record else { return Ok(()) };
             let mut patch = trust::key_patch(&record, &artifact.key, now);
             // An encrypted decision cannot be read here: the record stays pending
@@ -611,12 +640,7 @@ fn apply(
         TransporterType::Document => {
             if let Some(record) = record {
                 let patch = trust::key_patch(&record, &artifact.key, now);
-                update(
-                    batch,
-                    Perspective::Inbound,
-                    &compute_trust_id(from, to),
-                    patch,
-                )?;
+                update(batch, Perspective::Inbound, &artifact.trust_id, patch)?;
             }
         }
     }

@@ -368,7 +368,10 @@ impl Pipeline {
         }
         .prepare()
         .map_err(internal)?;
+        let (_, trust_id) =
+            VerifiedArtifact::checked_record(artifact.kind, &artifact.from, &artifact.to);
         let verified = VerifiedArtifact {
+            trust_id,
             kind: artifact.kind,
             id: artifact.id.clone(),
             from: artifact.from.clone(),
