@@ -54,8 +54,15 @@ pub fn iso_millis(instant: time::OffsetDateTime) -> String {
 }
 
 /// A fresh response id: a random UUID v4, lower-case and hyphenated.
+///
+/// The bytes come from the thread's CSPRNG (`rand::thread_rng`), not from a system
+/// call per id as `Uuid::new_v4` takes them: every response needs one.
 pub fn new_id() -> String {
-    uuid::Uuid::new_v4().to_string()
+    let bytes: [u8; 16] = rand::random();
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .hyphenated()
+        .to_string()
 }
 
 fn envelope(status: Object, req_id: Option<&str>, kind: &str) -> Object {
@@ -319,6 +326,18 @@ mod tests {
                 instant.format(&format).unwrap(),
                 "{millis}"
             );
+        }
+    }
+
+    #[test]
+    fn response_ids_are_random_v4_uuids() {
+        let (first, second) = (new_id(), new_id());
+        assert_ne!(first, second);
+        for id in [first, second] {
+            let parsed = uuid::Uuid::parse_str(&id).unwrap();
+            assert_eq!(parsed.get_version_num(), 4, "{id}");
+            assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122, "{id}");
+            assert_eq!(parsed.hyphenated().to_string(), id);
         }
     }
 

@@ -108,9 +108,24 @@ impl KeyDirectory {
         identity: &Identity,
         selector: &str,
     ) -> Result<KeyRecord, KeyLookupError> {
-        let name = identity.key_record_name(selector);
-        let answer = self.resolver.lookup_txt(&name).await?;
-        KeyRecord::parse(&answer.records).ok_or(KeyLookupError::NoUsableKey { name })
+        self.identity_key_named(&identity.key_record_name(selector))
+            .await
+            .map(|(record, _)| record)
+    }
+
+    /// The key record at `name` (a key record name, see
+    /// [`Identity::key_record_name`]) and how long the answer may still be used: its
+    /// TTL, or what remains of it when it came from a cache.
+    pub async fn identity_key_named(
+        &self,
+        name: &str,
+    ) -> Result<(KeyRecord, std::time::Duration), KeyLookupError> {
+        let answer = self.resolver.lookup_txt(name).await?;
+        let record =
+            KeyRecord::parse(&answer.records).ok_or_else(|| KeyLookupError::NoUsableKey {
+                name: name.to_owned(),
+            })?;
+        Ok((record, answer.ttl))
     }
 
     /// The host record of `domain`, from `_btps.host.<domain>`.
