@@ -245,6 +245,20 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// How long in-flight work may take to finish after a shutdown signal.
     pub shutdown_grace: Duration,
+    /// Threads running connections (TLS, parsing, signature checks); `None`: one per
+    /// core but one, which is left to the group-commit thread (at least one).
+    pub worker_threads: Option<usize>,
+}
+
+impl Limits {
+    /// The number of connection threads to start: the setting, or the automatic
+    /// choice (see [`Limits::worker_threads`]).
+    pub fn effective_worker_threads(&self) -> usize {
+        self.worker_threads.unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+            cores.saturating_sub(1).max(1)
+        })
+    }
 }
 
 /// Trust policy defaults.
@@ -446,6 +460,7 @@ pub const SETTINGS: &[(&str, Option<&str>)] = &[
     ("limits.max_connections", Some("BTPS_MAX_CONNECTIONS")),
     ("limits.idle_timeout_ms", Some("CONNECTION_TIMEOUT")),
     ("limits.shutdown_grace_ms", Some("BTPS_SHUTDOWN_GRACE_MS")),
+    ("limits.worker_threads", Some("BTPS_WORKER_THREADS")),
     ("trust.cooling_off_ms", Some("BTPS_TRUST_COOLING_OFF_MS")),
     ("trust.default_privacy", Some("BTPS_TRUST_DEFAULT_PRIVACY")),
     ("trust.enforce_privacy", Some("BTPS_TRUST_ENFORCE_PRIVACY")),
@@ -548,6 +563,7 @@ impl Config {
                 max_connections: 1024,
                 idle_timeout: Duration::from_secs(30),
                 shutdown_grace: Duration::from_secs(10),
+                worker_threads: None,
             },
             trust: TrustSettings {
                 cooling_off: Duration::from_secs(24 * 60 * 60),
@@ -1335,6 +1351,13 @@ impl<'a> Loader<'a> {
             Some("BTPS_SHUTDOWN_GRACE_MS"),
             |raw| raw.unsigned().map(Duration::from_millis),
             &mut limits.shutdown_grace,
+        );
+        self.setting(
+            &mut section,
+            "worker_threads",
+            Some("BTPS_WORKER_THREADS"),
+            |raw| positive_usize(raw).map(Some),
+            &mut limits.worker_threads,
         );
         self.finish(section);
     }

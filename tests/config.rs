@@ -249,6 +249,9 @@ fn every_environment_name_is_read() {
         ("BTPS_SHUTDOWN_GRACE_MS", "0", |c| {
             c.limits.shutdown_grace == Duration::ZERO
         }),
+        ("BTPS_WORKER_THREADS", "3", |c| {
+            c.limits.worker_threads == Some(3) && c.limits.effective_worker_threads() == 3
+        }),
         ("BTPS_TRUST_COOLING_OFF_MS", "60000", |c| {
             c.trust.cooling_off == Duration::from_secs(60)
         }),
@@ -590,6 +593,26 @@ fn documentation_and_example_cover_every_setting() {
     assert_eq!(
         config.storage.trust_entity_name.as_deref(),
         Some("trusted_senders")
+    );
+}
+
+#[test]
+fn connection_threads_leave_a_core_to_the_committer_by_default() {
+    let config = Config::load(None, &|_| None).unwrap();
+    assert_eq!(config.limits.worker_threads, None);
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    assert_eq!(
+        config.limits.effective_worker_threads(),
+        cores.saturating_sub(1).max(1)
+    );
+    let zero = Config::load(None, &|name| {
+        (name == "BTPS_WORKER_THREADS").then(|| "0".to_owned())
+    })
+    .unwrap_err();
+    assert!(
+        zero.to_string()
+            .contains("BTPS_WORKER_THREADS: must be at least 1"),
+        "{zero}"
     );
 }
 

@@ -93,7 +93,10 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if let Some(file) = &file {
         tracing::info!(file = %file.display(), "configuration read");
     }
+    // The group-commit thread is the serial stage of every accepted artifact: by
+    // default the connection threads leave it a core (docs/benchmark.md).
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.limits.effective_worker_threads())
         .enable_all()
         .build()
         .context("starting the runtime")?;
