@@ -23,6 +23,18 @@ use super::record::{
 /// by this build.
 pub(crate) const RECORD_VERSION: u8 = 1;
 
+/// Format byte of a mailbox entry stored compressed: `0x02 ++ u32le(length of the
+/// postcard body) ++ LZ4 block of the version-1 postcard body`.
+const ENTRY_LZ4: u8 = 2;
+
+/// Bodies shorter than this are stored as they are: too little to gain.
+const COMPRESS_FROM: usize = 512;
+
+/// The longest entry body a compressed record may announce: far above any artifact
+/// the server accepts (`limits.max_line_bytes` is at most a few MiB in practice), so
+/// that a damaged length cannot make decoding allocate without bound.
+const MAX_ENTRY_BODY: usize = 256 << 20;
+
 #[derive(Serialize, Deserialize)]
 struct TrustV1 {
     seq: u64,
@@ -361,38 +373,61 @@ fn public_key_from_v1(
 }
 
 pub(crate) fn encode_entry(entry: &MailboxEntry) -> Vec<u8> {
-    let meta = &entry.meta;
-    let value = EntryV1Ref {
-        owner: &entry.owner,
-        mailbox: entry.mailbox.tag(),
-        origin: entry.origin.map(Mailbox::tag),
-        at_millis: entry.at_millis,
-        kind: entry.kind.tag(),
-        artifact_id: &entry.artifact_id,
-        artifact_type: &entry.artifact_type,
-        from: &entry.from,
-        to: &entry.to,
-        title: entry.title.as_deref(),
-        raw: &entry.raw,
-        meta: EntryMetaV1 {
-            seen: meta.seen,
-            seen_at: text(meta.seen_at.as_ref()),
-            received_at: text(meta.received_at.as_ref()),
-            remote_address: meta.remote_address.clone(),
-            queued_at: text(meta.queued_at.as_ref()),
-            attempts: meta.attempts,
-            next_attempt_at: text(meta.next_attempt_at.as_ref()),
-            last_error: meta.last_error.clone(),
-            delivered_at: text(meta.delivered_at.as_ref()),
-            response_id: meta.response_id.clone(),
-            agent_artifact_id: meta.agent_artifact_id.clone(),
-            agent_id: meta.agent_id.clone(),
-            trashed_at: text(meta.trashed_at.as_ref()),
-            cancelled_at: text(meta.cancelled_at.as_ref()),
-        },
-    };
+    let value = EntryV1Ref::from(entry);
     // The artifact bytes dominate; the rest is a few short strings.
-    versioned_sized(&value, entry.raw.len() + 512)
+    let plain = versioned_sized(&value, entry.raw.len() + 512);
+    let body = &plain[1..];
+    if body.len() < COMPRESS_FROM {
+        return plain;
+    }
+    let Ok(length) = u32::try_from(body.len()) else {
+        return plain;
+    };
+    let compressed = lz4_flex::block::compress(body);
+    // Only worth it when it saves a tenth: encrypted documents barely compress.
+    if 5 + compressed.len() > body.len() - body.len() / 10 {
+        return plain;
+    }
+    let mut out = Vec::with_capacity(5 + compressed.len());
+    out.push(ENTRY_LZ4);
+    out.extend_from_slice(&length.to_le_bytes());
+    out.extend_from_slice(&compressed);
+    out
+}
+
+impl<'a> From<&'a MailboxEntry> for EntryV1Ref<'a> {
+    fn from(entry: &'a MailboxEntry) -> Self {
+        let meta = &entry.meta;
+        EntryV1Ref {
+            owner: &entry.owner,
+            mailbox: entry.mailbox.tag(),
+            origin: entry.origin.map(Mailbox::tag),
+            at_millis: entry.at_millis,
+            kind: entry.kind.tag(),
+            artifact_id: &entry.artifact_id,
+            artifact_type: &entry.artifact_type,
+            from: &entry.from,
+            to: &entry.to,
+            title: entry.title.as_deref(),
+            raw: &entry.raw,
+            meta: EntryMetaV1 {
+                seen: meta.seen,
+                seen_at: text(meta.seen_at.as_ref()),
+                received_at: text(meta.received_at.as_ref()),
+                remote_address: meta.remote_address.clone(),
+                queued_at: text(meta.queued_at.as_ref()),
+                attempts: meta.attempts,
+                next_attempt_at: text(meta.next_attempt_at.as_ref()),
+                last_error: meta.last_error.clone(),
+                delivered_at: text(meta.delivered_at.as_ref()),
+                response_id: meta.response_id.clone(),
+                agent_artifact_id: meta.agent_artifact_id.clone(),
+                agent_id: meta.agent_id.clone(),
+                trashed_at: text(meta.trashed_at.as_ref()),
+                cancelled_at: text(meta.cancelled_at.as_ref()),
+            },
+        }
+    }
 }
 
 pub(crate) fn decode_entry(
@@ -400,7 +435,28 @@ pub(crate) fn decode_entry(
     entry_id: u64,
     bytes: &[u8],
 ) -> Result<MailboxEntry, StoreError> {
-    let value: EntryV1 = unversioned(table, bytes)?;
+    let value: EntryV1 = match bytes.split_first() {
+        Some((&ENTRY_LZ4, rest)) => {
+            let corrupt = |detail: String| StoreError::Decode { table, detail };
+            let (length, block) = rest
+                .split_first_chunk::<4>()
+                .ok_or_else(|| corrupt(String::from("compressed entry without its length")))?;
+            let length = usize::try_from(u32::from_le_bytes(*length)).unwrap_or(usize::MAX);
+            // LZ4 expands at most ~255 times, so a damaged length cannot ask for more.
+            if length > MAX_ENTRY_BODY || length > block.len().saturating_mul(255) {
+                return Err(corrupt(format!(
+                    "compressed entry announces {length} bytes"
+                )));
+            }
+            let body = lz4_flex::block::decompress(block, length)
+                .map_err(|error| corrupt(format!("compressed entry: {error}")))?;
+            if body.len() != length {
+                return Err(corrupt(String::from("compressed entry: wrong length")));
+            }
+            postcard::from_bytes(&body).map_err(|error| corrupt(error.to_string()))?
+        }
+        _ => unversioned(table, bytes)?,
+    };
     let timestamp = |text: Option<String>| {
         text.as_deref()
             .map(|text| parse_timestamp(table, text))
@@ -577,6 +633,121 @@ mod tests {
         assert_eq!(bytes, golden, "{:x?}", bytes);
         let decoded = decode_entry("mailbox_entry", 3, golden).unwrap();
         assert_eq!(decoded, sample_entry());
+    }
+
+    /// An entry whose document compresses: a line of repeated invoice rows.
+    fn compressible_entry() -> MailboxEntry {
+        let rows: String = (0..12)
+            .map(|i| format!("{{\"Description\":\"Item {i}\",\"Quantity\":2,\"Amount\":10.5}},"))
+            .collect();
+        MailboxEntry {
+            raw: format!("{{\"rows\":[{rows}null]}}").into_bytes(),
+            ..sample_entry()
+        }
+    }
+
+    #[test]
+    fn compressible_entries_are_stored_compressed_and_read_back_exactly() {
+        let entry = compressible_entry();
+        let bytes = encode_entry(&entry);
+        assert_eq!(bytes[0], ENTRY_LZ4);
+        let plain = versioned_sized(&EntryV1Ref::from(&entry), 0);
+        assert!(
+            bytes.len() < plain.len() / 2,
+            "{} of {}",
+            bytes.len(),
+            plain.len()
+        );
+        assert_eq!(
+            u32::from_le_bytes(bytes[1..5].try_into().unwrap()) as usize,
+            plain.len() - 1
+        );
+        assert_eq!(decode_entry("mailbox_entry", 3, &bytes).unwrap(), entry);
+        // Entries written uncompressed (by an older build, or because they did not
+        // compress) read as before.
+        assert_eq!(decode_entry("mailbox_entry", 3, &plain).unwrap(), entry);
+    }
+
+    /// A compressed entry as this build first wrote it must always decode (the
+    /// compressor's output may change between versions; what it wrote must stay
+    /// readable).
+    #[test]
+    fn entry_lz4_records_stay_readable() {
+        let golden: &[u8] = &[
+            0x02, 0xdc, 0x02, 0x00, 0x00, 0xf3, 0x12, 0x05, 0x64, 0x24, 0x65, 0x2e, 0x66, 0x01,
+            0x00, 0x80, 0xf0, 0xcb, 0xf2, 0x83, 0x65, 0x01, 0x02, 0x78, 0x31, 0x08, 0x42, 0x54,
+            0x50, 0x53, 0x5f, 0x44, 0x4f, 0x43, 0x05, 0x61, 0x24, 0x62, 0x2e, 0x63, 0x21, 0x00,
+            0xff, 0x32, 0x01, 0x54, 0x81, 0x05, 0x7b, 0x22, 0x72, 0x6f, 0x77, 0x73, 0x22, 0x3a,
+            0x5b, 0x7b, 0x22, 0x44, 0x65, 0x73, 0x63, 0x72, 0x69, 0x70, 0x74, 0x69, 0x6f, 0x6e,
+            0x22, 0x3a, 0x22, 0x49, 0x74, 0x65, 0x6d, 0x20, 0x30, 0x22, 0x2c, 0x22, 0x51, 0x75,
+            0x61, 0x6e, 0x74, 0x69, 0x74, 0x79, 0x22, 0x3a, 0x32, 0x2c, 0x22, 0x41, 0x6d, 0x6f,
+            0x75, 0x6e, 0x74, 0x22, 0x3a, 0x31, 0x30, 0x2e, 0x35, 0x7d, 0x2c, 0x34, 0x00, 0x02,
+            0x1f, 0x31, 0x34, 0x00, 0x20, 0x1f, 0x32, 0x34, 0x00, 0x20, 0x1f, 0x33, 0x34, 0x00,
+            0x20, 0x1f, 0x34, 0x34, 0x00, 0x20, 0x1f, 0x35, 0x34, 0x00, 0x20, 0x1f, 0x36, 0x34,
+            0x00, 0x20, 0x1f, 0x37, 0x34, 0x00, 0x20, 0x1f, 0x38, 0x34, 0x00, 0x20, 0x1f, 0x39,
+            0x34, 0x00, 0x20, 0x1f, 0x31, 0x09, 0x02, 0x22, 0x0f, 0x0a, 0x02, 0x0c, 0xf1, 0x09,
+            0x6e, 0x75, 0x6c, 0x6c, 0x5d, 0x7d, 0x00, 0x00, 0x01, 0x18, 0x32, 0x30, 0x32, 0x35,
+            0x2d, 0x30, 0x31, 0x2d, 0x30, 0x31, 0x54, 0x30, 0x30, 0x3a, 0x03, 0x00, 0xf0, 0x09,
+            0x2e, 0x30, 0x30, 0x30, 0x5a, 0x01, 0x07, 0x31, 0x2e, 0x32, 0x2e, 0x33, 0x2e, 0x34,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        ];
+        assert_eq!(
+            decode_entry("mailbox_entry", 3, golden).unwrap(),
+            compressible_entry()
+        );
+    }
+
+    #[test]
+    fn incompressible_and_small_entries_stay_plain() {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let noise: Vec<u8> = (0..3000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                b'A' + (state % 26) as u8
+            })
+            .collect();
+        let noisy = MailboxEntry {
+            raw: noise,
+            ..sample_entry()
+        };
+        assert_eq!(encode_entry(&noisy)[0], RECORD_VERSION);
+        assert_eq!(encode_entry(&sample_entry())[0], RECORD_VERSION);
+    }
+
+    #[test]
+    fn damaged_compressed_entries_are_errors() {
+        let good = encode_entry(&compressible_entry());
+        let mut cases: Vec<Vec<u8>> = vec![
+            vec![ENTRY_LZ4],
+            vec![ENTRY_LZ4, 1, 0],
+            good[..good.len() / 2].to_vec(),
+        ];
+        // A length far beyond what the block could hold.
+        let mut huge = good.clone();
+        huge[1..5].copy_from_slice(&u32::MAX.to_le_bytes());
+        cases.push(huge);
+        // A length that does not match the block.
+        let mut short = good.clone();
+        short[1..5].copy_from_slice(&10u32.to_le_bytes());
+        cases.push(short);
+        // Every single-byte change of the block decodes to an error or to some entry,
+        // never to a panic.
+        for position in 5..good.len() {
+            let mut flipped = good.clone();
+            flipped[position] ^= 0x5a;
+            let _ = decode_entry("mailbox_entry", 3, &flipped);
+        }
+        for case in cases {
+            assert!(
+                matches!(
+                    decode_entry("mailbox_entry", 3, &case),
+                    Err(StoreError::Decode { .. })
+                ),
+                "{case:x?}"
+            );
+        }
     }
 
     #[test]
