@@ -399,10 +399,14 @@ struct Job {
 /// after the transaction holding it has committed (README decision 2).
 ///
 /// A dedicated thread owns the write side: it takes the first waiting artifact, adds
-/// whatever else is waiting (up to [`MAX_GROUP`]), answers duplicates and refusals
-/// from a snapshot, writes the rest in one transaction, and answers them after the
-/// commit. If the transaction fails, each artifact of the group is retried on its
-/// own, so one bad artifact cannot fail the others.
+/// whatever else is waiting (up to [`MAX_GROUP`]), runs the duplicate and trust checks
+/// of all of them inside one write transaction, stores the accepted ones, and answers
+/// every artifact after the commit (a group that stored nothing is aborted instead).
+/// If the transaction fails, each artifact of the group is retried on its own, so one
+/// bad artifact cannot fail the others. Everything that needs no transaction (the
+/// encoded inbox entry, the trust id) is prepared beforehand on the connection's
+/// thread, and by default the connection threads leave this thread a core
+/// (`limits.worker_threads`).
 pub struct Committer {
     jobs: tokio::sync::mpsc::UnboundedSender<Job>,
     thread: Option<std::thread::JoinHandle<()>>,
