@@ -1045,48 +1045,37 @@ fn short_decimal(number: f64) -> Option<(i64, usize)> {
 /// `scaled / 10^places` in decimal: `-`, the integer part, `.`, and exactly `places`
 /// fraction digits.
 fn write_decimal(out: &mut String, scaled: i64, places: usize) {
-    let mut digits = [0u8; 24];
-    let mut start = digits.len();
-    let mut rest = scaled.unsigned_abs();
-    for _ in 0..places {
-        start -= 1;
-        // `rest % 10` is below 10.
-        digits[start] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-    }
-    start -= 1;
-    digits[start] = b'.';
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
     if scaled < 0 {
         out.push('-');
     }
-    out.extend(digits[start..].iter().map(|&digit| char::from(digit)));
+    let rest = scaled.unsigned_abs();
+    // `places` is at most SHORT_DECIMAL_PLACES, so the power is exact.
+    let scale = 10u64.pow(u32::try_from(places).unwrap_or(0));
+    push_digits(out, rest / scale, 1);
+    out.push('.');
+    push_digits(out, rest % scale, places);
 }
 
 /// The decimal digits of `integer`, with a `-` if negative.
 fn write_integer(out: &mut String, integer: i64) {
-    let mut digits = [0u8; 20];
+    if integer < 0 {
+        out.push('-');
+    }
+    push_digits(out, integer.unsigned_abs(), 1);
+}
+
+/// Appends the decimal digits of `value`, padded with leading zeros to `width`.
+pub(crate) fn push_digits(out: &mut String, value: u64, width: usize) {
+    let mut digits = [b'0'; 20];
     let mut start = digits.len();
-    let mut rest = integer.unsigned_abs();
-    loop {
+    let mut rest = value;
+    while rest > 0 {
         start -= 1;
         // `rest % 10` is below 10.
         digits[start] = b'0' + (rest % 10) as u8;
         rest /= 10;
-        if rest == 0 {
-            break;
-        }
     }
-    if integer < 0 {
-        out.push('-');
-    }
+    let start = start.min(digits.len().saturating_sub(width));
     out.extend(digits[start..].iter().map(|&digit| char::from(digit)));
 }
 

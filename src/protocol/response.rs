@@ -32,11 +32,7 @@ pub fn iso_millis(instant: time::OffsetDateTime) -> String {
             (u16::from(instant.second()), 2, '.'),
             (instant.millisecond(), 3, 'Z'),
         ] {
-            for position in (0..width).rev() {
-                let digit = (value / 10u16.pow(position)) % 10;
-                // A decimal digit is always a char.
-                out.push(char::from_digit(u32::from(digit), 10).unwrap_or('0'));
-            }
+            crate::protocol::json::push_digits(&mut out, u64::from(value), width);
             out.push(separator);
         }
         return out;
