@@ -11,48 +11,17 @@
     clippy::semicolon_if_nothing_returned
 )]
 
-use std::path::PathBuf;
+#[path = "support/line.rs"]
+mod line;
 
-use btps::crypto::{self, PrivateKey};
+use btps::crypto;
 use btps::identity::Identity;
-use btps::protocol::{self, Artifact, TransporterType, json};
-use btps::signing::{self, StaticKeys, TransporterDraft};
+use btps::protocol::{self, Artifact, json};
+use btps::signing::{self, StaticKeys};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
-fn vectors() -> PathBuf {
-    std::env::var_os("BTPS_VECTORS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors"))
-}
-
-/// A signed BTPS_DOC line of about 2 KB.
-fn two_kilobyte_line(key: &PrivateKey) -> String {
-    let rows: Vec<String> = (0..14)
-        .map(|row| format!(r#"{{"Description":"Consulting services, week {row} — Ünïcödé","Qty":{row},"Amount":{}.5}}"#, 100 + row))
-        .collect();
-    let document = format!(
-        r#"{{"title":"Invoice INV-2025-0001","id":"INV-2025-0001","issuedAt":"2025-06-01T10:00:00.000Z","status":"unpaid","totalAmount":{{"value":1234.5,"currency":"EUR"}},"lineItems":{{"columns":["Description","Qty","Amount"],"rows":[{}]}}}}"#,
-        rows.join(",")
-    );
-    let draft = TransporterDraft {
-        kind: TransporterType::Document,
-        from: Identity::parse("billing$vendor.test").unwrap(),
-        to: Identity::parse("finance$client.test").unwrap(),
-        selector: "btps1".to_owned(),
-        document: json::parse(&document).unwrap(),
-        id: None,
-        issued_at: None,
-    };
-    signing::build_transporter(draft, key, None)
-        .unwrap()
-        .to_canonical()
-}
-
 fn benchmarks(c: &mut Criterion) {
-    let private = PrivateKey::from_pem(
-        &std::fs::read_to_string(vectors().join("keys/billing.key.pem")).unwrap(),
-    )
-    .unwrap();
+    let private = line::billing_key();
     let key = private.public_key().clone();
     let mut keys = StaticKeys::new();
     keys.insert(
@@ -60,7 +29,7 @@ fn benchmarks(c: &mut Criterion) {
         "btps1",
         key.clone(),
     );
-    let line = two_kilobyte_line(&private);
+    let line = line::two_kilobyte_line(&private);
 
     let value = json::parse(&line).unwrap();
     let object = value.as_object().unwrap().clone();

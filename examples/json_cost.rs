@@ -14,22 +14,14 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
+#[path = "../benches/support/line.rs"]
+mod line;
 
-use btps::crypto::PrivateKey;
-use btps::identity::Identity;
-use btps::protocol::{self, TransporterType, json};
-use btps::signing::{self, TransporterDraft};
+use btps::protocol::{self, json};
 
 // The server's allocator (src/main.rs), so that allocation costs what it costs there.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn vectors() -> PathBuf {
-    std::env::var_os("BTPS_VECTORS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors"))
-}
 
 /// One `JSON.parse` of the line.
 #[inline(never)]
@@ -56,29 +48,7 @@ fn cost_drop(value: json::Value) {
 }
 
 fn main() {
-    let key = PrivateKey::from_pem(
-        &std::fs::read_to_string(vectors().join("keys/billing.key.pem")).unwrap(),
-    )
-    .unwrap();
-    let rows: Vec<String> = (0..14)
-        .map(|row| format!(r#"{{"Description":"Consulting services, week {row} — Ünïcödé","Qty":{row},"Amount":{}.5}}"#, 100 + row))
-        .collect();
-    let document = format!(
-        r#"{{"title":"Invoice INV-2025-0001","id":"INV-2025-0001","issuedAt":"2025-06-01T10:00:00.000Z","status":"unpaid","totalAmount":{{"value":1234.5,"currency":"EUR"}},"lineItems":{{"columns":["Description","Qty","Amount"],"rows":[{}]}}}}"#,
-        rows.join(",")
-    );
-    let draft = TransporterDraft {
-        kind: TransporterType::Document,
-        from: Identity::parse("billing$vendor.test").unwrap(),
-        to: Identity::parse("finance$client.test").unwrap(),
-        selector: "btps1".to_owned(),
-        document: json::parse(&document).unwrap(),
-        id: None,
-        issued_at: None,
-    };
-    let line = signing::build_transporter(draft, &key, None)
-        .unwrap()
-        .to_canonical();
+    let line = line::two_kilobyte_line(&line::billing_key());
     let rounds: usize = std::env::var("BTPS_JSON_ROUNDS")
         .ok()
         .and_then(|text| text.parse().ok())
