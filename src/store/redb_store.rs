@@ -1571,6 +1571,23 @@ impl IdentityStore for RedbStore {
 mod tests {
     use super::*;
 
+    /// Makes `store`'s file look like one of schema `version`: `change` removes or
+    /// adds what that version lacked or had, then the version is written and the
+    /// store closed, ready to be opened (and migrated) again.
+    fn rewrite_as_version(store: RedbStore, version: u32, change: impl FnOnce(&WriteTransaction)) {
+        store
+            .write(|batch| {
+                change(batch.txn);
+                let mut meta = batch.txn.open_table(META).unwrap();
+                meta.insert(META_SCHEMA_VERSION, version.to_be_bytes().as_slice())
+                    .unwrap();
+                Ok(())
+            })
+            .unwrap();
+        // Closed, so that the next open sees the file as written.
+        drop(store);
+    }
+
     #[test]
     fn version_one_files_gain_status_counts() {
         let dir = tempfile::tempdir().unwrap();
@@ -1602,16 +1619,9 @@ mod tests {
                 .unwrap();
         }
         // Turn the file into a version-1 file: no count table, version 1.
-        store
-            .write(|batch| {
-                batch.txn.delete_table(TRUST_STATUS_COUNT).unwrap();
-                let mut meta = batch.txn.open_table(META).unwrap();
-                meta.insert(META_SCHEMA_VERSION, 1u32.to_be_bytes().as_slice())
-                    .unwrap();
-                Ok(())
-            })
-            .unwrap();
-        drop(store);
+        rewrite_as_version(store, 1, |txn| {
+            txn.delete_table(TRUST_STATUS_COUNT).unwrap();
+        });
 
         let store = RedbStore::open(&path, &RedbOptions::default()).unwrap();
         let counts = store
@@ -1662,20 +1672,13 @@ mod tests {
             .create_trust(Perspective::Inbound, record, None)
             .unwrap();
         // Turn the file into a version-2 file: no mailbox tables, version 2.
-        store
-            .write(|batch| {
-                batch.txn.delete_table(MAILBOX_ENTRY).unwrap();
-                for table in [MAILBOX_LISTING, MAILBOX_ARTIFACT] {
-                    batch.txn.delete_table(table).unwrap();
-                }
-                batch.txn.delete_table(MAILBOX_COUNT).unwrap();
-                let mut meta = batch.txn.open_table(META).unwrap();
-                meta.insert(META_SCHEMA_VERSION, 2u32.to_be_bytes().as_slice())
-                    .unwrap();
-                Ok(())
-            })
-            .unwrap();
-        drop(store);
+        rewrite_as_version(store, 2, |txn| {
+            txn.delete_table(MAILBOX_ENTRY).unwrap();
+            for table in [MAILBOX_LISTING, MAILBOX_ARTIFACT] {
+                txn.delete_table(table).unwrap();
+            }
+            txn.delete_table(MAILBOX_COUNT).unwrap();
+        });
 
         let store = RedbStore::open(&path, &RedbOptions::default()).unwrap();
         let version = store.read(|s| s.meta(META_SCHEMA_VERSION)).unwrap();
@@ -1736,21 +1739,14 @@ mod tests {
         }
         // Turn the file into a version-3 file: the two indexes version 4 replaced
         // (their contents do not matter: the migration rebuilds from the entries).
-        store
-            .write(|batch| {
-                batch.txn.delete_table(MAILBOX_ARTIFACT).unwrap();
-                let mut old = batch.txn.open_table(legacy::MAILBOX_BY_ARTIFACT).unwrap();
-                old.insert(b"stale".as_slice(), ()).unwrap();
-                let mut old = batch.txn.open_table(legacy::INBOUND_DEDUP).unwrap();
-                old.insert(b"stale".as_slice(), 1).unwrap();
-                drop(old);
-                let mut meta = batch.txn.open_table(META).unwrap();
-                meta.insert(META_SCHEMA_VERSION, 3u32.to_be_bytes().as_slice())
-                    .unwrap();
-                Ok(())
-            })
-            .unwrap();
-        drop(store);
+        rewrite_as_version(store, 3, |txn| {
+            txn.delete_table(MAILBOX_ARTIFACT).unwrap();
+            let mut old = txn.open_table(legacy::MAILBOX_BY_ARTIFACT).unwrap();
+            old.insert(b"stale".as_slice(), ()).unwrap();
+            let mut old = txn.open_table(legacy::INBOUND_DEDUP).unwrap();
+            old.insert(b"stale".as_slice(), 1).unwrap();
+            drop(old);
+        });
 
         let store = RedbStore::open(&path, &RedbOptions::default()).unwrap();
         let version = store.read(|s| s.meta(META_SCHEMA_VERSION)).unwrap();
@@ -1809,15 +1805,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(DATABASE_FILE_NAME);
         let store = RedbStore::open(&path, &RedbOptions::default()).unwrap();
-        store
-            .write(|batch| {
-                let mut meta = batch.txn.open_table(META).unwrap();
-                meta.insert(META_SCHEMA_VERSION, 99u32.to_be_bytes().as_slice())
-                    .unwrap();
-                Ok(())
-            })
-            .unwrap();
-        drop(store);
+        rewrite_as_version(store, 99, |_| {});
         let error = RedbStore::open(&path, &RedbOptions::default()).unwrap_err();
         assert!(
             matches!(error, StoreError::NewerSchema { found: 99, .. }),
