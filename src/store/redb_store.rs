@@ -121,12 +121,53 @@ impl RedbStore {
     /// or another application's redb file) is refused with an error naming it and
     /// is never overwritten. A file of an older schema version is migrated forward
     /// in one transaction; a newer one is refused.
+    ///
+    /// A new file is created and given its tables under a temporary name and only
+    /// then renamed into place, so a process killed while creating it never leaves
+    /// a half-initialised file at `path` (one that later opens would refuse).
     pub fn open(path: &Path, options: &RedbOptions) -> StoreResult<Self> {
+        if !path.exists() {
+            Self::create_in_place(path, options)?;
+        }
+        Self::open_at(path, options, true)
+    }
+
+    /// Creates a new, initialised database at `path` through `<path>.creating`.
+    fn create_in_place(path: &Path, options: &RedbOptions) -> StoreResult<()> {
+        let io_error = |source| StoreError::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let mut name = path.as_os_str().to_owned();
+        name.push(".creating");
+        let creating = std::path::PathBuf::from(name);
+        // What an interrupted creation left behind holds nothing yet.
+        match std::fs::remove_file(&creating) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                return Err(io_error(error));
+            }
+            _ => {}
+        }
+        drop(Self::open_at(&creating, options, false)?);
+        std::fs::rename(&creating, path).map_err(io_error)?;
+        // Make the rename itself durable.
+        if let Some(parent) = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
+            std::fs::File::open(parent)
+                .and_then(|directory| directory.sync_all())
+                .map_err(io_error)?;
+        }
+        Ok(())
+    }
+
+    /// Opens the file at `path` (`exists`) or creates it, and prepares its schema.
+    fn open_at(path: &Path, options: &RedbOptions, exists: bool) -> StoreResult<Self> {
         let mut builder = Database::builder();
         builder
             .set_cache_size(usize::try_from(options.cache_size).unwrap_or(usize::MAX))
             .set_check_integrity_on_open(options.check_integrity_on_open);
-        let exists = path.exists();
         if exists {
             // Inspect the file read-only first, so that a foreign or newer file is
             // refused without a single byte of it being touched.
@@ -1798,6 +1839,22 @@ mod tests {
                 .unwrap(),
             5
         );
+    }
+
+    #[test]
+    fn a_new_file_appears_only_initialised() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(DATABASE_FILE_NAME);
+        // What a process killed while creating the file leaves: a partial file under
+        // the temporary name, nothing at the real one.
+        let creating = dir.path().join(format!("{DATABASE_FILE_NAME}.creating"));
+        std::fs::write(&creating, [0u8; 100]).unwrap();
+        let store = RedbStore::open(&path, &RedbOptions::default()).unwrap();
+        assert!(!creating.exists());
+        let version = store.read(|s| s.meta(META_SCHEMA_VERSION)).unwrap();
+        assert_eq!(version, Some(SCHEMA_VERSION.to_be_bytes().to_vec()));
+        drop(store);
+        RedbStore::open(&path, &RedbOptions::default()).unwrap();
     }
 
     #[test]
