@@ -66,9 +66,16 @@ fn bench_sends_pipelined_documents_and_finds_them_all_in_the_inbox() {
     assert_eq!(report["mode"], "pipelined");
     assert_eq!(report["keys_generated"], 6, "five senders and the receiver");
     // The server was a child process: its resources were measured.
-    for field in ["server_idle_rss_mb", "server_peak_rss_mb", "server_cpu_s"] {
+    for field in [
+        "server_idle_rss_mb",
+        "server_peak_rss_mb",
+        "server_cpu_s",
+        "client_cpu_s",
+    ] {
         assert!(report[field].as_f64().unwrap() > 0.0, "{field}: {report}");
     }
+    // Sharing the machine with its server, the generator keeps to one thread.
+    assert_eq!(report["client_threads"], 1, "{report}");
     // Encrypted artifacts are larger: with a 20 % share the average is above a
     // plain invoice's size.
     assert!(report["artifact_bytes_avg"].as_f64().unwrap() > 2000.0);
@@ -102,11 +109,21 @@ fn bench_opens_a_connection_per_artifact_and_holds_idle_connections() {
 
     // A second run reuses the kept keys instead of generating new ones.
     let again = bench(
-        &["--connections", "2", "--artifacts", "20", "--senders", "3"],
+        &[
+            "--connections",
+            "2",
+            "--artifacts",
+            "20",
+            "--senders",
+            "3",
+            "--client-threads",
+            "3",
+        ],
         &keys,
     );
     assert_all_accepted_and_stored(&again, 20);
     assert_eq!(again["keys_generated"], 0, "{again}");
+    assert_eq!(again["client_threads"], 3, "{again}");
 }
 
 #[test]

@@ -113,9 +113,7 @@ impl ServerProcess {
     /// The CPU time (user + system) it has used so far, in seconds; `None` where
     /// `/proc` is unavailable.
     pub fn cpu_seconds(&self) -> Option<f64> {
-        let text = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
-        let ticks = parse_stat_ticks(&text)?;
-        Some(ticks as f64 / clock_ticks_per_second())
+        process_cpu_seconds(&format!("/proc/{}/stat", self.child.id()))
     }
 
     /// Sends SIGTERM and waits for a clean exit (the database is then closed and
@@ -180,6 +178,14 @@ pub fn listening_address(line: &str) -> Option<SocketAddr> {
         .next()?
         .parse()
         .ok()
+}
+
+/// User plus system CPU time of the process whose `stat` file is `path`
+/// (`/proc/self/stat` for this one).
+pub fn process_cpu_seconds(path: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let ticks = parse_stat_ticks(&text)?;
+    Some(ticks as f64 / clock_ticks_per_second())
 }
 
 /// The kernel's clock ticks per second (`getconf CLK_TCK`, read once; 100, the

@@ -128,6 +128,23 @@ pub struct BenchOptions {
     pub check_sample: usize,
     /// Limit for connecting and for each response.
     pub timeout: Duration,
+    /// Threads of the load generator's runtime; `None`: one when it measures its own
+    /// child server (which it shares the machine with), one per core with `target`.
+    pub client_threads: Option<usize>,
+}
+
+impl BenchOptions {
+    /// The number of load-generator threads to start (see
+    /// [`BenchOptions::client_threads`]).
+    pub fn effective_client_threads(&self) -> usize {
+        self.client_threads.unwrap_or_else(|| {
+            if self.target.is_some() {
+                std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+            } else {
+                1
+            }
+        })
+    }
 }
 
 /// The result of a run: printed as one JSON line. Figures that could not be
@@ -144,6 +161,8 @@ pub struct BenchReport {
     pub senders: usize,
     /// Artifacts in flight per connection.
     pub window: usize,
+    /// Threads of the load generator.
+    pub client_threads: usize,
     /// Share of encrypted artifacts.
     pub encrypted_share: f64,
     /// Average artifact line length in bytes.
@@ -181,6 +200,9 @@ pub struct BenchReport {
     pub server_peak_rss_mb: Option<f64>,
     /// The server's CPU time (user + system) during the measured window.
     pub server_cpu_s: Option<f64>,
+    /// The load generator's own CPU time (user + system) during the measured
+    /// window: on a machine shared with the server, what the server did not get.
+    pub client_cpu_s: Option<f64>,
     /// Keys generated in this run (the rest came from the key directory).
     pub keys_generated: usize,
     /// Seconds spent signing and encrypting the artifacts (not measured).
@@ -213,6 +235,7 @@ pub fn run(options: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchRepor
         artifacts: options.artifacts,
         senders: options.senders,
         window: options.window,
+        client_threads: options.effective_client_threads(),
         encrypted_share: options.encrypted_share,
         idle_connections: options.idle_connections,
         ..BenchReport::default()
@@ -252,6 +275,7 @@ pub fn run(options: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchRepor
     ));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(options.effective_client_threads())
         .enable_all()
         .build()
         .map_err(|source| BenchError::Io {
@@ -407,10 +431,15 @@ async fn measure(
         return load::LoadOutcome::default();
     }
     let cpu_before = server.and_then(ServerProcess::cpu_seconds);
+    let own_before = child::process_cpu_seconds("/proc/self/stat");
     let outcome = load::run(plan, Arc::clone(prepared)).await;
+    let own_after = child::process_cpu_seconds("/proc/self/stat");
     let cpu_after = server.and_then(ServerProcess::cpu_seconds);
     if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
         report.server_cpu_s = Some(round_to(after - before, 2));
+    }
+    if let (Some(before), Some(after)) = (own_before, own_after) {
+        report.client_cpu_s = Some(round_to(after - before, 2));
     }
     outcome
 }
@@ -570,6 +599,8 @@ mod tests {
             "errors",
             "server_peak_rss_mb",
             "server_cpu_s",
+            "client_cpu_s",
+            "client_threads",
             "inbox_checked",
         ] {
             assert!(value.get(field).is_some(), "{field}");

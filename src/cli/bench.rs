@@ -63,6 +63,10 @@ pub(crate) struct BenchArgs {
     /// Limit for connecting and for each response, in milliseconds.
     #[arg(long, default_value_t = 30_000)]
     timeout_ms: u64,
+    /// Threads sending the load [default: 1 when the benchmark starts its own server,
+    /// which shares the machine; one per core with --target].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    client_threads: Option<u16>,
 }
 
 /// Runs the benchmark and prints its JSON line; exit 1 when accepted artifacts are
@@ -98,6 +102,7 @@ pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         keep_data: args.keep_data,
         check_sample: args.check_sample,
         timeout: Duration::from_millis(args.timeout_ms),
+        client_threads: args.client_threads.map(usize::from),
     };
     let report = bench::run(&options, &|line| eprintln!("bench: {line}"))?;
     println!("{}", serde_json::to_string(&report)?);
