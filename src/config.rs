@@ -248,6 +248,11 @@ pub struct Limits {
     /// Threads running connections (TLS, parsing, signature checks); `None`: one per
     /// core but one, which is left to the group-commit thread (at least one).
     pub worker_threads: Option<usize>,
+    /// How much lower than the connection threads the group-commit thread is
+    /// scheduled (a `nice` increment, 0–19). When every core is busy the connection
+    /// threads run first and the commit groups grow, which costs less CPU per
+    /// artifact; when cores are free it changes nothing.
+    pub committer_nice: u8,
 }
 
 impl Limits {
@@ -461,6 +466,7 @@ pub const SETTINGS: &[(&str, Option<&str>)] = &[
     ("limits.idle_timeout_ms", Some("CONNECTION_TIMEOUT")),
     ("limits.shutdown_grace_ms", Some("BTPS_SHUTDOWN_GRACE_MS")),
     ("limits.worker_threads", Some("BTPS_WORKER_THREADS")),
+    ("limits.committer_nice", Some("BTPS_COMMITTER_NICE")),
     ("trust.cooling_off_ms", Some("BTPS_TRUST_COOLING_OFF_MS")),
     ("trust.default_privacy", Some("BTPS_TRUST_DEFAULT_PRIVACY")),
     ("trust.enforce_privacy", Some("BTPS_TRUST_ENFORCE_PRIVACY")),
@@ -564,6 +570,7 @@ impl Config {
                 idle_timeout: Duration::from_secs(30),
                 shutdown_grace: Duration::from_secs(10),
                 worker_threads: None,
+                committer_nice: 10,
             },
             trust: TrustSettings {
                 cooling_off: Duration::from_secs(24 * 60 * 60),
@@ -803,6 +810,14 @@ fn positive_usize(raw: Raw) -> Result<usize, String> {
         return Err("must be at least 1".to_owned());
     }
     usize::try_from(value).map_err(|_| format!("{value} is too large for this machine"))
+}
+
+fn nice_increment(raw: Raw) -> Result<u8, String> {
+    let value = raw.unsigned()?;
+    u8::try_from(value)
+        .ok()
+        .filter(|&value| value <= 19)
+        .ok_or_else(|| format!("must be 0–19, found {value}"))
 }
 
 fn path(raw: Raw) -> Result<PathBuf, String> {
@@ -1358,6 +1373,13 @@ impl<'a> Loader<'a> {
             Some("BTPS_WORKER_THREADS"),
             |raw| positive_usize(raw).map(Some),
             &mut limits.worker_threads,
+        );
+        self.setting(
+            &mut section,
+            "committer_nice",
+            Some("BTPS_COMMITTER_NICE"),
+            nice_increment,
+            &mut limits.committer_nice,
         );
         self.finish(section);
     }

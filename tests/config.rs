@@ -252,6 +252,7 @@ fn every_environment_name_is_read() {
         ("BTPS_WORKER_THREADS", "3", |c| {
             c.limits.worker_threads == Some(3) && c.limits.effective_worker_threads() == 3
         }),
+        ("BTPS_COMMITTER_NICE", "0", |c| c.limits.committer_nice == 0),
         ("BTPS_TRUST_COOLING_OFF_MS", "60000", |c| {
             c.trust.cooling_off == Duration::from_secs(60)
         }),
@@ -614,6 +615,27 @@ fn connection_threads_leave_a_core_to_the_committer_by_default() {
             .contains("BTPS_WORKER_THREADS: must be at least 1"),
         "{zero}"
     );
+}
+
+#[test]
+fn the_committer_is_niced_by_ten_by_default_and_at_most_by_nineteen() {
+    let config = Config::load(None, &|_| None).unwrap();
+    assert_eq!(config.limits.committer_nice, 10);
+    let nineteen = Config::load(None, &|name| {
+        (name == "BTPS_COMMITTER_NICE").then(|| "19".to_owned())
+    })
+    .unwrap();
+    assert_eq!(nineteen.limits.committer_nice, 19);
+    for bad in ["20", "-1", "x"] {
+        let error = Config::load(None, &|name| {
+            (name == "BTPS_COMMITTER_NICE").then(|| bad.to_owned())
+        })
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("BTPS_COMMITTER_NICE"),
+            "{bad}: {error}"
+        );
+    }
 }
 
 #[test]

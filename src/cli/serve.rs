@@ -165,6 +165,7 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
             enforce_privacy: config.trust.enforce_privacy,
         },
         middleware,
+        committer_nice: config.limits.committer_nice,
     })
     .context("starting the group-commit thread")?;
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -406,7 +406,10 @@ struct Job {
 /// bad artifact cannot fail the others. Everything that needs no transaction (the
 /// encoded inbox entry, the trust id) is prepared beforehand on the connection's
 /// thread, and by default the connection threads leave this thread a core
-/// (`limits.worker_threads`).
+/// (`limits.worker_threads`). The thread runs at a lower priority
+/// (`limits.committer_nice`): when the cores are all busy the connection threads go
+/// first, more artifacts wait meanwhile, and the larger groups cost less CPU per
+/// artifact (the fixed cost of a commit is paid by more of them).
 pub struct Committer {
     jobs: tokio::sync::mpsc::UnboundedSender<Job>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -427,11 +430,15 @@ impl Drop for Committer {
 impl Committer {
     /// Starts the committer thread for `store`. Dropping the committer stops the
     /// thread once the artifacts already queued are committed.
-    pub fn start(store: RedbStore, policy: TrustPolicy) -> std::io::Result<Committer> {
+    /// Its thread is scheduled `nice` steps (0–19) below the calling thread.
+    pub fn start(store: RedbStore, policy: TrustPolicy, nice: u8) -> std::io::Result<Committer> {
         let (jobs, mut queue) = tokio::sync::mpsc::unbounded_channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("btps-committer".to_owned())
             .spawn(move || {
+                if let Err(error) = lower_thread_priority(nice) {
+                    tracing::warn!(%error, nice, "could not lower the group-commit thread's priority");
+                }
                 while let Some(first) = queue.blocking_recv() {
                     let mut group = vec![first];
                     while group.len() < MAX_GROUP {
@@ -478,6 +485,24 @@ impl Committer {
         drop(artifact);
         outcome
     }
+}
+
+/// Adds `by` to the calling thread's nice value (capped at 19). On Linux a thread id
+/// given to `setpriority(PRIO_PROCESS, …)` names that one thread.
+#[cfg(target_os = "linux")]
+fn lower_thread_priority(by: u8) -> std::io::Result<()> {
+    if by == 0 {
+        return Ok(());
+    }
+    let thread = Some(rustix::thread::gettid());
+    let current = rustix::process::getpriority_process(thread)?;
+    rustix::process::setpriority_process(thread, (current + i32::from(by)).min(19))?;
+    Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_thread_priority(_by: u8) -> std::io::Result<()> {
+    Ok(())
 }
 
 fn commit_group(store: &RedbStore, policy: &TrustPolicy, group: Vec<Job>) {

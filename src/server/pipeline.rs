@@ -112,6 +112,9 @@ pub struct PipelineParts {
     pub policy: TrustPolicy,
     /// Hooks, run in order.
     pub middleware: Vec<Arc<dyn Middleware>>,
+    /// How far below the connection threads the group-commit thread runs
+    /// (`limits.committer_nice`).
+    pub committer_nice: u8,
 }
 
 fn internal(error: impl std::fmt::Display) -> ProtocolError {
@@ -123,9 +126,11 @@ impl Pipeline {
     /// in the redb file.
     pub fn new(parts: PipelineParts) -> std::io::Result<Self> {
         let committer = match &parts.records {
-            RecordSource::Redb => {
-                Some(Committer::start(parts.store.clone(), parts.policy.clone())?)
-            }
+            RecordSource::Redb => Some(Committer::start(
+                parts.store.clone(),
+                parts.policy.clone(),
+                parts.committer_nice,
+            )?),
             RecordSource::Json { .. } => None,
         };
         Ok(Pipeline {

@@ -23,9 +23,14 @@ struct Process {
 }
 
 fn spawn(args: &[&str], cwd: &Path) -> Process {
+    spawn_with_env(args, cwd, &[])
+}
+
+fn spawn_with_env(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Process {
     let mut child = Command::new(env!("CARGO_BIN_EXE_btps"))
         .arg("serve")
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(cwd)
         .env("RUST_LOG", "warn")
         .env_remove("BTPS_DATA_DIR")
@@ -153,6 +158,81 @@ async fn the_process_shuts_down_cleanly_and_restarts_with_its_data() {
         .read(|snapshot| snapshot.mailbox_count("finance$client.test", Mailbox::Inbox))
         .unwrap();
     assert_eq!(count, 1);
+}
+
+/// The nice value of each thread of process `pid`, by thread name.
+fn thread_nice_values(pid: u32) -> Vec<(String, i32)> {
+    let mut threads = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let (Ok(name), Ok(stat)) = (
+            std::fs::read_to_string(task.join("comm")),
+            std::fs::read_to_string(task.join("stat")),
+        ) else {
+            continue; // the thread ended meanwhile
+        };
+        // Fields after the parenthesised name: state is field 3, nice field 19.
+        let after_name = &stat[stat.rfind(')').unwrap() + 1..];
+        let nice = after_name
+            .split_whitespace()
+            .nth(16)
+            .unwrap()
+            .parse()
+            .unwrap();
+        threads.push((name.trim().to_owned(), nice));
+    }
+    threads
+}
+
+/// The group-commit thread's nice value minus the main thread's, once it has set it.
+fn committer_nice_step(process: &Process, expected: i32) -> i32 {
+    let pid = process.child.id();
+    let mut step = None;
+    for _ in 0..50 {
+        let threads = thread_nice_values(pid);
+        let main = threads.iter().find(|(name, _)| name == "btps").map(|t| t.1);
+        let committer = threads
+            .iter()
+            .find(|(name, _)| name == "btps-committer")
+            .map(|t| t.1);
+        step = main
+            .zip(committer)
+            .map(|(main, committer)| committer - main);
+        if step == Some(expected) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    step.expect("the process has a main and a btps-committer thread")
+}
+
+#[test]
+fn the_committer_thread_runs_at_the_configured_lower_priority() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    let args = [
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    let own_nice = thread_nice_values(std::process::id())
+        .first()
+        .map_or(0, |thread| thread.1);
+    // Capped at 19 when the test itself already runs niced.
+    let expected = |step: i32| (own_nice + step).min(19) - own_nice;
+
+    let process = spawn(&args, temp.path());
+    assert_eq!(committer_nice_step(&process, expected(10)), expected(10));
+    terminate(process);
+
+    let process = spawn_with_env(&args, temp.path(), &[("BTPS_COMMITTER_NICE", "3")]);
+    assert_eq!(committer_nice_step(&process, expected(3)), expected(3));
+    terminate(process);
+
+    let process = spawn_with_env(&args, temp.path(), &[("BTPS_COMMITTER_NICE", "0")]);
+    assert_eq!(committer_nice_step(&process, 0), 0);
+    terminate(process);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -181,6 +181,7 @@ impl TestServer {
             }),
             policy: options.policy,
             middleware: options.middleware,
+            committer_nice: 10,
         })
         .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
