@@ -95,6 +95,9 @@ pub struct RedbStore {
 struct Inner {
     database: Database,
     path: PathBuf,
+    /// Write transactions begun through [`RedbStore::write_if_changed`] (every write
+    /// after open goes through it); see [`RedbStore::write_transactions`].
+    write_transactions: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -191,6 +194,7 @@ impl RedbStore {
             inner: Arc::new(Inner {
                 database,
                 path: path.to_owned(),
+                write_transactions: std::sync::atomic::AtomicU64::new(0),
             }),
         };
         catch_unwind(AssertUnwindSafe(|| store.prepare_schema()))
@@ -323,6 +327,11 @@ impl RedbStore {
             .database
             .begin_write()
             .map_err(|error| self.db_error(error))?;
+        // Counted while this transaction holds the database's one write lock, so a
+        // later transaction that reads the count sees every earlier one.
+        self.inner
+            .write_transactions
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         txn.set_durability(Durability::Immediate)
             .map_err(|error| self.db_error(error))?;
         let mut batch = WriteBatch {
@@ -343,6 +352,17 @@ impl RedbStore {
                 Err(error)
             }
         }
+    }
+
+    /// How many write transactions have begun on this store (all handles of one
+    /// open file share the count). Read inside a write transaction, it includes that
+    /// transaction, and it moved by exactly one since an earlier reading if and only
+    /// if no other write transaction began in between: the group committer keeps
+    /// records it read across groups on that condition.
+    pub fn write_transactions(&self) -> u64 {
+        self.inner
+            .write_transactions
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn db_error(&self, error: impl Into<redb::Error>) -> StoreError {

@@ -137,6 +137,84 @@ async fn trust_request_acceptance_and_documents() {
     server.stop().await;
 }
 
+/// The committer keeps the trust records it read for later documents; a change made
+/// by another writer (here the store handle an operator's command would use) must
+/// apply to the very next document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trust_changes_by_another_writer_apply_to_the_next_document() {
+    let server = TestServer::start(TestOptions::default()).await;
+    server
+        .send(&artifact(
+            TransporterType::TrustRequest,
+            SENDER,
+            "billing",
+            RECEIVER,
+            TRUST_REQUEST,
+        ))
+        .await;
+    let mut client = server.client().await;
+    let mut number = 0;
+    let mut send_document = async || {
+        number += 1;
+        let document = artifact(
+            TransporterType::Document,
+            SENDER,
+            "billing",
+            RECEIVER,
+            &invoice(&format!("INV-C{number}")),
+        );
+        client.request(&document).await.unwrap()
+    };
+    let refused = |response: &btps::protocol::response::ServerResponse| {
+        !response.ok
+            && response
+                .reason
+                .as_deref()
+                .is_some_and(|reason| reason.starts_with("BTP_ERROR_TRUST"))
+    };
+
+    // Pending: refused, twice (the second answer may come from the kept record).
+    for _ in 0..2 {
+        let response = send_document().await;
+        assert!(refused(&response), "{response:?}");
+    }
+    accept(&server, SENDER, RECEIVER);
+    for _ in 0..3 {
+        let response = send_document().await;
+        assert!(response.ok, "accepted trust: {response:?}");
+    }
+    let id = compute_trust_id(SENDER, RECEIVER);
+    let blocked = TrustPatch {
+        status: Some(TrustStatus::Blocked),
+        ..TrustPatch::default()
+    };
+    server
+        .store
+        .update_trust(Perspective::Inbound, &id, blocked)
+        .unwrap();
+    for _ in 0..2 {
+        let response = send_document().await;
+        assert!(refused(&response), "blocked: {response:?}");
+    }
+    accept(&server, SENDER, RECEIVER);
+    let response = send_document().await;
+    assert!(response.ok, "accepted again: {response:?}");
+    assert!(
+        server
+            .store
+            .delete_trust(Perspective::Inbound, &id)
+            .unwrap()
+    );
+    let response = send_document().await;
+    assert!(refused(&response), "deleted: {response:?}");
+    assert_eq!(
+        inbox_len(&server, RECEIVER),
+        5,
+        "the trust request and the four accepted documents"
+    );
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_delivery_is_acknowledged_and_stored_once() {
     let server = TestServer::start(TestOptions::default()).await;
