@@ -200,6 +200,9 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    // Registered before readiness is reported: a SIGTERM that arrives right after
+    // (a service stopped as soon as it started) must still stop the server cleanly.
+    let shutdown = shutdown_signal();
     println!(
         "btps listening on {address} (database {})",
         config.storage.database_path.display()
@@ -215,7 +218,7 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         .map(|interval| tokio::spawn(keep_alive(notifier.clone(), interval)));
     let stopping = notifier.clone();
     tokio::spawn(async move {
-        shutdown_signal().await;
+        shutdown.await;
         tracing::info!("shutting down");
         report(stopping.stopping());
         let _ = stop.send(true);
@@ -358,25 +361,35 @@ fn report(outcome: Result<(), btps::systemd::NotifyError>) {
     }
 }
 
-/// Completes on SIGTERM or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
+/// Registers for SIGTERM and SIGINT (Ctrl-C) now, and returns what completes on the
+/// first of them. Must be called inside the runtime.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = terminate.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
+        let terminate = signal(SignalKind::terminate());
+        let interrupt = signal(SignalKind::interrupt());
+        async move {
+            match (terminate, interrupt) {
+                (Ok(mut terminate), Ok(mut interrupt)) => {
+                    tokio::select! {
+                        _ = terminate.recv() => {}
+                        _ = interrupt.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+                (Ok(mut only), Err(_)) | (Err(_), Ok(mut only)) => {
+                    only.recv().await;
+                }
+                (Err(_), Err(_)) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = tokio::signal::ctrl_c().await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -160,6 +160,24 @@ async fn the_process_shuts_down_cleanly_and_restarts_with_its_data() {
     assert_eq!(count, 1);
 }
 
+/// A SIGTERM that arrives as soon as the server says it is listening (a service
+/// stopped right after it started) still stops it cleanly: the handler is in place
+/// before readiness is reported.
+#[test]
+fn a_sigterm_right_after_listening_stops_the_server_cleanly() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("data");
+    let args = [
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    for _ in 0..10 {
+        terminate(spawn(&args, temp.path()));
+    }
+}
+
 /// The nice value of each thread of process `pid`, by thread name.
 fn thread_nice_values(pid: u32) -> Vec<(String, i32)> {
     let mut threads = Vec::new();
