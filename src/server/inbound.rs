@@ -40,28 +40,27 @@ pub struct VerifiedArtifact {
     /// peer's address), encoded on the connection's thread.
     pub entry: PreparedInboxEntry,
     /// The id of the trust record the trust check reads (see
-    /// [`VerifiedArtifact::checked_record`]), computed on the connection's thread.
+    /// [`VerifiedArtifact::checked_trust_id`]), computed on the connection's thread.
     pub trust_id: String,
 }
 
 impl VerifiedArtifact {
-    /// The trust record the trust check reads: the receiving-side record for
-    /// TRUST_REQ and BTPS_DOC, the requesting-side record of the original request
+    /// The id of the trust record the trust check reads: the receiving-side record
+    /// for TRUST_REQ and BTPS_DOC, the requesting-side record of the original request
     /// (the flipped id) for TRUST_RES (`spec/05-trust.md` §5.3, §6.6).
-    pub fn checked_record(
-        kind: TransporterType,
-        from: &Identity,
-        to: &Identity,
-    ) -> (Perspective, String) {
+    pub fn checked_trust_id(kind: TransporterType, from: &Identity, to: &Identity) -> String {
         match kind {
-            TransporterType::TrustResponse => (
-                Perspective::Outbound,
-                compute_trust_id(to.as_str(), from.as_str()),
-            ),
-            _ => (
-                Perspective::Inbound,
-                compute_trust_id(from.as_str(), to.as_str()),
-            ),
+            TransporterType::TrustResponse => compute_trust_id(to.as_str(), from.as_str()),
+            _ => compute_trust_id(from.as_str(), to.as_str()),
+        }
+    }
+
+    /// The perspective of the record named by `trust_id`: outbound (the requesting
+    /// side) for TRUST_RES, inbound otherwise.
+    fn checked_perspective(&self) -> Perspective {
+        match self.kind {
+            TransporterType::TrustResponse => Perspective::Outbound,
+            _ => Perspective::Inbound,
         }
     }
 }
@@ -305,8 +304,7 @@ pub fn accept(
                 return Ok(Accepted::Duplicate { entry_id });
             }
             let mut records = JsonRecords { trust, identities };
-            let (perspective, id) = checked_record(artifact);
-            let record = records.trust(perspective, &id)?;
+            let record = records.trust(artifact.checked_perspective(), &artifact.trust_id)?;
             check(artifact, record.as_ref(), &now, policy).map_err(AcceptError::Refused)?;
             apply(&mut records, artifact, record.as_ref(), &now, policy)?;
             let entry_id = store.write(|batch| {
@@ -451,17 +449,17 @@ impl GroupTrust<'_> {
         batch: &WriteBatch<'_>,
         artifact: &VerifiedArtifact,
     ) -> Result<Option<Arc<TrustRecord>>, StoreError> {
-        let (perspective, id) = checked_record(artifact);
+        let id = &artifact.trust_id;
         let cacheable = self.open && artifact.kind == TransporterType::Document;
-        if cacheable && let Some(record) = self.cache.records.get(&id) {
+        if cacheable && let Some(record) = self.cache.records.get(id) {
             return Ok(record.clone());
         }
-        let record = Records::trust(batch, perspective, &id)?.map(Arc::new);
+        let record = Records::trust(batch, artifact.checked_perspective(), id)?.map(Arc::new);
         if cacheable {
             if self.cache.records.len() >= TRUST_CACHE_CAPACITY {
                 self.cache.records.clear();
             }
-            self.cache.records.insert(id, record.clone());
+            self.cache.records.insert(id.clone(), record.clone());
         }
         Ok(record)
     }
@@ -620,14 +618,6 @@ fn commit_group(store: &RedbStore, policy: &TrustPolicy, cache: &mut TrustCache,
             }
         }
     }
-}
-
-fn checked_record(artifact: &VerifiedArtifact) -> (Perspective, String) {
-    let perspective = match artifact.kind {
-        TransporterType::TrustResponse => Perspective::Outbound,
-        _ => Perspective::Inbound,
-    };
-    (perspective, artifact.trust_id.clone())
 }
 
 fn check(

@@ -373,8 +373,8 @@ impl Pipeline {
         }
         .prepare()
         .map_err(internal)?;
-        let (_, trust_id) =
-            VerifiedArtifact::checked_record(artifact.kind, &artifact.from, &artifact.to);
+        let trust_id =
+            VerifiedArtifact::checked_trust_id(artifact.kind, &artifact.from, &artifact.to);
         let verified = VerifiedArtifact {
             trust_id,
             kind: artifact.kind,
