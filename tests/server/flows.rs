@@ -42,6 +42,19 @@ fn accept(server: &TestServer, sender: &str, receiver: &str) {
         .unwrap();
 }
 
+/// SENDER asks RECEIVER for trust (the answer is not looked at).
+async fn request_trust(server: &TestServer) {
+    server
+        .send(&artifact(
+            TransporterType::TrustRequest,
+            SENDER,
+            "billing",
+            RECEIVER,
+            TRUST_REQUEST,
+        ))
+        .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_request_acceptance_and_documents() {
     let server = TestServer::start(TestOptions::default()).await;
@@ -143,15 +156,7 @@ async fn trust_request_acceptance_and_documents() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_changes_by_another_writer_apply_to_the_next_document() {
     let server = TestServer::start(TestOptions::default()).await;
-    server
-        .send(&artifact(
-            TransporterType::TrustRequest,
-            SENDER,
-            "billing",
-            RECEIVER,
-            TRUST_REQUEST,
-        ))
-        .await;
+    request_trust(&server).await;
     let mut client = server.client().await;
     let mut number = 0;
     let mut send_document = async || {
@@ -218,15 +223,7 @@ async fn trust_changes_by_another_writer_apply_to_the_next_document() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicate_delivery_is_acknowledged_and_stored_once() {
     let server = TestServer::start(TestOptions::default()).await;
-    server
-        .send(&artifact(
-            TransporterType::TrustRequest,
-            SENDER,
-            "billing",
-            RECEIVER,
-            TRUST_REQUEST,
-        ))
-        .await;
+    request_trust(&server).await;
     accept(&server, SENDER, RECEIVER);
     let document = artifact_with_id(
         TransporterType::Document,
@@ -679,15 +676,7 @@ async fn agent_system_ping_and_unsupported_actions() {
         Some(" Signature verification failed")
     );
     // A partner identity posing as an agent: refused like an unknown agent.
-    server
-        .send(&artifact(
-            TransporterType::TrustRequest,
-            SENDER,
-            "billing",
-            RECEIVER,
-            TRUST_REQUEST,
-        ))
-        .await;
+    request_trust(&server).await;
     accept(&server, SENDER, RECEIVER);
     let billing = crate::util::server::vector_key("billing");
     let response = client
@@ -908,15 +897,7 @@ async fn a_trust_response_applies_its_decision_to_the_original_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rotated_sender_key_is_tracked_in_the_key_history() {
     let server = TestServer::start(TestOptions::default()).await;
-    server
-        .send(&artifact(
-            TransporterType::TrustRequest,
-            SENDER,
-            "billing",
-            RECEIVER,
-            TRUST_REQUEST,
-        ))
-        .await;
+    request_trust(&server).await;
     accept(&server, SENDER, RECEIVER);
     // The sender rotates: its DNS record now holds another key (same selector here,
     // which stands for any change the verifier sees).
@@ -963,15 +944,7 @@ async fn a_rotated_sender_key_is_tracked_in_the_key_history() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_deliveries_are_all_committed_and_duplicates_stored_once() {
     let server = std::sync::Arc::new(TestServer::start(TestOptions::default()).await);
-    server
-        .send(&artifact(
-            TransporterType::TrustRequest,
-            SENDER,
-            "billing",
-            RECEIVER,
-            TRUST_REQUEST,
-        ))
-        .await;
+    request_trust(&server).await;
     accept(&server, SENDER, RECEIVER);
     let documents: Vec<String> = (0..160)
         .map(|index| {

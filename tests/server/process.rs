@@ -160,6 +160,16 @@ async fn the_process_shuts_down_cleanly_and_restarts_with_its_data() {
     assert_eq!(count, 1);
 }
 
+/// `btps serve` arguments for the data directory `data`, listening on any free port.
+fn any_port_args(data: &Path) -> [&str; 4] {
+    [
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+    ]
+}
+
 /// A SIGTERM that arrives as soon as the server says it is listening (a service
 /// stopped right after it started) still stops it cleanly: the handler is in place
 /// before readiness is reported.
@@ -167,12 +177,7 @@ async fn the_process_shuts_down_cleanly_and_restarts_with_its_data() {
 fn a_sigterm_right_after_listening_stops_the_server_cleanly() {
     let temp = tempfile::tempdir().unwrap();
     let data = temp.path().join("data");
-    let args = [
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-    ];
+    let args = any_port_args(&data);
     for _ in 0..10 {
         terminate(spawn(&args, temp.path()));
     }
@@ -228,12 +233,7 @@ fn committer_nice_step(process: &Process, expected: i32) -> i32 {
 fn the_committer_thread_runs_at_the_configured_lower_priority() {
     let temp = tempfile::tempdir().unwrap();
     let data = temp.path().join("data");
-    let args = [
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-    ];
+    let args = any_port_args(&data);
     let own_nice = thread_nice_values(std::process::id())
         .first()
         .map_or(0, |thread| thread.1);
