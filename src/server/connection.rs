@@ -4,10 +4,12 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::watch;
+use tokio::time::{Instant, Sleep};
 
 use crate::protocol::response;
 use crate::protocol::{ErrorCode, ProtocolError};
@@ -36,19 +38,64 @@ enum LineRead {
     Idle,
 }
 
+/// The idle limit of one connection, kept without a timer per line: one `Sleep`
+/// stays registered with its deadline at the start of the silence, and only moves
+/// (one timer-wheel update) when it fires while the connection has been active.
+/// A `tokio::time::timeout` around each read and write instead registers and
+/// removes a timer per line, and often wakes the timer driver with a system call.
+struct IdleTimer {
+    limit: Duration,
+    last_activity: Instant,
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl IdleTimer {
+    fn new(limit: Duration) -> Self {
+        let now = Instant::now();
+        IdleTimer {
+            limit,
+            last_activity: now,
+            sleep: Box::pin(tokio::time::sleep_until(now + limit)),
+        }
+    }
+
+    /// Completes once the connection has been silent for the whole limit.
+    async fn expired(&mut self) {
+        loop {
+            self.sleep.as_mut().await;
+            let deadline = self.last_activity + self.limit;
+            if Instant::now() >= deadline {
+                return;
+            }
+            self.sleep.as_mut().reset(deadline);
+        }
+    }
+
+    /// Runs `work` unless it makes no progress for the limit: the silence is
+    /// counted from this call, as each read or write restarts it.
+    async fn guard<T>(&mut self, work: impl Future<Output = T>) -> Option<T> {
+        self.last_activity = Instant::now();
+        tokio::select! {
+            biased;
+            done = work => Some(done),
+            () = self.expired() => None,
+        }
+    }
+}
+
 /// Reads up to and including the next `\n` into `line` (without the `\n`), never
 /// holding more than `max` bytes; the idle timer restarts whenever bytes arrive.
 async fn read_line<R: AsyncBufRead + Unpin>(
     reader: &mut R,
     line: &mut Vec<u8>,
     max: usize,
-    idle: Duration,
+    idle: &mut IdleTimer,
 ) -> io::Result<LineRead> {
     line.clear();
     loop {
-        let available = match tokio::time::timeout(idle, reader.fill_buf()).await {
-            Err(_) => return Ok(LineRead::Idle),
-            Ok(result) => result?,
+        let available = match idle.guard(reader.fill_buf()).await {
+            None => return Ok(LineRead::Idle),
+            Some(result) => result?,
         };
         if available.is_empty() {
             return Ok(LineRead::Closed);
@@ -79,14 +126,14 @@ async fn read_line<R: AsyncBufRead + Unpin>(
 async fn write_line<W: AsyncWrite + Unpin>(
     writer: &mut W,
     mut line: String,
-    idle: Duration,
+    idle: &mut IdleTimer,
 ) -> io::Result<()> {
     line.push('\n');
     let write = async {
         writer.write_all(line.as_bytes()).await?;
         writer.flush().await
     };
-    tokio::time::timeout(idle, write).await.map_err(|_| {
+    idle.guard(write).await.ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::TimedOut,
             "the peer does not read its responses",
@@ -106,12 +153,13 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let mut stream = BufReader::with_capacity(16 * 1024, stream);
     let mut line = Vec::with_capacity(4096);
     let mut last_request_id: Option<String> = None;
+    let mut idle = IdleTimer::new(limits.idle_timeout);
     loop {
         if *shutdown.borrow() {
             break;
         }
         let read = tokio::select! {
-            read = read_line(&mut stream, &mut line, limits.max_line_bytes, limits.idle_timeout) => read,
+            read = read_line(&mut stream, &mut line, limits.max_line_bytes, &mut idle) => read,
             _ = shutdown.changed() => break,
         };
         match read {
@@ -129,13 +177,13 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     crate::metrics::Outcome::Refused(error.code),
                 );
                 let reply = response::error(&error, None).to_canonical();
-                let _ = write_line(stream.get_mut(), reply, limits.idle_timeout).await;
+                let _ = write_line(stream.get_mut(), reply, &mut idle).await;
                 return;
             }
             Ok(LineRead::Idle) => {
                 let error = ProtocolError::new(ErrorCode::SocketTimeout, "idle timeout");
                 let reply = response::error(&error, last_request_id.as_deref()).to_canonical();
-                let _ = write_line(stream.get_mut(), reply, limits.idle_timeout).await;
+                let _ = write_line(stream.get_mut(), reply, &mut idle).await;
                 return;
             }
         }
@@ -144,7 +192,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             last_request_id.clone_from(&reply.request_id);
         }
         if let Some(reply_line) = reply.line
-            && write_line(stream.get_mut(), reply_line, limits.idle_timeout)
+            && write_line(stream.get_mut(), reply_line, &mut idle)
                 .await
                 .is_err()
         {
@@ -168,19 +216,25 @@ mod tests {
         let data: &[u8] = b"{\"a\":1}\r\nshort\n0123456789abcdef\ntail";
         let mut reader = BufReader::with_capacity(4, data);
         let mut line = Vec::new();
-        let idle = Duration::from_secs(1);
+        let mut idle = IdleTimer::new(Duration::from_secs(1));
         assert_eq!(
-            read_line(&mut reader, &mut line, 10, idle).await.unwrap(),
+            read_line(&mut reader, &mut line, 10, &mut idle)
+                .await
+                .unwrap(),
             LineRead::Line
         );
         assert_eq!(line, b"{\"a\":1}\r");
         assert_eq!(
-            read_line(&mut reader, &mut line, 10, idle).await.unwrap(),
+            read_line(&mut reader, &mut line, 10, &mut idle)
+                .await
+                .unwrap(),
             LineRead::Line
         );
         assert_eq!(line, b"short");
         assert_eq!(
-            read_line(&mut reader, &mut line, 10, idle).await.unwrap(),
+            read_line(&mut reader, &mut line, 10, &mut idle)
+                .await
+                .unwrap(),
             LineRead::TooLong
         );
     }
@@ -191,9 +245,14 @@ mod tests {
         let mut reader = BufReader::new(data);
         let mut line = Vec::new();
         assert_eq!(
-            read_line(&mut reader, &mut line, 10, Duration::from_secs(1))
-                .await
-                .unwrap(),
+            read_line(
+                &mut reader,
+                &mut line,
+                10,
+                &mut IdleTimer::new(Duration::from_secs(1))
+            )
+            .await
+            .unwrap(),
             LineRead::Closed
         );
     }

@@ -145,6 +145,42 @@ async fn a_half_line_then_silence_times_out() {
     server.stop().await;
 }
 
+/// The idle limit counts silence, not the connection's age: a connection that keeps
+/// talking for several limits stays open, and times out one limit after it stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_silence_times_a_connection_out() {
+    let limit = Duration::from_millis(400);
+    let server = seeded(TestOptions {
+        idle_timeout: limit,
+        ..TestOptions::default()
+    })
+    .await;
+    let mut client = server.client().await;
+    let started = std::time::Instant::now();
+    let mut last_answer = started;
+    while started.elapsed() < limit * 4 {
+        assert!(
+            client.request(PING).await.unwrap().ok,
+            "an active connection is answered"
+        );
+        last_answer = std::time::Instant::now();
+        tokio::time::sleep(limit / 4).await;
+    }
+    let line = client.read_line().await.unwrap().expect("timeout answer");
+    let waited = last_answer.elapsed();
+    let response = btps::protocol::response::parse_response(&line).unwrap();
+    assert_eq!(
+        response.message.as_deref(),
+        Some("Socket timeout. Connection closed")
+    );
+    assert!(
+        waited >= limit - Duration::from_millis(50),
+        "timed out {waited:?} after the last answer, before the limit of {limit:?}"
+    );
+    still_serving(&server).await;
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_disconnects_mid_line_harms_nobody() {
     let server = seeded(TestOptions::default()).await;
