@@ -198,7 +198,10 @@ pub async fn verify_transporter(
             .public_key(&artifact.from, &artifact.selector)
             .await
             .map_err(|failure| failure.into_protocol_error("sender"))?;
-        let text = artifact.raw.to_canonical_without(&["signature"]);
+        let text = match &artifact.signed_text {
+            Some(text) => std::borrow::Cow::Borrowed(text.as_str()),
+            None => std::borrow::Cow::Owned(artifact.raw.to_canonical_without(&["signature"])),
+        };
         check_signature(
             &key,
             &text,

@@ -309,6 +309,10 @@ pub struct TransporterArtifact {
     pub encryption: Option<EncryptionObject>,
     /// `delegation`, when present.
     pub delegation: Option<Delegation>,
+    /// The text the sender's signature covers (`raw` in canonical form without
+    /// `signature`), when the received line already was canonical and it could be cut
+    /// from it; `None` means it is written out from `raw` when needed.
+    pub signed_text: Option<String>,
 }
 
 impl TransporterArtifact {

@@ -326,11 +326,11 @@ fn set_member(
     index: &mut Option<Box<KeyIndex>>,
     key: JsString,
     value: Value,
-) {
+) -> bool {
     let own = &mut members[base..];
     if let Some(position) = position_of(own, index.as_deref(), &key) {
         own[position].1 = value;
-        return;
+        return true;
     }
     members.push((key, value));
     let own = &members[base..];
@@ -339,6 +339,7 @@ fn set_member(
         None if own.len() > INDEX_THRESHOLD => *index = Some(KeyIndex::build(own)),
         None => {}
     }
+    false
 }
 
 impl Object {
@@ -379,7 +380,7 @@ impl Object {
     /// Sets member `key`. An existing member keeps its position (JavaScript assignment);
     /// a new one is appended.
     pub fn insert(&mut self, key: impl Into<JsString>, value: impl Into<Value>) {
-        set_member(
+        let _replaced = set_member(
             &mut self.members,
             0,
             &mut self.index,
@@ -509,12 +510,47 @@ pub struct ParseError {
 /// Parses one JSON text with `JSON.parse` semantics (RFC 8259 grammar, JSON
 /// whitespace only, exactly one value, duplicate keys allowed).
 pub fn parse(text: &str) -> Result<Value, ParseError> {
+    parse_noting_canonical(text).map(|(value, _)| value)
+}
+
+/// What [`parse_noting_canonical`] found out about the text itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CanonicalText {
+    /// The bytes of the top-level `"signature":…` member, with one comma beside it,
+    /// if the object has that member.
+    signature: Option<std::ops::Range<usize>>,
+}
+
+impl CanonicalText {
+    /// `to_canonical_without(&["signature"])` of the parsed object, cut from the text
+    /// it was parsed from instead of written out again.
+    pub fn without_signature(&self, text: &str) -> Option<String> {
+        let Some(range) = &self.signature else {
+            return Some(text.to_owned());
+        };
+        let before = text.get(..range.start)?;
+        let after = text.get(range.end..)?;
+        let mut out = String::with_capacity(before.len() + after.len());
+        out.push_str(before);
+        out.push_str(after);
+        Some(out)
+    }
+}
+
+/// [`parse`], and whether `text` is already `JSON.stringify` of the value it parses
+/// to: a top-level object, no whitespace, no escapes other than the ones the writer
+/// produces, no duplicate or array-index keys, numbers written as
+/// `Number::toString` writes them. The check is conservative: a text it does not
+/// recognise is simply written out again by the caller.
+pub fn parse_noting_canonical(text: &str) -> Result<(Value, Option<CanonicalText>), ParseError> {
     let mut parser = Parser {
         text,
         bytes: text.as_bytes(),
         pos: 0,
         members: Vec::new(),
         items: Vec::new(),
+        canonical: true,
+        signature: None,
     };
     parser.skip_whitespace();
     let value = parser.value(0)?;
@@ -522,7 +558,20 @@ pub fn parse(text: &str) -> Result<Value, ParseError> {
     if parser.pos != parser.bytes.len() {
         return Err(parser.error("unexpected data after the value"));
     }
-    Ok(value)
+    let canonical = (parser.canonical && value.as_object().is_some()).then(|| CanonicalText {
+        signature: parser.signature.map(|(start, end)| {
+            if start > 1 {
+                // Not the first member: take the comma before it.
+                start - 1..end
+            } else if parser.bytes.get(end) == Some(&b',') {
+                // The first of several: take the comma after it.
+                start..end + 1
+            } else {
+                start..end
+            }
+        }),
+    });
+    Ok((value, canonical))
 }
 
 struct Parser<'a> {
@@ -535,6 +584,10 @@ struct Parser<'a> {
     members: Vec<(JsString, Value)>,
     /// Items of the arrays being parsed, the same way.
     items: Vec<Value>,
+    /// Whether the text so far is exactly what `JSON.stringify` writes for it.
+    canonical: bool,
+    /// Where the top-level member `signature` starts (its key's quote) and ends.
+    signature: Option<(usize, usize)>,
 }
 
 /// Powers of ten that are exact doubles (10^0 to 10^22).
@@ -558,6 +611,7 @@ impl Parser<'_> {
     fn skip_whitespace(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
             self.pos += 1;
+            self.canonical = false;
         }
     }
 
@@ -616,7 +670,16 @@ impl Parser<'_> {
             if self.peek() != Some(b'"') {
                 return Err(self.error("expected a member name"));
             }
+            let key_start = self.pos;
             let key = self.string()?;
+            if key
+                .as_str()
+                .is_some_and(|text| text.starts_with(|c: char| c.is_ascii_digit()))
+                && array_index(&key).is_some()
+            {
+                // The writer moves array-index keys to the front.
+                self.canonical = false;
+            }
             self.skip_whitespace();
             if self.peek() != Some(b':') {
                 return Err(self.error("expected ':'"));
@@ -624,9 +687,14 @@ impl Parser<'_> {
             self.pos += 1;
             self.skip_whitespace();
             let value = self.value(depth)?;
+            if depth == 1 && key.is_text("signature") {
+                self.signature = Some((key_start, self.pos));
+            }
             // A duplicate key keeps its first position and takes the last value,
             // exactly JavaScript's behaviour.
-            set_member(&mut self.members, base, &mut index, key, value);
+            if set_member(&mut self.members, base, &mut index, key, value) {
+                self.canonical = false;
+            }
             self.skip_whitespace();
             match self.peek() {
                 Some(b',') => self.pos += 1,
@@ -722,6 +790,11 @@ impl Parser<'_> {
             }
             self.skip_digits();
         }
+        if self.canonical
+            && !self.number_is_canonical(start, exponent, digits, fraction_digits, mantissa)
+        {
+            self.canonical = false;
+        }
         if !exponent && digits <= 15 && fraction_digits < EXACT_POWERS_OF_TEN.len() {
             // Clinger's fast path: at most 15 digits make an integer below 2^53, exact
             // as a double, and so is 10^fraction_digits; one IEEE division then rounds
@@ -736,6 +809,46 @@ impl Parser<'_> {
             .parse::<f64>()
             .map(Value::Number)
             .map_err(|_| self.error("invalid number"))
+    }
+
+    /// Whether the number literal just read (from `start`) is the text
+    /// `Number::toString` writes for its value. Only literals of at most 15 digits
+    /// without an exponent qualify: a decimal of at most 15 significant digits is the
+    /// shortest one that rounds to its double (no other decimal of at most 15 digits
+    /// rounds to the same double), which is what `Number::toString` writes, in fixed
+    /// notation for the magnitudes allowed here.
+    fn number_is_canonical(
+        &self,
+        start: usize,
+        exponent: bool,
+        digits: usize,
+        fraction_digits: usize,
+        mantissa: u64,
+    ) -> bool {
+        if exponent || digits > 15 {
+            return false;
+        }
+        let negative = self.bytes.get(start) == Some(&b'-');
+        if mantissa == 0 {
+            // `0` only: `-0` is written `0`, and `0.0` is written `0`.
+            return !negative && fraction_digits == 0;
+        }
+        if fraction_digits == 0 {
+            return true;
+        }
+        // `1.50` is written `1.5`.
+        if self.bytes.get(self.pos - 1) == Some(&b'0') {
+            return false;
+        }
+        // Below 1: `0.` and at most five zeros (1e-7 is written `1e-7`).
+        let integer_digits = digits - fraction_digits;
+        let is_fraction_only =
+            integer_digits == 1 && self.bytes.get(start + usize::from(negative)) == Some(&b'0');
+        if is_fraction_only {
+            let significant = mantissa.ilog10() as usize + 1;
+            return fraction_digits - significant <= 5;
+        }
+        true
     }
 
     fn skip_digits(&mut self) {
@@ -796,13 +909,22 @@ impl Parser<'_> {
                     let unit = match escape {
                         b'"' => u16::from(b'"'),
                         b'\\' => u16::from(b'\\'),
-                        b'/' => u16::from(b'/'),
+                        b'/' => {
+                            // Written back as `/`.
+                            self.canonical = false;
+                            u16::from(b'/')
+                        }
                         b'b' => 0x08,
                         b'f' => 0x0c,
                         b'n' => u16::from(b'\n'),
                         b'r' => u16::from(b'\r'),
                         b't' => u16::from(b'\t'),
-                        b'u' => self.hex4()?,
+                        b'u' => {
+                            // The writer uses `\u` only for a few control characters
+                            // and lone surrogates; any `\u` takes the written path.
+                            self.canonical = false;
+                            self.hex4()?
+                        }
                         _ => return Err(self.error("invalid escape")),
                     };
                     self.push_unit(unit, &mut text, &mut units)?;

@@ -38,9 +38,13 @@ pub fn parse_line(line: &[u8]) -> Result<Option<Artifact>, ProtocolError> {
     if text.chars().all(is_js_whitespace) {
         return Ok(None);
     }
-    let value = json::parse(&text)
+    let (value, canonical) = json::parse_noting_canonical(&text)
         .map_err(|error| ProtocolError::new(ErrorCode::InvalidJson, error.to_string()))?;
-    validate(value).map(Some)
+    let mut artifact = validate(value)?;
+    if let (Artifact::Transporter(transporter), Some(canonical)) = (&mut artifact, canonical) {
+        transporter.signed_text = canonical.without_signature(&text);
+    }
+    Ok(Some(artifact))
 }
 
 /// Classifies a parsed value by the reference's structural tests, in their order
@@ -514,6 +518,7 @@ fn transporter(raw: Object) -> Check<TransporterArtifact> {
         encryption,
         delegation,
         raw,
+        signed_text: None,
     })
 }
 
