@@ -672,11 +672,7 @@ impl Parser<'_> {
             }
             let key_start = self.pos;
             let key = self.string()?;
-            if key
-                .as_str()
-                .is_some_and(|text| text.starts_with(|c: char| c.is_ascii_digit()))
-                && array_index(&key).is_some()
-            {
+            if array_index(&key).is_some() {
                 // The writer moves array-index keys to the front.
                 self.canonical = false;
             }
@@ -791,7 +787,14 @@ impl Parser<'_> {
             self.skip_digits();
         }
         if self.canonical
-            && !self.number_is_canonical(start, exponent, digits, fraction_digits, mantissa)
+            && !self.number_is_canonical(
+                start,
+                negative,
+                exponent,
+                digits,
+                fraction_digits,
+                mantissa,
+            )
         {
             self.canonical = false;
         }
@@ -820,6 +823,7 @@ impl Parser<'_> {
     fn number_is_canonical(
         &self,
         start: usize,
+        negative: bool,
         exponent: bool,
         digits: usize,
         fraction_digits: usize,
@@ -828,7 +832,6 @@ impl Parser<'_> {
         if exponent || digits > 15 {
             return false;
         }
-        let negative = self.bytes.get(start) == Some(&b'-');
         if mantissa == 0 {
             // `0` only: `-0` is written `0`, and `0.0` is written `0`.
             return !negative && fraction_digits == 0;

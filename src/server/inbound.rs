@@ -229,6 +229,42 @@ impl Records for WriteBatch<'_> {
     }
 }
 
+/// A group's batch, noting whether an artifact wrote trust records (every write goes
+/// through [`Records`]), so that the trust cache learns it from the writes themselves.
+struct NotingWrites<'b, 't> {
+    batch: &'b mut WriteBatch<'t>,
+    wrote: bool,
+}
+
+impl Records for NotingWrites<'_, '_> {
+    fn trust(&self, perspective: Perspective, id: &str) -> Result<Option<TrustRecord>, StoreError> {
+        Records::trust(&*self.batch, perspective, id)
+    }
+
+    fn create_trust(
+        &mut self,
+        perspective: Perspective,
+        record: NewTrustRecord,
+    ) -> Result<(), StoreError> {
+        self.wrote = true;
+        Records::create_trust(self.batch, perspective, record)
+    }
+
+    fn update_trust(
+        &mut self,
+        perspective: Perspective,
+        id: &str,
+        patch: TrustPatch,
+    ) -> Result<(), StoreError> {
+        self.wrote = true;
+        Records::update_trust(self.batch, perspective, id, patch)
+    }
+
+    fn is_hosted(&self, identity: &Identity) -> Result<bool, StoreError> {
+        Records::is_hosted(&*self.batch, identity)
+    }
+}
+
 /// The reference's files: one record per id, whatever the perspective.
 struct JsonRecords<'a> {
     trust: &'a JsonTrustStore,
@@ -376,27 +412,16 @@ fn accept_one(
     if let Err(refusal) = check(artifact, record.as_deref(), now, policy) {
         return Ok(Err(refusal));
     }
-    if changes_trust(artifact, record.as_deref(), now) {
-        trust.changing();
+    let mut records = NotingWrites {
+        batch,
+        wrote: false,
+    };
+    apply(&mut records, artifact, record.as_deref(), now, policy)?;
+    if records.wrote {
+        trust.changed();
     }
-    apply(batch, artifact, record.as_deref(), now, policy)?;
     let entry_id = inbox.insert_prepared(&artifact.entry)?;
     Ok(Ok(Accepted::Stored { entry_id }))
-}
-
-/// Whether accepting `artifact` writes trust records: a trust request or response
-/// may; a document only when it was signed with another key than the recorded one
-/// (the record then learns the new key).
-fn changes_trust(
-    artifact: &VerifiedArtifact,
-    record: Option<&TrustRecord>,
-    now: &Timestamp,
-) -> bool {
-    match artifact.kind {
-        TransporterType::Document => record
-            .is_some_and(|record| !trust::is_empty(&trust::key_patch(record, &artifact.key, now))),
-        TransporterType::TrustRequest | TransporterType::TrustResponse => true,
-    }
 }
 
 /// Most records the committer keeps between groups (a record is well under 1 KB).
@@ -464,8 +489,9 @@ impl GroupTrust<'_> {
         Ok(record)
     }
 
-    /// Called before an artifact changes trust records.
-    fn changing(&mut self) {
+    /// Called once an artifact of the group has written trust records: what the
+    /// cache holds may be stale, and what the group would read is not committed yet.
+    fn changed(&mut self) {
         self.open = false;
         self.cache.records.clear();
     }

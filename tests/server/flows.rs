@@ -42,17 +42,20 @@ fn accept(server: &TestServer, sender: &str, receiver: &str) {
         .unwrap();
 }
 
+/// SENDER's trust request to RECEIVER.
+fn trust_request() -> String {
+    artifact(
+        TransporterType::TrustRequest,
+        SENDER,
+        "billing",
+        RECEIVER,
+        TRUST_REQUEST,
+    )
+}
+
 /// SENDER asks RECEIVER for trust (the answer is not looked at).
 async fn request_trust(server: &TestServer) {
-    server
-        .send(&artifact(
-            TransporterType::TrustRequest,
-            SENDER,
-            "billing",
-            RECEIVER,
-            TRUST_REQUEST,
-        ))
-        .await;
+    server.send(&trust_request()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,14 +63,7 @@ async fn trust_request_acceptance_and_documents() {
     let server = TestServer::start(TestOptions::default()).await;
 
     // A trust request creates a pending record and lands in the receiver's inbox.
-    let request = artifact(
-        TransporterType::TrustRequest,
-        SENDER,
-        "billing",
-        RECEIVER,
-        TRUST_REQUEST,
-    );
-    let response = server.send(&request).await;
+    let response = server.send(&trust_request()).await;
     assert!(response.ok, "{:?}", response.raw);
     assert_eq!(response.message.as_deref(), Some("success"));
     let id = compute_trust_id(SENDER, RECEIVER);
@@ -133,15 +129,7 @@ async fn trust_request_acceptance_and_documents() {
     );
 
     // A second request while trust is active is refused as already active.
-    let again = server
-        .send(&artifact(
-            TransporterType::TrustRequest,
-            SENDER,
-            "billing",
-            RECEIVER,
-            TRUST_REQUEST,
-        ))
-        .await;
+    let again = server.send(&trust_request()).await;
     assert!(!again.ok);
     assert_eq!(
         again.reason.as_deref(),
@@ -397,14 +385,7 @@ async fn every_refusal_of_the_spec() {
         .clear_failure("btps1._btps.identity.admin.vendor.test");
 
     // Blocked.
-    let request = artifact(
-        TransporterType::TrustRequest,
-        SENDER,
-        "billing",
-        RECEIVER,
-        TRUST_REQUEST,
-    );
-    assert!(client.request(&request).await.unwrap().ok);
+    assert!(client.request(&trust_request()).await.unwrap().ok);
     let id = compute_trust_id(SENDER, RECEIVER);
     let blocked = TrustPatch {
         status: Some(TrustStatus::Blocked),
@@ -415,16 +396,7 @@ async fn every_refusal_of_the_spec() {
         .store
         .update_trust(Perspective::Inbound, &id, blocked)
         .unwrap();
-    let response = client
-        .request(&artifact(
-            TransporterType::TrustRequest,
-            SENDER,
-            "billing",
-            RECEIVER,
-            TRUST_REQUEST,
-        ))
-        .await
-        .unwrap();
+    let response = client.request(&trust_request()).await.unwrap();
     assert_eq!(
         response.message.as_deref(),
         Some("BTPS trust request is not allowed at this time. Contact receiver")
@@ -441,16 +413,7 @@ async fn every_refusal_of_the_spec() {
         .store
         .update_trust(Perspective::Inbound, &id, rejected)
         .unwrap();
-    let response = client
-        .request(&artifact(
-            TransporterType::TrustRequest,
-            SENDER,
-            "billing",
-            RECEIVER,
-            TRUST_REQUEST,
-        ))
-        .await
-        .unwrap();
+    let response = client.request(&trust_request()).await.unwrap();
     assert_eq!(
         response.reason.as_deref(),
         Some("BTP_ERROR_TRUST_NOT_ALLOWED")
