@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the hot path of an inbound BTPS_DOC: canonical JSON, one
-//! RSA-2048 verification, and the full parse + classify + validate + verify of a line.
+//! RSA-2048 verification, the full parse + classify + validate + verify of a line, and
+//! the encoding of its inbox entry.
 //!
 //! Run with `cargo bench --bench protocol`. The artifact is a 2 KB invoice signed with
 //! the reference vectors' `billing` key (`../shared/vectors`, or `$BTPS_VECTORS`).
@@ -18,6 +19,7 @@ use btps::crypto;
 use btps::identity::Identity;
 use btps::protocol::{self, Artifact, json};
 use btps::signing::{self, StaticKeys};
+use btps::store::{NewInboxEntry, Timestamp};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 fn benchmarks(c: &mut Criterion) {
@@ -67,6 +69,22 @@ fn benchmarks(c: &mut Criterion) {
                 .block_on(signing::verify_transporter(&artifact, &keys))
                 .unwrap()
         })
+    });
+    // What the connection does with a verified document before handing it to the
+    // group commit: encode the inbox entry (LZ4) and compute its index keys.
+    let entry = NewInboxEntry {
+        owner: "finance$client.test".to_owned(),
+        artifact_id: object.str("id").unwrap().to_owned(),
+        artifact_type: "BTPS_DOC".to_owned(),
+        from: "billing$vendor.test".to_owned(),
+        to: "finance$client.test".to_owned(),
+        title: Some("Invoice INV-2025-0001".to_owned()),
+        raw: line.as_bytes().to_vec(),
+        received_at: Timestamp::now(),
+        remote_address: Some("127.0.0.1:40000".to_owned()),
+    };
+    group.bench_function("prepare_inbox_entry", |b| {
+        b.iter(|| std::hint::black_box(&entry).clone().prepare().unwrap())
     });
     group.finish();
 }

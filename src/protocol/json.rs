@@ -17,6 +17,7 @@
 //! This module is pure: no I/O, no allocation beyond the value itself (and, while
 //! parsing, two scratch stacks of members and items).
 
+use compact_str::CompactString;
 use std::fmt;
 use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 
@@ -36,7 +37,7 @@ pub const MAX_DEPTH: usize = 128;
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum JsString {
     /// Well-formed Unicode text (every string a real artifact carries).
-    Text(String),
+    Text(CompactString),
     /// UTF-16 code units including at least one lone surrogate.
     Units(Vec<u16>),
 }
@@ -45,7 +46,7 @@ impl JsString {
     /// Builds a string from UTF-16 code units, choosing the canonical representation.
     pub fn from_units(units: Vec<u16>) -> Self {
         match String::from_utf16(&units) {
-            Ok(text) => JsString::Text(text),
+            Ok(text) => JsString::Text(CompactString::from(text)),
             Err(_) => JsString::Units(units),
         }
     }
@@ -53,7 +54,7 @@ impl JsString {
     /// The text, when the string is well-formed Unicode.
     pub fn as_str(&self) -> Option<&str> {
         match self {
-            JsString::Text(text) => Some(text),
+            JsString::Text(text) => Some(text.as_str()),
             JsString::Units(_) => None,
         }
     }
@@ -80,7 +81,7 @@ impl Hash for JsString {
 impl fmt::Debug for JsString {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            JsString::Text(text) => fmt::Debug::fmt(text, f),
+            JsString::Text(text) => fmt::Debug::fmt(text.as_str(), f),
             JsString::Units(units) => write!(f, "{}", String::from_utf16_lossy(units)),
         }
     }
@@ -88,13 +89,13 @@ impl fmt::Debug for JsString {
 
 impl From<&str> for JsString {
     fn from(text: &str) -> Self {
-        JsString::Text(text.to_owned())
+        JsString::Text(CompactString::new(text))
     }
 }
 
 impl From<String> for JsString {
     fn from(text: String) -> Self {
-        JsString::Text(text)
+        JsString::Text(CompactString::from(text))
     }
 }
 
@@ -191,7 +192,7 @@ impl Value {
 
     /// A string value.
     pub fn string(text: impl Into<String>) -> Self {
-        Value::String(JsString::Text(text.into()))
+        Value::String(JsString::Text(CompactString::from(text.into())))
     }
 }
 
@@ -209,7 +210,7 @@ impl From<&str> for Value {
 
 impl From<String> for Value {
     fn from(text: String) -> Self {
-        Value::String(JsString::Text(text))
+        Value::String(JsString::Text(CompactString::from(text)))
     }
 }
 
@@ -884,8 +885,9 @@ impl Parser<'_> {
         let start = self.pos;
         self.pos += plain_run(&self.bytes[start..]);
         if self.peek() == Some(b'"') {
-            // No escapes (almost every string): one allocation of the right size.
-            let text = self.slice_from(start)?.to_owned();
+            // No escapes (almost every string): inline up to 24 bytes, else one
+            // allocation of the right size.
+            let text = CompactString::new(self.slice_from(start)?);
             self.pos += 1;
             return Ok(JsString::Text(text));
         }
@@ -900,7 +902,7 @@ impl Parser<'_> {
                     self.pos += 1;
                     return Ok(match units {
                         Some(units) => JsString::from_units(units),
-                        None => JsString::Text(text),
+                        None => JsString::Text(CompactString::from(text)),
                     });
                 }
                 Some(b'\\') => {

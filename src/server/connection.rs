@@ -100,7 +100,7 @@ async fn read_line<R: AsyncBufRead + Unpin>(
         if available.is_empty() {
             return Ok(LineRead::Closed);
         }
-        match available.iter().position(|&byte| byte == b'\n') {
+        match memchr::memchr(b'\n', available) {
             Some(end) => {
                 if line.len() + end > max {
                     return Ok(LineRead::TooLong);

@@ -222,7 +222,7 @@ fn timestamp_value(timestamp: Option<&Timestamp>) -> Option<Value> {
 
 fn required_string(object: &Object, key: &str) -> Result<String, String> {
     match object.get(key) {
-        Some(Value::String(JsString::Text(text))) => Ok(text.clone()),
+        Some(Value::String(JsString::Text(text))) => Ok(text.to_string()),
         Some(Value::String(JsString::Units(_))) => {
             Err(format!("{key}: contains an unpaired surrogate"))
         }
