@@ -74,8 +74,16 @@ fn bench_sends_pipelined_documents_and_finds_them_all_in_the_inbox() {
     ] {
         assert!(report[field].as_f64().unwrap() > 0.0, "{field}: {report}");
     }
-    // Sharing the machine with its server, the generator keeps to one thread.
+    // Sharing the machine with its server, the generator keeps to one thread, and
+    // (with two CPUs or more) to the last CPU; the server may use every CPU.
     assert_eq!(report["client_threads"], 1, "{report}");
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(report["server_cpus"], cpus, "{report}");
+    if cpus >= 2 {
+        assert!(report["generator_cpu"].as_u64().is_some(), "{report}");
+    } else {
+        assert!(report["generator_cpu"].is_null(), "{report}");
+    }
     // Encrypted artifacts are larger: with a 20 % share the average is above a
     // plain invoice's size.
     assert!(report["artifact_bytes_avg"].as_f64().unwrap() > 2000.0);
@@ -118,12 +126,14 @@ fn bench_opens_a_connection_per_artifact_and_holds_idle_connections() {
             "3",
             "--client-threads",
             "3",
+            "--no-pin",
         ],
         &keys,
     );
     assert_all_accepted_and_stored(&again, 20);
     assert_eq!(again["keys_generated"], 0, "{again}");
     assert_eq!(again["client_threads"], 3, "{again}");
+    assert!(again["generator_cpu"].is_null(), "--no-pin: {again}");
 }
 
 #[test]

@@ -110,6 +110,21 @@ impl ServerProcess {
         parse_status(&text)
     }
 
+    /// How many CPUs its main thread (and every thread it starts) may run on;
+    /// `None` where that cannot be read.
+    #[cfg(target_os = "linux")]
+    pub fn cpus_allowed(&self) -> Option<usize> {
+        let pid = rustix::process::Pid::from_raw(i32::try_from(self.child.id()).ok()?)?;
+        let set = rustix::thread::sched_getaffinity(Some(pid)).ok()?;
+        Some(set.count() as usize)
+    }
+
+    /// See the Linux version.
+    #[cfg(not(target_os = "linux"))]
+    pub fn cpus_allowed(&self) -> Option<usize> {
+        None
+    }
+
     /// The CPU time (user + system) it has used so far, in seconds; `None` where
     /// `/proc` is unavailable.
     pub fn cpu_seconds(&self) -> Option<f64> {

@@ -131,6 +131,9 @@ pub struct BenchOptions {
     /// Threads of the load generator's runtime; `None`: one when it measures its own
     /// child server (which it shares the machine with), one per core with `target`.
     pub client_threads: Option<usize>,
+    /// Keep the load generator's threads on one CPU when the benchmark starts its
+    /// own server (ignored with `target`): see [`generator_cpu`].
+    pub pin_generator: bool,
 }
 
 impl BenchOptions {
@@ -163,6 +166,11 @@ pub struct BenchReport {
     pub window: usize,
     /// Threads of the load generator.
     pub client_threads: usize,
+    /// The CPU the load generator's threads kept to, if they were pinned.
+    pub generator_cpu: Option<usize>,
+    /// How many CPUs the server may run on (all of the machine's: only the
+    /// generator is ever pinned).
+    pub server_cpus: Option<usize>,
     /// Share of encrypted artifacts.
     pub encrypted_share: f64,
     /// Average artifact line length in bytes.
@@ -274,9 +282,22 @@ pub fn run(options: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchRepor
         report.presign_s
     ));
 
+    report.generator_cpu = if options.pin_generator && options.target.is_none() {
+        generator_cpu()
+    } else {
+        None
+    };
+    let pinned = report.generator_cpu;
+    // Only the runtime's own threads are pinned: the server is started from this
+    // thread and inherits its (unrestricted) CPU set.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(options.effective_client_threads())
         .enable_all()
+        .on_thread_start(move || {
+            if let Some(cpu) = pinned {
+                pin_current_thread(cpu);
+            }
+        })
         .build()
         .map_err(|source| BenchError::Io {
             what: "starting the runtime".to_owned(),
@@ -299,6 +320,7 @@ pub fn run(options: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchRepor
         dns.local_addr(),
         options.connections.max(options.idle_connections) + 64,
     )?;
+    report.server_cpus = server.cpus_allowed();
     report.server_start_ms = Some(round_to(server.start_to_ready.as_secs_f64() * 1000.0, 1));
     // Let the runtime's threads settle before reading the idle figure.
     std::thread::sleep(Duration::from_millis(200));
@@ -343,6 +365,45 @@ pub fn run(options: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchRepor
     ));
     Ok(report)
 }
+
+/// The CPU for the load generator when it shares the machine with the server it
+/// measures: the last one this process may run on, or `None` with fewer than two.
+///
+/// Left to the scheduler, the generator is often woken on the CPU of the server
+/// thread that just answered it (the scheduler's wake-up affinity) and takes turns
+/// with it there while the other CPU idles; with the generator kept to one CPU the
+/// server's threads have the rest of the machine to themselves. Clients of a real
+/// server run elsewhere, so this is the closer model (figures with and without in
+/// docs/benchmark.md).
+#[cfg(target_os = "linux")]
+fn generator_cpu() -> Option<usize> {
+    let allowed = rustix::thread::sched_getaffinity(None).ok()?;
+    let cpus: Vec<usize> = (0..rustix::thread::CpuSet::MAX_CPU)
+        .filter(|&cpu| allowed.is_set(cpu))
+        .collect();
+    match cpus.as_slice() {
+        [_, .., last] => Some(*last),
+        _ => None,
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn generator_cpu() -> Option<usize> {
+    None
+}
+
+/// Keeps the calling thread on `cpu` (best effort: a failure leaves it unpinned).
+#[cfg(target_os = "linux")]
+fn pin_current_thread(cpu: usize) {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    if let Err(error) = rustix::thread::sched_setaffinity(None, &set) {
+        tracing::warn!(%error, cpu, "could not pin a load-generator thread");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn pin_current_thread(_cpu: usize) {}
 
 /// Prepares the data directory of a server to be measured with `target`: hosts the
 /// receiver and trusts the senders of the keys in `key_dir` (generating the
@@ -601,6 +662,7 @@ mod tests {
             "server_cpu_s",
             "client_cpu_s",
             "client_threads",
+            "generator_cpu",
             "inbox_checked",
         ] {
             assert!(value.get(field).is_some(), "{field}");

@@ -67,6 +67,12 @@ pub(crate) struct BenchArgs {
     /// which shares the machine; one per core with --target].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     client_threads: Option<u16>,
+    /// Leave the load generator's threads to the scheduler. By default, when the
+    /// benchmark starts its own server on a machine with two or more CPUs, they
+    /// keep to the last CPU the process may use, and the server to whichever it
+    /// likes (see docs/benchmark.md).
+    #[arg(long)]
+    no_pin: bool,
 }
 
 /// Runs the benchmark and prints its JSON line; exit 1 when accepted artifacts are
@@ -103,6 +109,7 @@ pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         check_sample: args.check_sample,
         timeout: Duration::from_millis(args.timeout_ms),
         client_threads: args.client_threads.map(usize::from),
+        pin_generator: !args.no_pin,
     };
     let report = bench::run(&options, &|line| eprintln!("bench: {line}"))?;
     println!("{}", serde_json::to_string(&report)?);

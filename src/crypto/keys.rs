@@ -46,6 +46,8 @@ struct KeyParts {
     spki_der: Box<[u8]>,
     /// `base64(SHA-256(spki_der))`, computed once.
     fingerprint: String,
+    /// `base64(spki_der)`, computed once (every accepted artifact records it).
+    spki_base64: String,
     /// Modulus, big-endian without leading zeros, ready for `ring`.
     modulus: Box<[u8]>,
     /// Public exponent, big-endian without leading zeros.
@@ -128,6 +130,7 @@ impl PublicKey {
         });
         Ok(Self {
             parts: std::sync::Arc::new(KeyParts {
+                spki_base64: encode_base64(&spki_der),
                 spki_der: spki_der.into_boxed_slice(),
                 fingerprint,
                 modulus: minimal_modulus.into(),
@@ -150,7 +153,7 @@ impl PublicKey {
 
     /// Base64 of the SPKI DER: the DNS `p=` value and `publicKeyBase64`.
     pub fn to_base64(&self) -> String {
-        encode_base64(&self.parts.spki_der)
+        self.parts.spki_base64.clone()
     }
 
     /// SPKI PEM by the reference's base64→PEM rule: 64-character lines joined by
