@@ -786,3 +786,143 @@ fn apply(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ErrorCode;
+    use crate::store::{NewInboxEntry, PublicKeyRecord, RedbOptions};
+
+    /// Asks for trust, then sends documents.
+    const VENDOR: &str = "billing$vendor.test";
+    /// Answers the request; receives the documents.
+    const CLIENT: &str = "finance$client.test";
+
+    fn store_hosting_both(dir: &std::path::Path) -> RedbStore {
+        let store = RedbStore::open(&dir.join("btps.redb"), &RedbOptions::default()).unwrap();
+        for identity in [VENDOR, CLIENT] {
+            let key = PublicKeyRecord {
+                selector: "btps1".to_owned(),
+                public_key: String::new(),
+                key_type: "rsa".to_owned(),
+                version: "1.0.0".to_owned(),
+                created_at: Timestamp::now(),
+                source: None,
+            };
+            store
+                .create_identity(IdentityRecord::new(identity, key, Timestamp::now()))
+                .unwrap();
+        }
+        store
+    }
+
+    /// A verified artifact as the connection thread hands it over.
+    fn artifact(
+        kind: TransporterType,
+        id: &str,
+        from: &str,
+        to: &str,
+        document: &str,
+    ) -> VerifiedArtifact {
+        let from = Identity::parse(from).unwrap();
+        let to = Identity::parse(to).unwrap();
+        let document = crate::protocol::json::parse(document).unwrap();
+        let entry = NewInboxEntry {
+            owner: to.as_str().to_owned(),
+            artifact_id: id.to_owned(),
+            artifact_type: kind.as_str().to_owned(),
+            from: from.as_str().to_owned(),
+            to: to.as_str().to_owned(),
+            title: None,
+            raw: format!(r#"{{"id":"{id}"}}"#).into_bytes(),
+            received_at: Timestamp::now(),
+            remote_address: None,
+        }
+        .prepare()
+        .unwrap();
+        VerifiedArtifact {
+            trust_id: VerifiedArtifact::checked_trust_id(kind, &from, &to),
+            kind,
+            id: id.to_owned(),
+            from,
+            to,
+            content: Content::read(kind, Some(&document)),
+            encrypted: false,
+            key: VerifyingKey {
+                base64: "a2V5".to_owned(),
+                fingerprint: "Zmlu".to_owned(),
+                delegated_by: None,
+            },
+            entry,
+        }
+    }
+
+    /// The committer keeps the trust records its documents were checked against
+    /// between artifacts; an artifact of the same group that writes trust records
+    /// must empty that cache, or a later document of the group is checked against
+    /// the record as it was before.
+    #[test]
+    fn a_document_after_a_trust_answer_in_its_group_sees_the_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_hosting_both(dir.path());
+        let policy = TrustPolicy::default();
+        let mut cache = TrustCache::default();
+        let now = Timestamp::now();
+        let request = artifact(
+            TransporterType::TrustRequest,
+            "request-1",
+            VENDOR,
+            CLIENT,
+            r#"{"id":"request-1","name":"Vendor"}"#,
+        );
+        let outcomes = accept_all(&store, &[&request], &now, &policy, &mut cache).unwrap();
+        assert!(
+            matches!(outcomes[0], Ok(Accepted::Stored { .. })),
+            "{outcomes:?}"
+        );
+
+        // One group: a document while trust is pending, the client's acceptance,
+        // and a document after it.
+        let before = artifact(
+            TransporterType::Document,
+            "invoice-1",
+            VENDOR,
+            CLIENT,
+            r#"{"title":"Invoice 1"}"#,
+        );
+        let answer = artifact(
+            TransporterType::TrustResponse,
+            "response-1",
+            CLIENT,
+            VENDOR,
+            r#"{"decision":"accepted","decidedBy":"finance$client.test","decidedAt":"2026-01-01T00:00:00.000Z"}"#,
+        );
+        let after = artifact(
+            TransporterType::Document,
+            "invoice-2",
+            VENDOR,
+            CLIENT,
+            r#"{"title":"Invoice 2"}"#,
+        );
+        let outcomes = accept_all(
+            &store,
+            &[&before, &answer, &after],
+            &now,
+            &policy,
+            &mut cache,
+        )
+        .unwrap();
+        assert!(
+            matches!(&outcomes[0], Err(refusal) if refusal.code == ErrorCode::TrustNonExistent),
+            "{outcomes:?}"
+        );
+        assert!(
+            matches!(outcomes[1], Ok(Accepted::Stored { .. })),
+            "{outcomes:?}"
+        );
+        assert!(
+            matches!(outcomes[2], Ok(Accepted::Stored { .. })),
+            "the document after the acceptance was checked against the pending record: {outcomes:?}"
+        );
+    }
+}
