@@ -378,13 +378,12 @@ pub fn run(options: &BenchOptions, progress: &dyn Fn(&str)) -> Result<BenchRepor
 #[cfg(target_os = "linux")]
 fn generator_cpu() -> Option<usize> {
     let allowed = rustix::thread::sched_getaffinity(None).ok()?;
-    let cpus: Vec<usize> = (0..rustix::thread::CpuSet::MAX_CPU)
-        .filter(|&cpu| allowed.is_set(cpu))
-        .collect();
-    match cpus.as_slice() {
-        [_, .., last] => Some(*last),
-        _ => None,
+    if allowed.count() < 2 {
+        return None;
     }
+    (0..rustix::thread::CpuSet::MAX_CPU)
+        .rev()
+        .find(|&cpu| allowed.is_set(cpu))
 }
 
 #[cfg(not(target_os = "linux"))]

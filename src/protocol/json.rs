@@ -191,8 +191,8 @@ impl Value {
     }
 
     /// A string value.
-    pub fn string(text: impl Into<String>) -> Self {
-        Value::String(JsString::Text(CompactString::from(text.into())))
+    pub fn string(text: impl Into<JsString>) -> Self {
+        Value::String(text.into())
     }
 }
 
@@ -210,7 +210,7 @@ impl From<&str> for Value {
 
 impl From<String> for Value {
     fn from(text: String) -> Self {
-        Value::String(JsString::Text(CompactString::from(text)))
+        Value::string(text)
     }
 }
 

@@ -883,13 +883,16 @@ mod tests {
 
         // One group: a document while trust is pending, the client's acceptance,
         // and a document after it.
-        let before = artifact(
-            TransporterType::Document,
-            "invoice-1",
-            VENDOR,
-            CLIENT,
-            r#"{"title":"Invoice 1"}"#,
-        );
+        let invoice = |id: &str| {
+            artifact(
+                TransporterType::Document,
+                id,
+                VENDOR,
+                CLIENT,
+                r#"{"title":"Invoice"}"#,
+            )
+        };
+        let before = invoice("invoice-1");
         let answer = artifact(
             TransporterType::TrustResponse,
             "response-1",
@@ -897,13 +900,7 @@ mod tests {
             VENDOR,
             r#"{"decision":"accepted","decidedBy":"finance$client.test","decidedAt":"2026-01-01T00:00:00.000Z"}"#,
         );
-        let after = artifact(
-            TransporterType::Document,
-            "invoice-2",
-            VENDOR,
-            CLIENT,
-            r#"{"title":"Invoice 2"}"#,
-        );
+        let after = invoice("invoice-2");
         let outcomes = accept_all(
             &store,
             &[&before, &answer, &after],
