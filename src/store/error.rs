@@ -78,12 +78,12 @@ pub enum StoreError {
     /// A paging cursor that this store did not hand out.
     #[error("invalid paging cursor")]
     InvalidCursor,
-    /// The database file exists but is not a redb database, or is damaged.
+    /// The database file exists but is not a btps database, or is damaged.
     #[error("{path}: not a usable btps database: {detail}", path = path.display())]
     Corrupted {
         /// The database file.
         path: PathBuf,
-        /// What redb reported.
+        /// What the backend reported.
         detail: String,
     },
     /// The database was written by a newer version of btps.
@@ -113,13 +113,15 @@ pub enum StoreError {
         /// What failed.
         detail: String,
     },
-    /// redb failed during a transaction.
+    /// The storage backend failed during a transaction (an I/O error beneath it, a
+    /// damaged page, a transaction it could not begin or commit).
     #[error("{path}: database error: {source}", path = path.display())]
-    Database {
+    Backend {
         /// The database file.
         path: PathBuf,
-        /// redb's error.
-        source: redb::Error,
+        /// The backend's own error, boxed so that no backend type appears in this
+        /// API; its message is kept whole.
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A file could not be read or written.
     #[error("{path}: {source}", path = path.display())]

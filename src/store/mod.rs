@@ -17,24 +17,25 @@
 //! [`transfer`] imports a reference deployment's files into the database and exports
 //! them back. The on-disk layout is documented in `schema/storage.md`.
 //!
-//! Architecture invariant: only this module knows redb and postcard.
+//! Architecture invariant: only the `redb` submodule knows redb and postcard; the
+//! rest of the store, and [`StoreError`], name none of their types.
 
-mod backup;
-mod codec;
 mod error;
 mod json_store;
 mod keys;
 mod mailbox;
 mod record;
-mod redb_mailbox;
-mod redb_store;
+mod redb;
 pub mod transfer;
 pub mod wire;
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-pub use backup::BackupReport;
+pub use self::redb::{
+    BackupReport, DATABASE_FILE_NAME, InboxWriter, PreparedInboxEntry, RedbOptions, RedbStore,
+    SCHEMA_VERSION, Snapshot, WriteBatch,
+};
 pub use error::{RecordKind, RecordProblem, StoreError, StoreResult};
 pub use json_store::{JsonFileShape, JsonIdentityStore, JsonTrustStore};
 pub use mailbox::{
@@ -44,10 +45,6 @@ pub use record::{
     IdentityPatch, IdentityRecord, KeyHistoryEntry, NewTrustRecord, Perspective, PrivacyType,
     PublicKeyRecord, Source, Timestamp, TimestampError, TrustPatch, TrustRecord, TrustStatus,
     validate_identity, validate_trust,
-};
-pub use redb_mailbox::{InboxWriter, PreparedInboxEntry};
-pub use redb_store::{
-    DATABASE_FILE_NAME, RedbOptions, RedbStore, SCHEMA_VERSION, Snapshot, WriteBatch,
 };
 
 /// The store traits return boxed futures so that they can be used as

@@ -2,7 +2,8 @@
 //!
 //! These are the values the server logic works with. They know nothing of JSON
 //! files or postcard; `wire` converts them to and from the reference's JSON records
-//! and `codec` to and from the versioned storage records (STYLE.md #3).
+//! and the redb backend's `codec` to and from the versioned storage records
+//! (STYLE.md #3).
 //!
 //! Losslessness: a record read from a reference file remembers that file's JSON
 //! object in [`Source`], so that unknown fields, explicit `null`s, key order and

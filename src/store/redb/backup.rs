@@ -20,13 +20,15 @@ use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadTransaction, TableDefinition, TableHandle, WriteTransaction};
 
-use super::error::{StoreError, StoreResult};
-use super::redb_mailbox::{MAILBOX_ARTIFACT, MAILBOX_COUNT, MAILBOX_ENTRY, MAILBOX_LISTING};
-use super::redb_store::{
-    COUNTERS, IDENTITY, IDENTITY_BY_NAME, IDENTITY_KEY, META, RedbStore, SCHEMA_VERSION, TRUST,
-    TRUST_BY_EXPIRY, TRUST_BY_RECEIVER, TRUST_BY_SENDER, TRUST_BY_STATUS, TRUST_STATUS_COUNT,
-    database_error,
+use crate::store::{StoreError, StoreResult};
+
+use super::error::database_error;
+use super::tables::{
+    COUNTERS, IDENTITY, IDENTITY_BY_NAME, IDENTITY_KEY, MAILBOX_ARTIFACT, MAILBOX_COUNT,
+    MAILBOX_ENTRY, MAILBOX_LISTING, META, TRUST, TRUST_BY_EXPIRY, TRUST_BY_RECEIVER,
+    TRUST_BY_SENDER, TRUST_BY_STATUS, TRUST_STATUS_COUNT,
 };
+use super::{RedbStore, SCHEMA_VERSION};
 
 /// What a backup wrote.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

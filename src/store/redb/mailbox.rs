@@ -3,126 +3,29 @@
 //! per-mailbox counts.
 //!
 //! Every entry is written together with all its index entries in the caller's
-//! write transaction, so an index can never disagree with the entry table. Key
-//! layouts are documented in `schema/storage.md`.
+//! write transaction, so an index can never disagree with the entry table. The
+//! tables and key layouts are in `tables` and documented in `schema/storage.md`.
 
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::Path;
 
-use redb::{ReadableTable, TableDefinition};
+use redb::ReadableTable;
+
+use crate::store::keys::{concat, instant_part, prefix_end};
+use crate::store::{
+    Cursor, Mailbox, MailboxEntry, NewInboxEntry, Page, PageRequest, RecordKind, StoreError,
+    StoreResult,
+};
 
 use super::codec;
-use super::error::{RecordKind, StoreError, StoreResult};
-use super::keys::{concat, instant_part, prefix_end, string_part};
-use super::mailbox::{Mailbox, MailboxEntry, NewInboxEntry};
-use super::redb_store::{COUNTERS, RedbStore, Snapshot, WriteBatch, database_error};
-use super::{Cursor, Page, PageRequest};
-
-type Bytes = &'static [u8];
-
-/// `entry_id` → `0x01 ++ postcard(EntryV1)`.
-pub(super) const MAILBOX_ENTRY: TableDefinition<u64, Bytes> = TableDefinition::new("mailbox_entry");
-/// `str(lower(owner)) ++ mailbox ++ instant(at) ++ u64be(entry_id)` → ().
-pub(super) const MAILBOX_LISTING: TableDefinition<Bytes, ()> =
-    TableDefinition::new("mailbox_listing");
-/// `artifact_digest(owner, mailbox, artifact_id) ++ u64be(entry_id)` → () (since v4).
-///
-/// Finds the entries of one artifact id in one mailbox, and so also serves the
-/// inbound de-duplication check (the sender is compared on the entries found). The
-/// 16-byte digest keeps keys short: inserts land on random leaves (artifact ids are
-/// random), and short keys mean fewer, fuller branch pages above them, so fewer
-/// pages are rewritten per commit.
-pub(super) const MAILBOX_ARTIFACT: TableDefinition<Bytes, ()> =
-    TableDefinition::new("mailbox_artifact");
-/// `str(lower(owner)) ++ mailbox` → number of entries (absent when 0).
-pub(super) const MAILBOX_COUNT: TableDefinition<Bytes, u64> = TableDefinition::new("mailbox_count");
-
-/// Tables of schema version 3 that version 4 replaced with [`MAILBOX_ARTIFACT`];
-/// the migration deletes them.
-pub(super) mod legacy {
-    use super::{Bytes, TableDefinition};
-
-    /// `str(lower(owner)) ++ mailbox ++ str(artifact_id) ++ u64be(entry_id)` → ().
-    pub(in crate::store) const MAILBOX_BY_ARTIFACT: TableDefinition<Bytes, ()> =
-        TableDefinition::new("mailbox_by_artifact");
-    /// `str(lower(to)) ++ str(lower(from)) ++ str(artifact_id)` → entry id.
-    pub(in crate::store) const INBOUND_DEDUP: TableDefinition<Bytes, u64> =
-        TableDefinition::new("inbound_dedup");
-}
-
-/// Counter of entry ids handed out; entry ids start at 1.
-const SEQ_ENTRY: &str = "mailbox_entry_seq";
-
-/// Length of a listing cursor: `instant(at) ++ u64be(entry_id)`.
-const LISTING_SORT_LEN: usize = 16;
-
-/// Creates the mailbox tables (a new file or a migration).
-pub(super) fn open_tables(batch: &WriteBatch<'_>) -> StoreResult<()> {
-    let error = |e: redb::TableError| database_error(batch.path, e);
-    batch.txn.open_table(MAILBOX_ENTRY).map_err(error)?;
-    batch.txn.open_table(MAILBOX_LISTING).map_err(error)?;
-    batch.txn.open_table(MAILBOX_ARTIFACT).map_err(error)?;
-    batch.txn.open_table(MAILBOX_COUNT).map_err(error)?;
-    Ok(())
-}
-
-/// Migration to schema version 4: fills [`MAILBOX_ARTIFACT`] from the entries and
-/// deletes the two version-3 indexes it replaces. Reads every entry once.
-pub(super) fn migrate_to_v4(batch: &WriteBatch<'_>) -> StoreResult<()> {
-    let (txn, path) = (batch.txn, batch.path);
-    let error = |e: redb::Error| database_error(path, e);
-    {
-        let entries = txn.open_table(MAILBOX_ENTRY).map_err(|e| error(e.into()))?;
-        let mut index = txn
-            .open_table(MAILBOX_ARTIFACT)
-            .map_err(|e| error(e.into()))?;
-        for item in entries.iter().map_err(|e| error(e.into()))? {
-            let (key, value) = item.map_err(|e| error(e.into()))?;
-            let entry = codec::decode_entry("mailbox_entry", key.value(), value.value())?;
-            index
-                .insert(artifact_key(&entry).as_slice(), ())
-                .map_err(|e| error(e.into()))?;
-        }
-    }
-    txn.delete_table(legacy::MAILBOX_BY_ARTIFACT)
-        .map_err(|e| error(e.into()))?;
-    txn.delete_table(legacy::INBOUND_DEDUP)
-        .map_err(|e| error(e.into()))?;
-    Ok(())
-}
-
-fn owner_prefix(owner: &str, mailbox: Mailbox) -> Vec<u8> {
-    concat(&[&string_part(&owner.to_lowercase()), &[mailbox.tag()]])
-}
-
-/// The first 16 bytes of SHA-256 over `str(lower(owner)) ++ mailbox ++
-/// str(artifact_id)`: the prefix of an entry's key in [`MAILBOX_ARTIFACT`].
-///
-/// Entries found under a digest are always compared field by field, so a digest
-/// collision (never seen in practice: 128 bits) could cost a read, never a wrong
-/// answer.
-fn artifact_digest(owner: &str, mailbox: Mailbox, artifact_id: &str) -> [u8; 16] {
-    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
-    context.update(&string_part(&owner.to_lowercase()));
-    context.update(&[mailbox.tag()]);
-    context.update(&string_part(artifact_id));
-    let mut digest = [0u8; 16];
-    digest.copy_from_slice(&context.finish().as_ref()[..16]);
-    digest
-}
-
-fn artifact_key(entry: &MailboxEntry) -> [u8; 24] {
-    let mut key = [0u8; 24];
-    key[..16].copy_from_slice(&artifact_digest(
-        &entry.owner,
-        entry.mailbox,
-        &entry.artifact_id,
-    ));
-    key[16..].copy_from_slice(&entry.entry_id.to_be_bytes());
-    key
-}
+use super::error::database_error;
+use super::tables::{
+    Bytes, COUNTERS, LISTING_SORT_LEN, MAILBOX_ARTIFACT, MAILBOX_COUNT, MAILBOX_ENTRY,
+    MAILBOX_LISTING, SEQ_ENTRY, artifact_digest, owner_prefix, trailing_entry_id,
+};
+use super::{RedbStore, Snapshot, WriteBatch};
 
 fn read_entry(
     table: &impl ReadableTable<u64, Bytes>,
@@ -266,18 +169,6 @@ impl NewInboxEntry {
             checked: Cell::new(None),
         })
     }
-}
-
-/// The entry id at the end of an index key.
-fn trailing_entry_id(table: &'static str, key: &[u8]) -> StoreResult<u64> {
-    key.len()
-        .checked_sub(8)
-        .and_then(|start| <[u8; 8]>::try_from(&key[start..]).ok())
-        .map(u64::from_be_bytes)
-        .ok_or_else(|| StoreError::Decode {
-            table,
-            detail: String::from("malformed index key"),
-        })
 }
 
 impl RedbStore {
