@@ -13,7 +13,8 @@
 //!   starts, during shutdown, on a database failure).
 //! * `GET /metrics` — Prometheus text format (`docs/metrics.md`).
 //! * `GET /backup` — a consistent snapshot of the whole database as one redb file,
-//!   streamed while the server keeps committing ([`RedbStore::backup_to`]).
+//!   streamed while the server keeps committing ([`Maintenance`]); a storage without
+//!   a database file (PostgreSQL, memory) answers 501.
 //!
 //! With a token configured, every request must carry `Authorization: Bearer <token>`
 //! (compared in constant time), or gets 401. The configuration refuses a
@@ -33,10 +34,12 @@ use axum::routing::get;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::BoxFuture;
 use crate::config::Secret;
 use crate::metrics::{Metrics, RenderInputs};
 use crate::server::ListenerStats;
-use crate::store::{Perspective, RedbStore, StoreError};
+use crate::server::{Service, ServiceContext};
+use crate::store::{Maintenance, Perspective, Storage, StoreError};
 
 /// How long `/readyz` waits for the database read before calling it a failure.
 const READINESS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -52,7 +55,7 @@ pub struct HttpState {
 }
 
 struct Inner {
-    store: RedbStore,
+    storage: Arc<dyn Storage>,
     listener: Arc<ListenerStats>,
     metrics: &'static Metrics,
     /// SHA-256 of the token: comparing digests in constant time also hides the
@@ -63,25 +66,24 @@ struct Inner {
 impl std::fmt::Debug for HttpState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpState")
-            .field("store", &self.inner.store)
             .field("token", &self.inner.token_digest.map(|_| "<redacted>"))
             .finish_non_exhaustive()
     }
 }
 
 impl HttpState {
-    /// The state of an endpoint serving `store`, reporting the readiness and counters
-    /// of the BTPS listener `listener`, rendering `metrics`, and requiring `token`
-    /// when there is one.
+    /// The state of an endpoint serving `storage`, reporting the readiness and
+    /// counters of the BTPS listener `listener`, rendering `metrics`, and requiring
+    /// `token` when there is one.
     pub fn new(
-        store: RedbStore,
+        storage: Arc<dyn Storage>,
         listener: Arc<ListenerStats>,
         metrics: &'static Metrics,
         token: Option<&Secret>,
     ) -> Self {
         HttpState {
             inner: Arc::new(Inner {
-                store,
+                storage,
                 listener,
                 metrics,
                 token_digest: token.map(|token| digest(token.expose().as_bytes())),
@@ -179,8 +181,8 @@ async fn readyz(State(state): State<HttpState>) -> Response {
     if !state.inner.listener.is_listening() {
         return not_ready("the BTPS listener is not accepting connections".to_owned());
     }
-    let store = state.inner.store.clone();
-    let read = blocking(move || store.read(|snapshot| snapshot.identity_count()));
+    let storage = Arc::clone(&state.inner.storage);
+    let read = blocking(move || storage.check_ready());
     match tokio::time::timeout(READINESS_TIMEOUT, read).await {
         Ok(Ok(_)) => text(StatusCode::OK, "ready\n"),
         Ok(Err(error)) => not_ready(format!("the database read failed: {error}")),
@@ -192,34 +194,35 @@ async fn readyz(State(state): State<HttpState>) -> Response {
 }
 
 async fn metrics(State(state): State<HttpState>) -> Response {
-    let store = state.inner.store.clone();
-    let counts = blocking(move || {
-        store.read(|snapshot| {
-            let mut counts = Vec::new();
-            for (perspective, label) in [
-                (Perspective::Inbound, "inbound"),
-                (Perspective::Outbound, "outbound"),
-            ] {
-                for (status, count) in snapshot.count_by_status(perspective)? {
-                    counts.push((label, status.as_str().to_owned(), count));
-                }
+    let storage = &state.inner.storage;
+    let counts = async {
+        let mut counts = Vec::new();
+        for (perspective, label) in [
+            (Perspective::Inbound, "inbound"),
+            (Perspective::Outbound, "outbound"),
+        ] {
+            for (status, count) in storage.trust().count_by_status(perspective).await? {
+                counts.push((label, status.as_str().to_owned(), count));
             }
-            Ok(counts)
-        })
-    })
+        }
+        Ok::<_, StoreError>(counts)
+    }
     .await;
     let trust_records = counts.unwrap_or_else(|error| {
         // Render what is known; the scrape itself should not fail with the database.
         tracing::warn!(error = %error, "metrics: counting trust records failed");
         Vec::new()
     });
+    let sized = Arc::clone(storage);
+    let db_file_bytes =
+        tokio::task::spawn_blocking(move || sized.maintenance().and_then(Maintenance::file_size))
+            .await
+            .unwrap_or_default();
     let listener = &state.inner.listener;
     let inputs = RenderInputs {
         connections_open: u64::try_from(listener.open_connections()).unwrap_or(u64::MAX),
         connections_accepted: listener.accepted_connections(),
-        db_file_bytes: std::fs::metadata(state.inner.store.path())
-            .ok()
-            .map(|metadata| metadata.len()),
+        db_file_bytes,
         trust_records,
     };
     let body = state.inner.metrics.render(&inputs);
@@ -233,8 +236,18 @@ async fn metrics(State(state): State<HttpState>) -> Response {
 
 async fn backup(State(state): State<HttpState>) -> Response {
     let started = Instant::now();
-    let store = state.inner.store.clone();
-    let (file, report) = match blocking(move || store.backup_to_anonymous_file()).await {
+    if state.inner.storage.maintenance().is_none() {
+        return text(
+            StatusCode::NOT_IMPLEMENTED,
+            "backup: this storage has no database file; back it up with its own tools (pg_dump for PostgreSQL)\n",
+        );
+    }
+    let storage = Arc::clone(&state.inner.storage);
+    let taken = blocking(move || match storage.maintenance() {
+        Some(maintenance) => maintenance.backup_to_anonymous_file(),
+        None => Err(StoreError::TaskFailed("no database file".to_owned())),
+    });
+    let (file, report) = match taken.await {
         Ok(taken) => taken,
         Err(error) => {
             tracing::error!(error = %error, "backup failed");
@@ -280,4 +293,62 @@ async fn backup(State(state): State<HttpState>) -> Response {
         headers.insert(name, HeaderValue::from(value));
     }
     response
+}
+
+/// The endpoint as a [`Service`] of the server: installs the metrics recorder,
+/// removes scratch files of interrupted backups, and serves until the server stops.
+pub struct HttpService {
+    listener: tokio::net::TcpListener,
+    token: Option<Secret>,
+}
+
+impl HttpService {
+    /// The endpoint on a bound `listener`, requiring `token` when there is one.
+    pub fn new(listener: tokio::net::TcpListener, token: Option<Secret>) -> Self {
+        HttpService { listener, token }
+    }
+
+    /// Where it listens.
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+impl Service for HttpService {
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
+    fn run(
+        self: Box<Self>,
+        context: ServiceContext,
+        stop: BoxFuture<'static, ()>,
+    ) -> BoxFuture<'static, ()> {
+        Box::pin(async move {
+            let metrics = crate::metrics::install();
+            let storage = Arc::clone(&context.storage);
+            let removed = tokio::task::spawn_blocking(move || {
+                storage
+                    .maintenance()
+                    .map_or(0, Maintenance::remove_stale_backups)
+            })
+            .await
+            .unwrap_or_default();
+            if removed > 0 {
+                tracing::info!(removed, "removed scratch files of interrupted backups");
+            }
+            let state = HttpState::new(
+                context.storage,
+                context.listener,
+                metrics,
+                self.token.as_ref(),
+            );
+            // Without a scrape, histogram samples would pile up; drain them regularly.
+            let upkeep = tokio::spawn(metrics.upkeep_every(Duration::from_secs(5)));
+            if let Err(error) = serve(self.listener, router(state), stop).await {
+                tracing::warn!(error = %error, "HTTP endpoint failed");
+            }
+            upkeep.abort();
+        })
+    }
 }

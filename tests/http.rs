@@ -37,7 +37,7 @@ const TOKEN: &str = "0123456789abcdef-test-token";
 
 fn state_for(server: &TestServer, token: Option<&str>) -> HttpState {
     HttpState::new(
-        server.store.clone(),
+        std::sync::Arc::new(server.store.clone()),
         Arc::clone(&server.stats),
         btps::metrics::install(),
         token.map(Secret::new).as_ref(),
@@ -319,7 +319,7 @@ async fn healthz_and_readyz_follow_the_listener() {
 
     // A listener that never ran: alive, not ready, and the reason says why.
     let idle = HttpState::new(
-        server.store.clone(),
+        std::sync::Arc::new(server.store.clone()),
         Arc::new(ListenerStats::default()),
         btps::metrics::install(),
         None,
@@ -529,7 +529,7 @@ async fn a_backup_under_continuous_writes_restores_into_a_working_server() {
     let stop_writer = Arc::new(AtomicBool::new(false));
     let writer = {
         let (store, committed, stop) = (
-            server.store.clone(),
+            std::sync::Arc::new(server.store.clone()),
             Arc::clone(&committed),
             Arc::clone(&stop_writer),
         );

@@ -7,4 +7,6 @@
 
 pub mod operations;
 #[cfg(unix)]
+pub mod service;
+#[cfg(unix)]
 pub mod socket;

@@ -7,13 +7,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use btps::config::{Config, StorageKind};
-use btps::server::inbound::RecordSource;
-use btps::server::middleware::{BucketSpec, IpFilter, Middleware, RateLimiter};
+use btps::http::HttpService;
+use btps::server::middleware::{BucketSpec, IpFilter, RateLimiter};
 use btps::server::trust::TrustPolicy;
-use btps::server::{ListenerSettings, Pipeline, PipelineParts, Server, bootstrap};
+use btps::server::{ListenerSettings, Server, Service, bootstrap};
 use btps::signing::{DnsKeys, KeySource};
-use btps::store::RedbStore;
-use btps::store::{JsonIdentityStore, JsonTrustStore};
+use btps::store::{JsonFilesStorage, JsonIdentityStore, JsonTrustStore, RedbStore, Storage};
 use btps::systemd::Notifier;
 
 /// The configuration file of an installed server, read when no other is named.
@@ -110,29 +109,8 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     }
     let store = RedbStore::open(&config.storage.database_path, &config.redb_options())
         .with_context(|| format!("opening {}", config.storage.database_path.display()))?;
-    let resolver = config
-        .dns_resolver()
-        .map_err(|error| anyhow::anyhow!("{error}"))?;
-    let keys: Arc<dyn KeySource> = Arc::new(DnsKeys::new(btps::identity::dns::KeyDirectory::new(
-        resolver,
-    )));
-    let mut middleware: Vec<Arc<dyn Middleware>> = Vec::new();
-    if !config.ip_filter.allow.is_empty() || !config.ip_filter.deny.is_empty() {
-        middleware.push(Arc::new(IpFilter::new(config.ip_filter.clone())));
-    }
-    if config.rate_limit.enabled {
-        let bucket = |bucket: &btps::config::Bucket| BucketSpec {
-            rate_per_second: bucket.rate_per_second,
-            burst: bucket.burst,
-        };
-        middleware.push(Arc::new(RateLimiter::new(
-            bucket(&config.rate_limit.per_ip),
-            bucket(&config.rate_limit.per_sender),
-        )));
-    }
-    let signer_config = config.clone();
-    let records = match config.storage.kind {
-        StorageKind::Redb => RecordSource::Redb,
+    let storage: Arc<dyn Storage> = match config.storage.kind {
+        StorageKind::Redb => Arc::new(store.clone()),
         StorageKind::Json => {
             let trust = JsonTrustStore::open(
                 &config.storage.trust_file_path,
@@ -149,57 +127,77 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
                 config.storage.trust_file_path.display(),
                 config.storage.identity_file_path.display()
             );
-            RecordSource::json(trust, identities)
+            Arc::new(JsonFilesStorage::new(
+                trust,
+                identities,
+                Arc::new(store.clone()),
+            ))
         }
     };
-    let pipeline = Pipeline::new(PipelineParts {
-        store: store.clone(),
-        records,
-        keys,
-        server_key: Arc::new(prepared.server_key),
-        server_selector: config.server.selector.clone(),
-        lookup_signer: Arc::new(move |domain: &str| signer_config.lookup_signer(domain)),
-        policy: TrustPolicy {
+    let resolver = config
+        .dns_resolver()
+        .map_err(|error| anyhow::anyhow!("{error}"))?;
+    let keys: Arc<dyn KeySource> = Arc::new(DnsKeys::new(btps::identity::dns::KeyDirectory::new(
+        resolver,
+    )));
+    let signer_config = config.clone();
+    let mut builder = Server::builder()
+        .storage(storage)
+        .server_key(prepared.server_key)
+        .server_selector(config.server.selector.clone())
+        .tls(prepared.tls)
+        .key_source(keys)
+        .lookup_signer(move |domain: &str| signer_config.lookup_signer(domain))
+        .trust_policy(TrustPolicy {
             cooling_off: config.trust.cooling_off,
             default_privacy: config.trust.default_privacy.clone(),
             enforce_privacy: config.trust.enforce_privacy,
-        },
-        middleware,
-        committer_nice: config.limits.committer_nice,
-    })
-    .context("starting the group-commit thread")?;
+        })
+        .listener_settings(ListenerSettings {
+            connection: btps::server::ConnectionLimits {
+                max_line_bytes: config.limits.max_line_bytes,
+                idle_timeout: config.limits.idle_timeout,
+            },
+            handshake_timeout: config.tls.handshake_timeout,
+            max_connections: config.limits.max_connections,
+            shutdown_grace: config.limits.shutdown_grace,
+        })
+        .committer_nice(config.limits.committer_nice);
+    if !config.ip_filter.allow.is_empty() || !config.ip_filter.deny.is_empty() {
+        builder = builder.middleware(Arc::new(IpFilter::new(config.ip_filter.clone())));
+    }
+    if config.rate_limit.enabled {
+        let bucket = |bucket: &btps::config::Bucket| BucketSpec {
+            rate_per_second: bucket.rate_per_second,
+            burst: bucket.burst,
+        };
+        builder = builder.middleware(Arc::new(RateLimiter::new(
+            bucket(&config.rate_limit.per_ip),
+            bucket(&config.rate_limit.per_sender),
+        )));
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let address = listener.local_addr().context("reading the bound address")?;
-    let settings = ListenerSettings {
-        connection: btps::server::ConnectionLimits {
-            max_line_bytes: config.limits.max_line_bytes,
-            idle_timeout: config.limits.idle_timeout,
-        },
-        handshake_timeout: config.tls.handshake_timeout,
-        max_connections: config.limits.max_connections,
-        shutdown_grace: config.limits.shutdown_grace,
-    };
-    let server = Server::new(Arc::new(pipeline), prepared.tls, settings);
-    // One shutdown signal, seen by the listener and the admin socket.
-    let (stop, stopping) = tokio::sync::watch::channel(false);
-    let stopped = move || {
-        let mut stopping = stopping.clone();
-        async move {
-            let _ = stopping.wait_for(|stop| *stop).await;
-        }
-    };
     // DNS records printed through the admin socket name the address actually bound.
     let mut admin_config = config.clone();
     admin_config.listen = address;
-    let admin = start_admin_socket(&admin_config, &store, stopped())?;
-    let http = match config.http.listen {
-        Some(http_address) => {
-            Some(start_http(&config, http_address, &store, server.stats()).await?)
-        }
-        None => None,
-    };
+    if let Some(admin) = admin_socket(&admin_config, &store)? {
+        builder = builder.service(admin);
+    }
+    if let Some(http_address) = config.http.listen {
+        let http = tokio::net::TcpListener::bind(http_address)
+            .await
+            .with_context(|| format!("binding the HTTP endpoint {http_address} (http.listen)"))?;
+        let bound = http
+            .local_addr()
+            .context("reading the HTTP endpoint's bound address")?;
+        println!("btps http endpoint on http://{bound}");
+        tracing::info!(address = %bound, token = config.http.token.is_some(), "HTTP endpoint listening");
+        builder = builder.service(Box::new(HttpService::new(http, config.http.token.clone())));
+    }
+    let server = builder.build().context("assembling the server")?;
     // Registered before readiness is reported: a SIGTERM that arrives right after
     // (a service stopped as soon as it started) must still stop the server cleanly.
     let shutdown = shutdown_signal();
@@ -208,7 +206,7 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         config.storage.database_path.display()
     );
     tracing::info!(address = %address, "listening");
-    // Ready only now: the database is open and every listener is bound, so a client
+    // Ready only now: the storage is open and every listener is bound, so a client
     // that connects as soon as systemd reports the service started is queued by the
     // kernel and served, never refused.
     let notifier = Notifier::from_env();
@@ -217,20 +215,12 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         .watchdog_interval()
         .map(|interval| tokio::spawn(keep_alive(notifier.clone(), interval)));
     let stopping = notifier.clone();
-    tokio::spawn(async move {
+    let shutdown = async move {
         shutdown.await;
         tracing::info!("shutting down");
         report(stopping.stopping());
-        let _ = stop.send(true);
-    });
-    server.run(listener, stopped()).await;
-    if let Some(http) = http {
-        http.stop(config.limits.shutdown_grace).await;
-    }
-    if let Some(admin) = admin {
-        // The socket is closed and its file removed; requests in progress finish.
-        let _ = admin.await;
-    }
+    };
+    server.run(listener, shutdown).await?;
     if let Some(watchdog) = watchdog {
         watchdog.abort();
     }
@@ -240,14 +230,11 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Binds the admin socket (when enabled) and serves it on a task until `shutdown`.
+/// Binds the admin socket (when enabled) as a service of the server.
 #[cfg(unix)]
-fn start_admin_socket(
-    config: &Config,
-    store: &RedbStore,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+fn admin_socket(config: &Config, store: &RedbStore) -> anyhow::Result<Option<Box<dyn Service>>> {
     use btps::admin::operations::AdminContext;
+    use btps::admin::service::AdminService;
     use btps::admin::socket::AdminSocket;
 
     if !config.admin.enabled {
@@ -264,82 +251,12 @@ fn start_admin_socket(
         config.admin.socket_mode
     );
     let context = AdminContext::new(store.clone(), config.clone());
-    Ok(Some(tokio::spawn(socket.run(context, shutdown))))
+    Ok(Some(Box::new(AdminService::new(socket, context))))
 }
 
 #[cfg(not(unix))]
-fn start_admin_socket(
-    _config: &Config,
-    _store: &RedbStore,
-    _shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+fn admin_socket(_config: &Config, _store: &RedbStore) -> anyhow::Result<Option<Box<dyn Service>>> {
     Ok(None)
-}
-
-/// The running HTTP endpoint.
-struct HttpEndpoint {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-    upkeep: tokio::task::JoinHandle<()>,
-}
-
-/// Binds the HTTP endpoint and starts serving it; metrics recording starts here, so a
-/// process without the endpoint records nothing.
-async fn start_http(
-    config: &Config,
-    address: SocketAddr,
-    store: &RedbStore,
-    listener_stats: Arc<btps::server::ListenerStats>,
-) -> anyhow::Result<HttpEndpoint> {
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .with_context(|| format!("binding the HTTP endpoint {address} (http.listen)"))?;
-    let bound = listener
-        .local_addr()
-        .context("reading the HTTP endpoint's bound address")?;
-    let metrics = btps::metrics::install();
-    let removed = store.remove_stale_backups();
-    if removed > 0 {
-        tracing::info!(removed, "removed scratch files of interrupted backups");
-    }
-    let state = btps::http::HttpState::new(
-        store.clone(),
-        listener_stats,
-        metrics,
-        config.http.token.as_ref(),
-    );
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(btps::http::serve(
-        listener,
-        btps::http::router(state),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    // Without a scrape, histogram samples would pile up; drain them regularly.
-    let upkeep = tokio::spawn(metrics.upkeep_every(std::time::Duration::from_secs(5)));
-    println!("btps http endpoint on http://{bound}");
-    tracing::info!(address = %bound, token = config.http.token.is_some(), "HTTP endpoint listening");
-    Ok(HttpEndpoint { stop, task, upkeep })
-}
-
-impl HttpEndpoint {
-    /// Stops after the BTPS listener: requests in flight (a backup download) get
-    /// `grace` to finish.
-    async fn stop(mut self, grace: std::time::Duration) {
-        let _ = self.stop.send(());
-        self.upkeep.abort();
-        match tokio::time::timeout(grace, &mut self.task).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(error))) => tracing::warn!(error = %error, "HTTP endpoint failed"),
-            Ok(Err(error)) => tracing::warn!(error = %error, "HTTP endpoint task failed"),
-            Err(_) => {
-                tracing::warn!("HTTP requests still running after the grace period; closing them");
-                self.task.abort();
-                let _ = self.task.await;
-            }
-        }
-    }
 }
 
 /// Sends `WATCHDOG=1` every `interval` for as long as the runtime schedules tasks:

@@ -2,9 +2,10 @@
 //! (`spec/08-delivery.md` §7), and the two built-ins: a token-bucket rate limiter per
 //! IP and per sender, and IP allow/deny lists.
 //!
-//! Middleware is synchronous: it decides from what it is shown, without I/O, so that a
-//! hook can never stall a connection. A hook answers early by returning
-//! [`Verdict::Respond`]; the connection stays open.
+//! A hook is async: it may look records up or call out before it decides. It lets
+//! the line pass ([`Verdict::Continue`]), answers it with any response
+//! ([`Verdict::Respond`]), or refuses it and optionally closes the connection
+//! ([`Verdict::Reject`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -13,7 +14,10 @@ use crate::config::IpFilterSettings;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use crate::BoxFuture;
+use crate::protocol::json::Object;
 use crate::protocol::{Artifact, ErrorCode, ProtocolError};
+use crate::store::Storage;
 
 /// Where in the pipeline a hook runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -40,32 +44,194 @@ pub enum Phase {
     AfterOnError,
 }
 
-/// What a hook is shown.
-#[derive(Clone, Copy, Debug)]
+impl Phase {
+    /// Every phase, in pipeline order.
+    pub const ALL: [Phase; 10] = [
+        Phase::BeforeParsing,
+        Phase::AfterParsing,
+        Phase::BeforeSignatureVerification,
+        Phase::AfterSignatureVerification,
+        Phase::BeforeTrustVerification,
+        Phase::AfterTrustVerification,
+        Phase::BeforeOnArtifact,
+        Phase::AfterOnArtifact,
+        Phase::BeforeOnError,
+        Phase::AfterOnError,
+    ];
+
+    /// The reference's `phase.step` name, e.g. `before.parsing`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::BeforeParsing => "before.parsing",
+            Phase::AfterParsing => "after.parsing",
+            Phase::BeforeSignatureVerification => "before.signatureVerification",
+            Phase::AfterSignatureVerification => "after.signatureVerification",
+            Phase::BeforeTrustVerification => "before.trustVerification",
+            Phase::AfterTrustVerification => "after.trustVerification",
+            Phase::BeforeOnArtifact => "before.onArtifact",
+            Phase::AfterOnArtifact => "after.onArtifact",
+            Phase::BeforeOnError => "before.onError",
+            Phase::AfterOnError => "after.onError",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a hook is shown of one line: built for that line only, never shared with
+/// another (unlike the reference's per-connection context, `spec/08-delivery.md`
+/// §7.2 note 1).
+#[derive(Clone, Copy)]
 pub struct Request<'a> {
     /// The peer.
     pub remote: SocketAddr,
-    /// The line as received.
+    /// The line as received (empty in the error phases).
     pub line: &'a [u8],
     /// The artifact, once parsed.
     pub artifact: Option<&'a Artifact>,
-    /// The error of the stage just finished, if it failed.
+    /// The error of the stage just finished, if it failed; in the error phases, the
+    /// error being answered.
     pub error: Option<&'a ProtocolError>,
+    /// The storage the server runs on, for hooks that look records up.
+    pub storage: &'a dyn Storage,
+}
+
+impl Request<'_> {
+    /// The `id` of the artifact, once parsed: the `reqId` of the answer.
+    pub fn request_id(&self) -> Option<&str> {
+        self.artifact.map(Artifact::id).filter(|id| !id.is_empty())
+    }
+
+    /// The line's (`from`, `to`), once parsed: a transporter's sender and receiver,
+    /// an agent's id and receiver, a lookup's requester and looked-up identity.
+    pub fn parties(&self) -> Option<(&str, &str)> {
+        match self.artifact? {
+            Artifact::Transporter(artifact) => Some((artifact.from.as_str(), artifact.to.as_str())),
+            Artifact::Agent(artifact) => Some((artifact.agent_id.as_str(), artifact.to.as_str())),
+            Artifact::IdentityLookup(lookup) => {
+                Some((lookup.from.as_str(), lookup.identity.as_str()))
+            }
+            Artifact::Control(_) => None,
+        }
+    }
+
+    /// In `after.signatureVerification`: whether the signature verified.
+    pub fn is_valid(&self) -> bool {
+        self.error.is_none()
+    }
+
+    /// In `after.trustVerification`: whether the artifact was trusted (and stored).
+    pub fn is_trusted(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+impl std::fmt::Debug for Request<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("remote", &self.remote)
+            .field("line_bytes", &self.line.len())
+            .field("request_id", &self.request_id())
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A hook's decision.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Verdict {
-    /// Go on.
+    /// Go on: the next hook, then the pipeline's own step.
     Continue,
-    /// Answer this error now and skip the rest of the pipeline for this line.
-    Respond(ProtocolError),
+    /// Answer with this response object (its `reqId` set to the line's artifact id)
+    /// and end the processing of this line; the connection stays open.
+    Respond(Object),
+    /// Answer with this error (with the line's `reqId`) and end the processing of
+    /// this line; close the connection gracefully afterwards when `close`.
+    Reject {
+        /// The error to answer.
+        error: ProtocolError,
+        /// Whether to close the connection after the answer.
+        close: bool,
+    },
 }
 
-/// A pipeline hook.
+impl Verdict {
+    /// Refuses the line with `error`, keeping the connection open.
+    pub fn reject(error: ProtocolError) -> Self {
+        Verdict::Reject {
+            error,
+            close: false,
+        }
+    }
+
+    /// This verdict as the future [`Middleware::handle`] returns, for hooks that
+    /// decide without waiting.
+    pub fn ready<'a>(self) -> BoxFuture<'a, Verdict> {
+        Box::pin(std::future::ready(self))
+    }
+}
+
+/// The priority of a hook that does not name one: after every hook that does.
+pub const DEFAULT_PRIORITY: u32 = u32::MAX;
+
+/// A pipeline hook: the reference's middleware as a Rust trait
+/// (`spec/08-delivery.md` §7.3).
+///
+/// Hooks run in ascending [`priority`](Middleware::priority), hooks of equal
+/// priority in registration order; each is awaited before the next. A hook that
+/// panics answers the line with `BTP_ERROR_UNKNOWN`; the server goes on. A hook
+/// that waits holds up only its own connection's line (each connection handles one
+/// line at a time), but it does hold that line: keep waits short.
+///
+/// ```
+/// use btps::server::middleware::{Middleware, Phase, Request, Verdict};
+/// use btps::BoxFuture;
+///
+/// /// Refuses documents larger than 64 KiB before any work is spent on them.
+/// struct SizeCap;
+///
+/// impl Middleware for SizeCap {
+///     fn name(&self) -> &'static str {
+///         "size-cap"
+///     }
+///
+///     fn phases(&self) -> &'static [Phase] {
+///         &[Phase::BeforeParsing]
+///     }
+///
+///     fn handle<'a>(&'a self, _phase: Phase, request: &'a Request<'a>) -> BoxFuture<'a, Verdict> {
+///         let verdict = if request.line.len() > 64 * 1024 {
+///             Verdict::reject(btps::protocol::ProtocolError::validation("line too long for this server"))
+///         } else {
+///             Verdict::Continue
+///         };
+///         verdict.ready()
+///     }
+/// }
+/// ```
 pub trait Middleware: Send + Sync {
     /// A short name for logs.
     fn name(&self) -> &'static str;
+
+    /// Where this hook runs among the others: lower first.
+    fn priority(&self) -> u32 {
+        DEFAULT_PRIORITY
+    }
+
+    /// The phases at which [`handle`](Middleware::handle) is called (every phase by
+    /// default). A hook is never called at other phases, and a phase without hooks
+    /// costs nothing.
+    fn phases(&self) -> &'static [Phase] {
+        &Phase::ALL
+    }
 
     /// Whether a new connection from `remote` is allowed at all (checked before the
     /// TLS handshake; a refused connection is closed without a word).
@@ -74,8 +240,8 @@ pub trait Middleware: Send + Sync {
     }
 
     /// Runs at `phase` of one line.
-    fn handle(&self, _phase: Phase, _request: &Request<'_>) -> Verdict {
-        Verdict::Continue
+    fn handle<'a>(&'a self, _phase: Phase, _request: &'a Request<'a>) -> BoxFuture<'a, Verdict> {
+        Verdict::Continue.ready()
     }
 }
 
@@ -183,11 +349,20 @@ impl Middleware for RateLimiter {
         "rate-limiter"
     }
 
-    fn handle(&self, phase: Phase, request: &Request<'_>) -> Verdict {
+    fn priority(&self) -> u32 {
+        // The reference's default set registers it with priority 1.
+        1
+    }
+
+    fn phases(&self) -> &'static [Phase] {
+        &[Phase::BeforeParsing, Phase::AfterParsing]
+    }
+
+    fn handle<'a>(&'a self, phase: Phase, request: &'a Request<'a>) -> BoxFuture<'a, Verdict> {
         let now = Instant::now();
-        match phase {
+        let verdict = match phase {
             Phase::BeforeParsing if !self.per_ip.take(&request.remote.ip(), now) => {
-                Verdict::Respond(too_many_requests(format!(
+                Verdict::reject(too_many_requests(format!(
                     "rate limit for {}",
                     request.remote.ip()
                 )))
@@ -197,11 +372,12 @@ impl Middleware for RateLimiter {
                 if self.per_sender.take(&key, now) {
                     Verdict::Continue
                 } else {
-                    Verdict::Respond(too_many_requests(format!("rate limit for {key}")))
+                    Verdict::reject(too_many_requests(format!("rate limit for {key}")))
                 }
             }
             _ => Verdict::Continue,
-        }
+        };
+        verdict.ready()
     }
 }
 
@@ -221,6 +397,10 @@ impl IpFilter {
 impl Middleware for IpFilter {
     fn name(&self) -> &'static str {
         "ip-filter"
+    }
+
+    fn phases(&self) -> &'static [Phase] {
+        &[]
     }
 
     fn allow_connection(&self, remote: SocketAddr) -> bool {

@@ -4,31 +4,31 @@
 //! parse → classify → validate → hosted check → signature verification (keys from DNS)
 //! → duplicate check → trust check → handler → commit → response.
 //!
-//! Middleware runs at the reference's phases. Every refused artifact is logged once
-//! with its error code, sender, receiver and remote address; documents and keys are
-//! never logged.
+//! Middleware runs at every phase of the reference (`spec/08-delivery.md` §7.3): for
+//! a transporter artifact the trust check and the store are one transaction, so
+//! `before.trustVerification` and `before.onArtifact` run before it, and
+//! `after.trustVerification` and `after.onArtifact` after it has committed. Every
+//! refused artifact is logged once with its error code, sender, receiver and remote
+//! address, and reported to the error callback; documents and keys are never logged.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::crypto::{PrivateKey, PublicKey};
-use crate::identity::{Identity, compute_trust_id, is_schema_identity};
+use crate::crypto::PrivateKey;
+use crate::identity::Identity;
 use crate::metrics::{self, ArtifactLabel, Outcome};
-use crate::protocol::json::{Object, Value};
-use crate::protocol::response::{self, now_iso};
+use crate::protocol::json::Object;
+use crate::protocol::response;
 use crate::protocol::{
-    AgentAction, AgentArtifact, Artifact, ControlAction, ErrorCode, IdentityLookupRequest,
-    ProtocolError, TransporterArtifact,
+    Artifact, ControlAction, ErrorCode, ProtocolError, TransporterArtifact, TransporterType,
 };
-use crate::server::inbound::{
-    self, AcceptError, Accepted, Committer, RecordSource, VerifiedArtifact,
-};
+use crate::server::events::Events;
+use crate::server::hooks::{ErrorCallback, ErrorEvent, ErrorStage, Lifecycle, ResponseSent};
+use crate::server::inbound::{AcceptError, Accepted, Committer, Content, VerifiedArtifact};
 use crate::server::middleware::{Middleware, Phase, Request, Verdict};
 use crate::server::trust::{TrustPolicy, VerifyingKey};
 use crate::signing::{self, KeySource, VerifiedSigner};
-use crate::store::{
-    IdentityRecord, NewInboxEntry, Perspective, RedbStore, StoreError, Timestamp, TrustRecord,
-};
+use crate::store::{IdentityRecord, NewInboxEntry, Storage, Timestamp};
 
 /// What the connection does after writing the reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,11 +60,33 @@ impl Reply {
         }
     }
 
-    fn respond(response: &Object, after: After) -> Self {
+    pub(super) fn respond(response: &Object, after: After) -> Self {
         Reply {
             line: Some(response.to_canonical()),
             after,
             request_id: None,
+        }
+    }
+}
+
+/// Why the processing of a line stopped before its success answer.
+pub(super) enum Halt {
+    /// Refused with this error at this stage; `close` ends the connection after.
+    Refuse {
+        error: ProtocolError,
+        stage: ErrorStage,
+        close: bool,
+    },
+    /// A hook answered the line itself.
+    Answer(Object),
+}
+
+impl Halt {
+    pub(super) fn at(stage: ErrorStage) -> impl FnOnce(ProtocolError) -> Halt {
+        move |error| Halt::Refuse {
+            error,
+            stage,
+            close: false,
         }
     }
 }
@@ -80,26 +102,29 @@ pub type LookupSigner = Arc<dyn Fn(&str) -> Identity + Send + Sync>;
 
 /// Everything the pipeline needs; shared by all connections.
 pub struct Pipeline {
-    store: RedbStore,
-    records: RecordSource,
-    /// Group commit of accepted artifacts (redb records only).
-    committer: Option<Committer>,
+    pub(super) storage: Arc<dyn Storage>,
+    /// Group commit of accepted artifacts.
+    committer: Committer,
     /// Recent answers of the hosted check: lower-cased identity → (hosted, when).
     hosted_cache: std::sync::Mutex<std::collections::HashMap<String, (bool, std::time::Instant)>>,
     keys: Arc<dyn KeySource>,
-    server_key: Arc<PrivateKey>,
-    server_selector: String,
-    lookup_signer: LookupSigner,
-    policy: TrustPolicy,
+    pub(super) server_key: Arc<PrivateKey>,
+    pub(super) server_selector: String,
+    pub(super) lookup_signer: LookupSigner,
     middleware: Vec<Arc<dyn Middleware>>,
+    /// Per phase, the indexes into `middleware` of the hooks that run there, in
+    /// priority order.
+    by_phase: [Vec<usize>; Phase::ALL.len()],
+    lifecycle: Vec<Arc<dyn Lifecycle>>,
+    on_error: Option<ErrorCallback>,
+    /// Woken after every group commit that stored something.
+    committed: Arc<tokio::sync::Notify>,
 }
 
 /// The parts of a [`Pipeline`].
 pub struct PipelineParts {
-    /// The database (inboxes, and records unless `records` says otherwise).
-    pub store: RedbStore,
-    /// Where trust and identity records live.
-    pub records: RecordSource,
+    /// Where everything is stored.
+    pub storage: Arc<dyn Storage>,
     /// Where signer keys come from (normally DNS).
     pub keys: Arc<dyn KeySource>,
     /// The server's own key (signs identity-lookup answers).
@@ -110,41 +135,60 @@ pub struct PipelineParts {
     pub lookup_signer: LookupSigner,
     /// The trust policy.
     pub policy: TrustPolicy,
-    /// Hooks, run in order.
+    /// Hooks, in registration order (they run by priority, then this order).
     pub middleware: Vec<Arc<dyn Middleware>>,
+    /// Lifecycle hooks (`on_response_sent` is called by the pipeline).
+    pub lifecycle: Vec<Arc<dyn Lifecycle>>,
+    /// Called for every error answered.
+    pub on_error: Option<ErrorCallback>,
     /// How far below the connection threads the group-commit thread runs
     /// (`limits.committer_nice`).
     pub committer_nice: u8,
 }
 
-fn internal(error: impl std::fmt::Display) -> ProtocolError {
+pub(super) fn internal(error: impl std::fmt::Display) -> ProtocolError {
     ProtocolError::new(ErrorCode::Unknown, error.to_string()).with_reason("internal error")
 }
 
 impl Pipeline {
-    /// A pipeline from its parts; starts the group-commit thread when records live
-    /// in the redb file.
+    /// A pipeline from its parts; starts the group-commit thread.
     pub fn new(parts: PipelineParts) -> std::io::Result<Self> {
-        let committer = match &parts.records {
-            RecordSource::Redb => Some(Committer::start(
-                parts.store.clone(),
-                parts.policy.clone(),
-                parts.committer_nice,
-            )?),
-            RecordSource::Json { .. } => None,
-        };
+        let committed = Arc::new(tokio::sync::Notify::new());
+        let committer = Committer::start(
+            Arc::clone(&parts.storage),
+            parts.policy,
+            parts.committer_nice,
+            Arc::clone(&committed),
+        )?;
+        let mut order: Vec<usize> = (0..parts.middleware.len()).collect();
+        // Stable: equal priorities keep registration order.
+        order.sort_by_key(|&index| parts.middleware[index].priority());
+        let by_phase = Phase::ALL.map(|phase| {
+            order
+                .iter()
+                .copied()
+                .filter(|&index| parts.middleware[index].phases().contains(&phase))
+                .collect()
+        });
         Ok(Pipeline {
-            store: parts.store,
-            records: parts.records,
+            storage: parts.storage,
             committer,
             hosted_cache: std::sync::Mutex::default(),
             keys: parts.keys,
             server_key: parts.server_key,
             server_selector: parts.server_selector,
             lookup_signer: parts.lookup_signer,
-            policy: parts.policy,
             middleware: parts.middleware,
+            by_phase,
+            lifecycle: parts.lifecycle,
+            on_error: parts.on_error,
+            committed,
         })
+    }
+
+    /// Subscriptions to what the pipeline stores ([`Events::subscribe`]).
+    pub fn events(&self) -> Events {
+        Events::new(Arc::clone(&self.storage), Arc::clone(&self.committed))
     }
 
     /// The middleware, for connection-level checks.
@@ -152,80 +196,103 @@ impl Pipeline {
         &self.middleware
     }
 
-    fn run_hooks(&self, phase: Phase, request: &Request<'_>) -> Result<(), ProtocolError> {
-        for hook in &self.middleware {
-            if let Verdict::Respond(error) = hook.handle(phase, request) {
-                return Err(error);
+    /// The storage the pipeline runs on.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// A request context for the hooks.
+    pub(super) fn request<'a>(
+        &'a self,
+        remote: SocketAddr,
+        line: &'a [u8],
+        artifact: Option<&'a Artifact>,
+    ) -> Request<'a> {
+        Request {
+            remote,
+            line,
+            artifact,
+            error: None,
+            storage: self.storage.as_ref(),
+        }
+    }
+
+    /// Runs the hooks of `phase` in order until one does not continue. A hook that
+    /// panics refuses the line with `BTP_ERROR_UNKNOWN`.
+    pub(super) async fn run_hooks(&self, phase: Phase, request: &Request<'_>) -> Result<(), Halt> {
+        for &index in &self.by_phase[phase.index()] {
+            let hook = &self.middleware[index];
+            let verdict = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
+                hook.handle(phase, request),
+            ))
+            .await;
+            let stage = ErrorStage::Middleware(phase);
+            match verdict {
+                Ok(Verdict::Continue) => {}
+                Ok(Verdict::Respond(answer)) => return Err(Halt::Answer(answer)),
+                Ok(Verdict::Reject { error, close }) => {
+                    return Err(Halt::Refuse {
+                        error,
+                        stage,
+                        close,
+                    });
+                }
+                Err(_) => {
+                    tracing::error!(hook = hook.name(), phase = %phase, "a middleware hook panicked");
+                    return Err(Halt::at(stage)(internal(format!(
+                        "middleware {} failed",
+                        hook.name()
+                    ))));
+                }
             }
         }
         Ok(())
     }
 
     /// Runs the hooks of an "after" phase, showing them the stage's outcome.
-    fn run_after_hooks<T>(
+    pub(super) async fn run_after_hooks<T>(
         &self,
         phase: Phase,
         request: &Request<'_>,
         outcome: &Result<T, ProtocolError>,
-    ) -> Result<(), ProtocolError> {
-        self.run_hooks(
-            phase,
-            &Request {
-                error: outcome.as_ref().err(),
-                ..*request
-            },
-        )
+    ) -> Result<(), Halt> {
+        if self.by_phase[phase.index()].is_empty() {
+            return Ok(());
+        }
+        let request = Request {
+            error: outcome.as_ref().err(),
+            ..*request
+        };
+        self.run_hooks(phase, &request).await
     }
 
     /// Handles one line (without its `\n`) from `remote`.
     pub async fn handle_line(&self, line: &[u8], remote: SocketAddr) -> Reply {
-        let request = Request {
-            remote,
-            line,
-            artifact: None,
-            error: None,
-        };
-        if let Err(error) = self.run_hooks(Phase::BeforeParsing, &request) {
-            return self.refuse(&error, None, None, remote);
+        let request = self.request(remote, line, None);
+        if let Err(halt) = self.run_hooks(Phase::BeforeParsing, &request).await {
+            return self.halted(halt, None, remote).await;
         }
         let artifact = match crate::protocol::parse_line(line) {
             Ok(None) => return Reply::silent(),
             Ok(Some(artifact)) => artifact,
             Err(error) => {
-                let _ = self.run_hooks(
-                    Phase::AfterParsing,
-                    &Request {
-                        error: Some(&error),
-                        ..request
-                    },
-                );
-                return self.refuse(&error, None, None, remote);
-            }
-        };
-        let request = Request {
-            artifact: Some(&artifact),
-            ..request
-        };
-        if let Err(error) = self.run_hooks(Phase::AfterParsing, &request) {
-            return self.refuse(&error, Some(&artifact), Some(artifact.id()), remote);
-        }
-        let outcome = match &artifact {
-            Artifact::Control(control) => Ok(match control.action {
-                ControlAction::Quit => {
-                    Reply::respond(&response::success("bye", Some(&control.id)), After::End)
+                let failed: Result<(), ProtocolError> = Err(error);
+                if let Err(halt) = self
+                    .run_after_hooks(Phase::AfterParsing, &request, &failed)
+                    .await
+                {
+                    return self.halted(halt, None, remote).await;
                 }
-                // The documented behaviour, not the reference's unfinished one (docs/compatibility.md).
-                ControlAction::Ping => Reply::respond(
-                    &response::success("pong", Some(&control.id)),
-                    After::KeepOpen,
-                ),
-            }),
-            Artifact::IdentityLookup(lookup) => self.identity_lookup(lookup).await,
-            Artifact::Transporter(transporter) => {
-                self.transporter(transporter, line, &request).await
+                let Err(error) = failed else {
+                    return Reply::silent();
+                };
+                return self
+                    .halted(Halt::at(ErrorStage::Parsing)(error), None, remote)
+                    .await;
             }
-            Artifact::Agent(agent) => self.agent(agent, &request).await,
         };
+        let request = self.request(remote, line, Some(&artifact));
+        let outcome = self.handle_artifact(&artifact, line, &request).await;
         let mut reply = match outcome {
             Ok(reply) => {
                 // Transporter artifacts count themselves: they also know "duplicate".
@@ -234,36 +301,79 @@ impl Pipeline {
                 }
                 reply
             }
-            Err(error) => self.refuse(&error, Some(&artifact), Some(artifact.id()), remote),
+            Err(halt) => self.halted(halt, Some(&artifact), remote).await,
         };
         reply.request_id = Some(artifact.id().to_owned()).filter(|id| !id.is_empty());
         reply
     }
 
-    /// Answers an error, logging the refusal once.
-    fn refuse(
+    async fn handle_artifact(
         &self,
-        error: &ProtocolError,
-        artifact: Option<&Artifact>,
-        req_id: Option<&str>,
-        remote: SocketAddr,
-    ) -> Reply {
-        let request = Request {
-            remote,
-            line: &[],
-            artifact,
-            error: Some(error),
-        };
-        let _ = self.run_hooks(Phase::BeforeOnError, &request);
-        metrics::artifact(label(artifact), Outcome::Refused(error.code));
-        let (from, to) = match artifact {
-            Some(Artifact::Transporter(artifact)) => (artifact.from.as_str(), artifact.to.as_str()),
-            Some(Artifact::Agent(artifact)) => (artifact.agent_id.as_str(), artifact.to.as_str()),
-            Some(Artifact::IdentityLookup(lookup)) => {
-                (lookup.from.as_str(), lookup.identity.as_str())
+        artifact: &Artifact,
+        line: &[u8],
+        request: &Request<'_>,
+    ) -> Result<Reply, Halt> {
+        self.run_hooks(Phase::AfterParsing, request).await?;
+        match artifact {
+            Artifact::Control(control) => {
+                self.run_hooks(Phase::BeforeOnArtifact, request).await?;
+                let reply = match control.action {
+                    ControlAction::Quit => {
+                        Reply::respond(&response::success("bye", Some(&control.id)), After::End)
+                    }
+                    // The documented behaviour, not the reference's unfinished one
+                    // (docs/compatibility.md).
+                    ControlAction::Ping => Reply::respond(
+                        &response::success("pong", Some(&control.id)),
+                        After::KeepOpen,
+                    ),
+                };
+                self.run_hooks(Phase::AfterOnArtifact, request).await?;
+                Ok(reply)
             }
-            _ => ("", ""),
+            Artifact::IdentityLookup(lookup) => {
+                self.run_hooks(Phase::BeforeOnArtifact, request).await?;
+                let reply = self
+                    .identity_lookup(lookup)
+                    .await
+                    .map_err(Halt::at(ErrorStage::OnArtifact))?;
+                self.run_hooks(Phase::AfterOnArtifact, request).await?;
+                Ok(reply)
+            }
+            Artifact::Transporter(transporter) => {
+                self.transporter(transporter, line, request).await
+            }
+            Artifact::Agent(agent) => self.agent(agent, request).await,
+        }
+    }
+
+    /// Answers a halted line: a hook's own answer, or an error (logged once,
+    /// reported to the error callback and the error hooks).
+    async fn halted(&self, halt: Halt, artifact: Option<&Artifact>, remote: SocketAddr) -> Reply {
+        let request_id = artifact.map(Artifact::id).filter(|id| !id.is_empty());
+        let (error, stage, close) = match halt {
+            Halt::Answer(mut answer) => {
+                if let Some(id) = request_id {
+                    answer.insert("reqId", id);
+                }
+                return Reply::respond(&answer, After::KeepOpen);
+            }
+            Halt::Refuse {
+                error,
+                stage,
+                close,
+            } => (error, stage, close),
         };
+        let mut request = self.request(remote, &[], artifact);
+        request.error = Some(&error);
+        // The error hooks may answer differently; they cannot un-refuse the line.
+        let replacement = match self.run_hooks(Phase::BeforeOnError, &request).await {
+            Err(Halt::Answer(answer)) => Some(answer),
+            _ => None,
+        };
+        metrics::artifact(label(artifact), Outcome::Refused(error.code));
+        let parties = request.parties();
+        let (from, to) = parties.unwrap_or(("", ""));
         tracing::info!(
             code = error.code.code(),
             reason = error.reason().unwrap_or(""),
@@ -273,35 +383,75 @@ impl Pipeline {
             detail = %error.detail,
             "artifact refused"
         );
-        let reply = Reply::respond(&response::error(error, req_id), After::KeepOpen);
-        let _ = self.run_hooks(Phase::AfterOnError, &request);
+        if let Some(callback) = &self.on_error {
+            callback(&ErrorEvent {
+                remote,
+                stage,
+                error: &error,
+                request_id,
+                parties,
+            });
+        }
+        let after = if close { After::End } else { After::KeepOpen };
+        let reply = match replacement {
+            Some(mut answer) => {
+                if let Some(id) = request_id {
+                    answer.insert("reqId", id);
+                }
+                Reply::respond(&answer, after)
+            }
+            None => Reply::respond(&response::error(&error, request_id), after),
+        };
+        let _ = self.run_hooks(Phase::AfterOnError, &request).await;
         reply
     }
 
-    /// Runs storage work off the async threads.
-    async fn blocking<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&RedbStore, &RecordSource) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, ProtocolError> {
-        let store = self.store.clone();
-        let records = self.records.clone();
-        tokio::task::spawn_blocking(move || work(&store, &records))
-            .await
-            .map_err(internal)?
-            .map_err(internal)
+    /// Tells the lifecycle hooks that `line` was written to `remote`.
+    pub fn response_sent(&self, remote: SocketAddr, line: &str, request_id: Option<&str>) {
+        if self.lifecycle.is_empty() {
+            return;
+        }
+        let sent = ResponseSent {
+            remote,
+            line,
+            request_id,
+        };
+        for hook in &self.lifecycle {
+            hook.on_response_sent(&sent);
+        }
     }
 
-    async fn hosted(&self, identity: &Identity) -> Result<Option<IdentityRecord>, ProtocolError> {
-        let name = identity.as_str().to_owned();
-        self.blocking(move |store, records| records.hosted(store, &name))
+    /// Reports an error the connection answered itself (a line too long, an idle
+    /// timeout) to the error callback.
+    pub fn connection_error(&self, remote: SocketAddr, error: &ProtocolError) {
+        if let Some(callback) = &self.on_error {
+            callback(&ErrorEvent {
+                remote,
+                stage: ErrorStage::Connection,
+                error,
+                request_id: None,
+                parties: None,
+            });
+        }
+    }
+
+    /// The identity record of `identity` if it is hosted here.
+    pub(super) async fn hosted(
+        &self,
+        identity: &Identity,
+    ) -> Result<Option<IdentityRecord>, ProtocolError> {
+        self.storage
+            .identities()
+            .get_by_identity(identity.as_str())
             .await
+            .map_err(internal)
     }
 
     /// The hosted check of every transporter and agent artifact. Answers are
     /// remembered for [`HOSTED_TTL`], so a stream of artifacts to one receiver does not
-    /// hand a database read to the blocking pool per artifact; an identity added while
-    /// the server runs is served within that time.
-    async fn require_hosted(&self, identity: &Identity) -> Result<(), ProtocolError> {
+    /// read the store per artifact; an identity added while the server runs is served
+    /// within that time.
+    pub(super) async fn require_hosted(&self, identity: &Identity) -> Result<(), Halt> {
         let key = identity.as_str().to_lowercase();
         let now = std::time::Instant::now();
         let cached = self
@@ -313,7 +463,11 @@ impl Pipeline {
         let hosted = match cached {
             Some((hosted, at)) if now.duration_since(at) < HOSTED_TTL => hosted,
             _ => {
-                let hosted = self.hosted(identity).await?.is_some();
+                let hosted = self
+                    .hosted(identity)
+                    .await
+                    .map_err(Halt::at(ErrorStage::Hosted))?
+                    .is_some();
                 let mut cache = self
                     .hosted_cache
                     .lock()
@@ -328,11 +482,13 @@ impl Pipeline {
         if hosted {
             Ok(())
         } else {
-            Err(ProtocolError::new(
-                ErrorCode::IdentityNotFound,
-                format!("{identity} is not hosted here"),
-            )
-            .with_reason("identity not hosted here"))
+            Err(Halt::at(ErrorStage::Hosted)(
+                ProtocolError::new(
+                    ErrorCode::IdentityNotFound,
+                    format!("{identity} is not hosted here"),
+                )
+                .with_reason("identity not hosted here"),
+            ))
         }
     }
 
@@ -341,12 +497,14 @@ impl Pipeline {
         artifact: &TransporterArtifact,
         line: &[u8],
         request: &Request<'_>,
-    ) -> Result<Reply, ProtocolError> {
+    ) -> Result<Reply, Halt> {
         self.require_hosted(&artifact.to).await?;
-        self.run_hooks(Phase::BeforeSignatureVerification, request)?;
+        self.run_hooks(Phase::BeforeSignatureVerification, request)
+            .await?;
         let verified = signing::verify_transporter(artifact, self.keys.as_ref()).await;
-        self.run_after_hooks(Phase::AfterSignatureVerification, request, &verified)?;
-        let key = match verified? {
+        self.run_after_hooks(Phase::AfterSignatureVerification, request, &verified)
+            .await?;
+        let key = match verified.map_err(Halt::at(ErrorStage::SignatureVerification))? {
             VerifiedSigner::Sender(key) => verifying_key(&key, None),
             VerifiedSigner::Delegated {
                 delegator,
@@ -354,7 +512,7 @@ impl Pipeline {
                 ..
             } => verifying_key(&delegator_key, Some(delegator.as_str().to_owned())),
         };
-        let content = inbound::Content::read(
+        let content = Content::read(
             artifact.kind,
             artifact.encryption.is_none().then(|| artifact.document()),
         );
@@ -372,7 +530,7 @@ impl Pipeline {
             remote_address: Some(request.remote.to_string()),
         }
         .prepare()
-        .map_err(internal)?;
+        .map_err(|error| Halt::at(ErrorStage::OnArtifact)(internal(error)))?;
         let trust_id =
             VerifiedArtifact::checked_trust_id(artifact.kind, &artifact.from, &artifact.to);
         let verified = VerifiedArtifact {
@@ -386,21 +544,10 @@ impl Pipeline {
             key,
             entry,
         };
-        self.run_hooks(Phase::BeforeTrustVerification, request)?;
-        let outcome = match &self.committer {
-            Some(committer) => committer.accept(verified).await,
-            None => {
-                let store = self.store.clone();
-                let records = self.records.clone();
-                let policy = self.policy.clone();
-                tokio::task::spawn_blocking(move || {
-                    inbound::accept(&store, &records, &verified, &policy)
-                })
-                .await
-                .map_err(internal)?
-            }
-        };
-        let outcome = match outcome {
+        self.run_hooks(Phase::BeforeTrustVerification, request)
+            .await?;
+        self.run_hooks(Phase::BeforeOnArtifact, request).await?;
+        let outcome = match self.committer.accept(verified).await {
             Ok(accepted) => Ok(accepted),
             Err(AcceptError::Refused(error)) => Err(error),
             Err(AcceptError::Store(error)) => {
@@ -408,9 +555,10 @@ impl Pipeline {
                 Err(internal(error))
             }
         };
-        self.run_after_hooks(Phase::AfterTrustVerification, request, &outcome)?;
-        let accepted = outcome?;
-        self.run_hooks(Phase::AfterOnArtifact, request)?;
+        self.run_after_hooks(Phase::AfterTrustVerification, request, &outcome)
+            .await?;
+        let accepted = outcome.map_err(Halt::at(ErrorStage::TrustVerification))?;
+        self.run_hooks(Phase::AfterOnArtifact, request).await?;
         match accepted {
             Accepted::Stored { entry_id } => {
                 metrics::artifact(transporter_label(artifact.kind), Outcome::Accepted);
@@ -426,101 +574,6 @@ impl Pipeline {
             After::KeepOpen,
         ))
     }
-
-    async fn agent(
-        &self,
-        artifact: &AgentArtifact,
-        request: &Request<'_>,
-    ) -> Result<Reply, ProtocolError> {
-        let owner = agent_owner(artifact)?;
-        self.require_hosted(&owner).await?;
-        self.run_hooks(Phase::BeforeSignatureVerification, request)?;
-        let record = if artifact.action == AgentAction::AuthRequest {
-            None
-        } else {
-            let id = compute_trust_id(&artifact.agent_id, owner.as_str());
-            self.blocking(move |store, records| records.trust(store, Perspective::Inbound, &id))
-                .await?
-        };
-        // Only agent records verify agent artifacts; a partner's record never does.
-        let record = record.filter(|record| !is_schema_identity(&record.sender_id));
-        let stored_key = match &record {
-            Some(record) => Some(
-                PublicKey::from_base64_spki(&record.public_key_base64).map_err(|error| {
-                    ProtocolError::new(
-                        ErrorCode::SigVerification,
-                        format!("the agent record's key is unusable: {error}"),
-                    )
-                })?,
-            ),
-            None => None,
-        };
-        let verified = signing::verify_agent(artifact, stored_key.as_ref()).map(drop);
-        self.run_after_hooks(Phase::AfterSignatureVerification, request, &verified)?;
-        verified?;
-        self.run_hooks(Phase::BeforeTrustVerification, request)?;
-        let trusted = artifact.action == AgentAction::AuthRequest
-            || record
-                .as_ref()
-                .is_some_and(|record: &TrustRecord| record.is_active_at(Timestamp::now().millis()));
-        if !trusted {
-            return Err(ProtocolError::new(
-                ErrorCode::TrustNotAllowed,
-                "the agent's record is not active",
-            ));
-        }
-        self.run_hooks(Phase::AfterTrustVerification, request)?;
-        match artifact.action {
-            AgentAction::SystemPing => {
-                // A health answer proves the database is readable.
-                self.blocking(|store, _| store.read(|snapshot| snapshot.identity_count()))
-                    .await?;
-                let mut document = Object::new();
-                document.insert("status", "healthy");
-                document.insert("timestamp", now_iso());
-                let mut answer = response::success("pong", Some(&artifact.id));
-                answer.insert("document", Value::Object(document));
-                Ok(Reply::respond(&answer, After::KeepOpen))
-            }
-            other => Err(ProtocolError::new(
-                ErrorCode::InvalidAction,
-                format!("agent action {other} is not supported"),
-            )
-            .with_reason("unsupported agent action")),
-        }
-    }
-
-    async fn identity_lookup(
-        &self,
-        lookup: &IdentityLookupRequest,
-    ) -> Result<Reply, ProtocolError> {
-        let not_found = || {
-            ProtocolError::new(
-                ErrorCode::IdentityNotFound,
-                format!("no key for {}", lookup.identity),
-            )
-        };
-        let record = self.hosted(&lookup.identity).await?.ok_or_else(not_found)?;
-        let selector = lookup
-            .identity_selector
-            .as_deref()
-            .unwrap_or(&record.current_selector);
-        let key = record
-            .public_keys
-            .iter()
-            .find(|key| key.selector == selector)
-            .ok_or_else(not_found)?;
-        let document = key_document(key);
-        let mut answer = response::success("success", Some(&lookup.id));
-        answer.insert("selector", self.server_selector.as_str());
-        answer.insert("document", Value::Object(document));
-        answer.insert(
-            "signedBy",
-            (self.lookup_signer)(lookup.identity.domain()).as_str(),
-        );
-        signing::sign_object(&mut answer, &self.server_key);
-        Ok(Reply::respond(&answer, After::End))
-    }
 }
 
 /// The `kind` label of a handled line (`None`: it did not parse).
@@ -534,8 +587,7 @@ fn label(artifact: Option<&Artifact>) -> ArtifactLabel {
     }
 }
 
-fn transporter_label(kind: crate::protocol::TransporterType) -> ArtifactLabel {
-    use crate::protocol::TransporterType;
+fn transporter_label(kind: TransporterType) -> ArtifactLabel {
     match kind {
         TransporterType::TrustRequest => ArtifactLabel::TrustRequest,
         TransporterType::TrustResponse => ArtifactLabel::TrustResponse,
@@ -543,66 +595,10 @@ fn transporter_label(kind: crate::protocol::TransporterType) -> ArtifactLabel {
     }
 }
 
-/// The hosted identity an agent acts for (`spec/07-agents-auth.md` §2.4): for actions
-/// whose document is a transporter artifact, its `from` (and the agent artifact's `to`
-/// must be the nested `to`); otherwise the agent artifact's `to`.
-fn agent_owner(artifact: &AgentArtifact) -> Result<Identity, ProtocolError> {
-    let nested = artifact
-        .raw
-        .get("document")
-        .and_then(Value::as_object)
-        .filter(|document| {
-            document.get("from").is_some_and(Value::is_string)
-                && document.get("type").is_some_and(Value::is_string)
-        });
-    let Some(nested) = nested else {
-        return Ok(artifact.to.clone());
-    };
-    let invalid = |what: &str| ProtocolError::validation(format!("document: {what}"));
-    let identity = |key: &str| nested.str(key).and_then(|text| Identity::parse(text).ok());
-    let from = identity("from").ok_or_else(|| invalid("from is not an identity"))?;
-    let to = identity("to").ok_or_else(|| invalid("to is not an identity"))?;
-    if !to.eq_ignore_case(&artifact.to) {
-        return Err(invalid(
-            "the nested artifact's to must be the agent artifact's to",
-        ));
-    }
-    Ok(from)
-}
-
-fn verifying_key(key: &PublicKey, delegated_by: Option<String>) -> VerifyingKey {
+fn verifying_key(key: &crate::crypto::PublicKey, delegated_by: Option<String>) -> VerifyingKey {
     VerifyingKey {
         base64: key.to_base64(),
         fingerprint: key.fingerprint().to_owned(),
         delegated_by,
-    }
-}
-
-/// The identity key document of a lookup answer: the stored key record minus
-/// `createdAt`, members in stored order, the key as SPKI PEM (`spec/04-identity-dns.md` §7).
-fn key_document(key: &crate::store::PublicKeyRecord) -> Object {
-    let pem = if key.public_key.trim_start().starts_with("-----BEGIN") {
-        key.public_key.clone()
-    } else {
-        PublicKey::from_base64_spki(key.public_key.trim())
-            .map_or_else(|_| key.public_key.clone(), |parsed| parsed.to_pem())
-    };
-    match &key.source {
-        Some(source) => {
-            let mut document = source.0.clone();
-            document.remove("createdAt");
-            if document.contains_key("publicKey") {
-                document.insert("publicKey", pem);
-            }
-            document
-        }
-        None => {
-            let mut document = Object::new();
-            document.insert("selector", key.selector.as_str());
-            document.insert("publicKey", pem);
-            document.insert("keyType", key.key_type.as_str());
-            document.insert("version", key.version.as_str());
-            document
-        }
     }
 }

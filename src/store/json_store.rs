@@ -226,7 +226,9 @@ struct FileState<R> {
 }
 
 struct JsonFileStore<R> {
-    path: PathBuf,
+    /// The file written through on every mutation; `None` keeps the records in
+    /// memory only ([`super::MemoryStorage`]).
+    path: Option<PathBuf>,
     state: Mutex<FileState<R>>,
 }
 
@@ -247,7 +249,7 @@ impl<R: FileRecord> JsonFileStore<R> {
             return Err(StoreError::InvalidRecords { problems });
         }
         Ok(JsonFileStore {
-            path: path.to_owned(),
+            path: Some(path.to_owned()),
             state: Mutex::new(FileState {
                 shape: raw.shape,
                 records: records
@@ -256,6 +258,16 @@ impl<R: FileRecord> JsonFileStore<R> {
                     .collect(),
             }),
         })
+    }
+
+    fn in_memory() -> Self {
+        JsonFileStore {
+            path: None,
+            state: Mutex::new(FileState {
+                shape: JsonFileShape::Array,
+                records: IndexMap::new(),
+            }),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, FileState<R>> {
@@ -282,10 +294,30 @@ impl<R: FileRecord> JsonFileStore<R> {
         let mut state = self.lock();
         let mut records = state.records.clone();
         let outcome = change(&mut records)?;
-        let content = render_file(&state.shape, records.values());
-        write_atomically(&self.path, content.as_bytes())?;
+        if let Some(path) = &self.path {
+            let content = render_file(&state.shape, records.values());
+            write_atomically(path, content.as_bytes())?;
+        }
         state.records = records;
         Ok(outcome)
+    }
+}
+
+impl<R: FileRecord> JsonFileStore<R> {
+    /// See [`JsonTrustStore::restore_sync`].
+    fn restore(&self, id: &str, record: Option<R>) -> StoreResult<()> {
+        let key = id.to_lowercase();
+        self.mutate(|records| {
+            match record {
+                Some(record) => {
+                    records.insert(key, record);
+                }
+                None => {
+                    records.shift_remove(&key);
+                }
+            }
+            Ok(())
+        })
     }
 }
 
@@ -344,6 +376,19 @@ impl JsonTrustStore {
         Ok(JsonTrustStore {
             inner: Arc::new(JsonFileStore::open(path, entity)?),
         })
+    }
+
+    /// A store with no file: the same rules, records in memory only.
+    pub fn in_memory() -> Self {
+        JsonTrustStore {
+            inner: Arc::new(JsonFileStore::in_memory()),
+        }
+    }
+
+    /// Puts `record` back under `id` as it was (`None`: removes `id`), keeping its
+    /// position; how a transaction that failed is rolled back in memory.
+    pub(crate) fn restore_sync(&self, id: &str, record: Option<TrustRecord>) -> StoreResult<()> {
+        self.inner.restore(id, record)
     }
 
     /// Every record in file order.
@@ -564,6 +609,13 @@ impl JsonIdentityStore {
         Ok(JsonIdentityStore {
             inner: Arc::new(JsonFileStore::open(path, entity)?),
         })
+    }
+
+    /// A store with no file: the same rules, records in memory only.
+    pub fn in_memory() -> Self {
+        JsonIdentityStore {
+            inner: Arc::new(JsonFileStore::in_memory()),
+        }
     }
 
     /// Every record in file order.

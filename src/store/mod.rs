@@ -20,10 +20,13 @@
 //! Architecture invariant: only the `redb` submodule knows redb and postcard; the
 //! rest of the store, and [`StoreError`], name none of their types.
 
+mod contract;
 mod error;
+mod json_storage;
 mod json_store;
 mod keys;
 mod mailbox;
+mod memory;
 mod record;
 mod redb;
 pub mod transfer;
@@ -36,11 +39,14 @@ pub use self::redb::{
     BackupReport, DATABASE_FILE_NAME, InboxWriter, PreparedInboxEntry, RedbOptions, RedbStore,
     SCHEMA_VERSION, Snapshot, WriteBatch,
 };
+pub use contract::{InboundGroup, InboundTransaction, MailboxStore, Maintenance, Storage};
 pub use error::{RecordKind, RecordProblem, StoreError, StoreResult};
+pub use json_storage::JsonFilesStorage;
 pub use json_store::{JsonFileShape, JsonIdentityStore, JsonTrustStore};
 pub use mailbox::{
     DELIVERY_FAILURE_TYPE, EntryKind, EntryMeta, Mailbox, MailboxEntry, NewInboxEntry,
 };
+pub use memory::{MemoryMailboxes, MemoryStorage};
 pub use record::{
     IdentityPatch, IdentityRecord, KeyHistoryEntry, NewTrustRecord, Perspective, PrivacyType,
     PublicKeyRecord, Source, Timestamp, TimestampError, TrustPatch, TrustRecord, TrustStatus,

@@ -3,7 +3,6 @@
 
 use btps::identity::compute_trust_id;
 use btps::protocol::TransporterType;
-use btps::server::inbound::RecordSource;
 use btps::store::{
     IdentityRecord, JsonIdentityStore, JsonTrustStore, Mailbox, PublicKeyRecord, Timestamp,
     TrustPatch, TrustStatus,
@@ -35,7 +34,7 @@ async fn the_trust_flow_with_the_reference_files() {
         .unwrap();
     let options = TestOptions {
         hosted: vec![],
-        records: RecordSource::json(trust.clone(), identities),
+        json_records: Some((trust.clone(), identities)),
         ..TestOptions::default()
     };
     let server = TestServer::start(options).await;

@@ -17,16 +17,13 @@ use btps::identity::responder::DnsResponder;
 use btps::protocol::TransporterType;
 use btps::protocol::json::{self, Object};
 use btps::protocol::response::ServerResponse;
-use btps::server::inbound::RecordSource;
 use btps::server::middleware::Middleware;
 use btps::server::trust::TrustPolicy;
-use btps::server::{
-    ConnectionLimits, ListenerSettings, Pipeline, PipelineParts, Server, bootstrap,
-};
+use btps::server::{ConnectionLimits, ListenerSettings, Server, bootstrap};
 use btps::signing::{self, DnsKeys, KeySource, TransporterDraft};
 use btps::store::{
-    IdentityRecord, NewTrustRecord, PrivacyType, PublicKeyRecord, RedbOptions, RedbStore,
-    Timestamp, TrustStatus,
+    IdentityRecord, JsonFilesStorage, JsonIdentityStore, JsonTrustStore, NewTrustRecord,
+    PrivacyType, PublicKeyRecord, RedbOptions, RedbStore, Storage, Timestamp, TrustStatus,
 };
 use tokio::sync::oneshot;
 
@@ -71,8 +68,9 @@ pub struct TestOptions {
     pub policy: TrustPolicy,
     /// Extra middleware.
     pub middleware: Vec<Arc<dyn Middleware>>,
-    /// Where trust and identity records live.
-    pub records: RecordSource,
+    /// Trust and identity records in the reference's JSON files instead of the
+    /// redb file (`STORAGE_TYPE=json`).
+    pub json_records: Option<(JsonTrustStore, JsonIdentityStore)>,
 }
 
 impl Default for TestOptions {
@@ -84,7 +82,7 @@ impl Default for TestOptions {
             max_connections: 2048,
             policy: TrustPolicy::default(),
             middleware: Vec::new(),
-            records: RecordSource::Redb,
+            json_records: None,
         }
     }
 }
@@ -170,37 +168,45 @@ impl TestServer {
             Arc::new(CachingResolver::new(resolver, CacheConfig::default()));
         let keys: Arc<dyn KeySource> = Arc::new(DnsKeys::new(KeyDirectory::new(resolver)));
         let server_key = prepared.server_key.public_key().clone();
-        let pipeline = Pipeline::new(PipelineParts {
-            store: store.clone(),
-            records: options.records.clone(),
-            keys,
-            server_key: Arc::new(prepared.server_key),
-            server_selector: "btps1".to_owned(),
-            lookup_signer: Arc::new(|domain: &str| {
-                Identity::parse(&format!("admin${domain}")).unwrap()
-            }),
-            policy: options.policy,
-            middleware: options.middleware,
-            committer_nice: 10,
-        })
-        .unwrap();
+        let storage: Arc<dyn Storage> = match options.json_records {
+            None => Arc::new(store.clone()),
+            Some((trust, identities)) => Arc::new(JsonFilesStorage::new(
+                trust,
+                identities,
+                Arc::new(store.clone()),
+            )),
+        };
+        let mut builder = Server::builder()
+            .storage(storage)
+            .server_key(prepared.server_key)
+            .tls(prepared.tls)
+            .key_source(keys)
+            .trust_policy(options.policy)
+            .listener_settings(ListenerSettings {
+                connection: ConnectionLimits {
+                    max_line_bytes: options.max_line_bytes,
+                    idle_timeout: options.idle_timeout,
+                },
+                handshake_timeout: Duration::from_secs(5),
+                max_connections: options.max_connections,
+                shutdown_grace: Duration::from_secs(5),
+            });
+        for hook in options.middleware {
+            builder = builder.middleware(hook);
+        }
+        let server = builder.build().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        let settings = ListenerSettings {
-            connection: ConnectionLimits {
-                max_line_bytes: options.max_line_bytes,
-                idle_timeout: options.idle_timeout,
-            },
-            handshake_timeout: Duration::from_secs(5),
-            max_connections: options.max_connections,
-            shutdown_grace: Duration::from_secs(5),
-        };
-        let server = Server::new(Arc::new(pipeline), prepared.tls, settings);
         let stats = server.stats();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.run(listener, async move {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(async move {
+            server
+                .run(listener, async move {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
         TestServer {
             address,
             dns,

@@ -516,3 +516,53 @@ impl InboxWriter<'_> {
         Ok(())
     }
 }
+
+impl PreparedInboxEntry {
+    /// The entry as it will be stored under `entry_id`, decoded from its encoding:
+    /// what a backend other than redb stores.
+    pub fn to_entry(&self, entry_id: u64) -> StoreResult<MailboxEntry> {
+        codec::decode_entry("prepared entry", entry_id, &self.value)
+    }
+
+    /// The receiver (the inbox owner), lower-cased.
+    pub fn to_lowercase_receiver(&self) -> &str {
+        &self.to_lower
+    }
+
+    /// The sender, lower-cased.
+    pub fn to_lowercase_sender(&self) -> &str {
+        &self.from_lower
+    }
+
+    /// The artifact's `id`, exact.
+    pub fn artifact_id(&self) -> &str {
+        &self.artifact_id
+    }
+}
+
+impl Snapshot<'_> {
+    /// Inbox entries (of every owner) with an entry id greater than `after`, in
+    /// entry-id order, at most `limit`.
+    pub fn inbox_after(&self, after: u64, limit: usize) -> StoreResult<Vec<MailboxEntry>> {
+        let error = |e: redb::Error| database_error(self.path, e);
+        let table = self
+            .txn
+            .open_table(MAILBOX_ENTRY)
+            .map_err(|e| error(e.into()))?;
+        let mut entries = Vec::new();
+        let range = table
+            .range(after.saturating_add(1)..)
+            .map_err(|e| error(e.into()))?;
+        for item in range {
+            let (key, value) = item.map_err(|e| error(e.into()))?;
+            let entry = codec::decode_entry("mailbox_entry", key.value(), value.value())?;
+            if entry.mailbox == Mailbox::Inbox {
+                entries.push(entry);
+                if entries.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(entries)
+    }
+}

@@ -34,6 +34,7 @@ mod error;
 mod mailbox;
 mod migrate;
 mod read;
+mod storage;
 mod tables;
 mod write;
 

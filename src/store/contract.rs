@@ -1,0 +1,186 @@
+//! The storage contract the server runs on: one [`Storage`] handle per server.
+//!
+//! A backend implements four things:
+//!
+//! * the record stores the reference's users know — [`TrustStore`] and
+//!   [`IdentityStore`] (async: each call may cross a network);
+//! * [`MailboxStore`] — reading the mailboxes, and the durable cursors of
+//!   [`crate::server::Subscription`]s (async);
+//! * [`Storage::commit_inbound`] — the one write the hot path makes: a *group* of
+//!   inbound artifacts, each checked and applied by the server inside **one
+//!   transaction of the backend's**, committed before any of them is answered. This
+//!   call is **blocking**: the server makes it from its group-commit thread, never
+//!   from an async worker; a backend over the network uses a synchronous client or
+//!   `tokio::runtime::Handle::block_on` inside it;
+//! * optionally [`Maintenance`] — what only a local database file can do (online
+//!   backup, file size); the HTTP endpoint and the operator commands ask for it.
+//!
+//! The trust rules themselves are not the backend's business: the server runs them
+//! against the [`InboundTransaction`] view the backend hands it, so a new backend
+//! only stores and reads. `docs/embedding.md` states the guarantees a backend gives
+//! (atomicity of a group, idempotency on the artifact id, ordering, crash
+//! behaviour) and walks through writing one.
+
+use std::path::Path;
+
+use super::{
+    BackupReport, BoxFuture, IdentityStore, Mailbox, MailboxEntry, NewTrustRecord, Page,
+    PageRequest, Perspective, PreparedInboxEntry, StoreResult, TrustPatch, TrustRecord, TrustStore,
+};
+
+/// Everything a BTPS server keeps, behind one handle (`Arc<dyn Storage>`).
+///
+/// Implemented by [`super::RedbStore`] (the appliance's default: one file, one
+/// transaction per group), [`super::MemoryStorage`] (tests and examples),
+/// [`super::JsonFilesStorage`] (the reference's JSON record files beside another
+/// backend's mailboxes), and by any application type — a per-tenant router, a
+/// PostgreSQL client.
+pub trait Storage: Send + Sync + 'static {
+    /// Trust records (both perspectives).
+    fn trust(&self) -> &dyn TrustStore;
+
+    /// Identity records and their public keys; an identity with a record is hosted
+    /// by this server.
+    fn identities(&self) -> &dyn IdentityStore;
+
+    /// The mailboxes.
+    fn mailboxes(&self) -> &dyn MailboxStore;
+
+    /// Checks and applies every artifact of `group` inside one transaction and
+    /// commits it, **blocking** until the commit is durable.
+    ///
+    /// The backend opens a transaction, calls [`InboundGroup::apply`] for each index
+    /// `0..group.len()` in order with its [`InboundTransaction`], and commits if any
+    /// call returned `true` (a group that stored nothing may be rolled back instead).
+    /// If anything fails — an `apply`, or the commit itself — nothing of the group
+    /// may remain and the error is returned; the server then retries the artifacts
+    /// one at a time. A backend that splits the group (a router sending each tenant
+    /// to its own database) may commit the parts separately: a retried artifact is
+    /// then found as a duplicate and acknowledged again, never stored twice.
+    fn commit_inbound(&self, group: &mut dyn InboundGroup) -> StoreResult<()>;
+
+    /// Answers when the backend can serve a read now (readiness). Blocking.
+    fn check_ready(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
+    /// What only a local database file can do, if this backend has one.
+    fn maintenance(&self) -> Option<&dyn Maintenance> {
+        None
+    }
+}
+
+/// A group of verified inbound artifacts, as the server hands it to
+/// [`Storage::commit_inbound`]. Implemented by the server.
+pub trait InboundGroup {
+    /// How many artifacts the group holds.
+    fn len(&self) -> usize;
+
+    /// Whether the group is empty.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The receiver (a hosted identity, as received) of artifact `index`: what a
+    /// router picks the tenant's store by.
+    fn receiver(&self, index: usize) -> &str;
+
+    /// Runs the duplicate check, the trust check and the changes of artifact
+    /// `index` in `transaction`; `true` when it wrote something. A refusal is not an
+    /// error: it writes nothing and returns `false`. An error means the transaction
+    /// must not commit.
+    fn apply(
+        &mut self,
+        index: usize,
+        transaction: &mut dyn InboundTransaction,
+    ) -> StoreResult<bool>;
+}
+
+/// What the server reads and writes of one inbound transaction. Every read sees
+/// the transaction's own earlier writes.
+pub trait InboundTransaction {
+    /// The trust record `id` (lower-case hex) from `perspective`, if any.
+    fn trust(&mut self, perspective: Perspective, id: &str) -> StoreResult<Option<TrustRecord>>;
+
+    /// Stores a new trust record under its computed id.
+    fn create_trust(&mut self, perspective: Perspective, record: NewTrustRecord)
+    -> StoreResult<()>;
+
+    /// Applies `patch` to the trust record `id` and sets its `updatedAt`.
+    fn update_trust(
+        &mut self,
+        perspective: Perspective,
+        id: &str,
+        patch: TrustPatch,
+    ) -> StoreResult<()>;
+
+    /// Whether `identity` (case-insensitive) has an identity record.
+    fn is_hosted(&mut self, identity: &str) -> StoreResult<bool>;
+
+    /// The inbox entry that already holds this artifact — same receiver and sender
+    /// (both case-insensitive) and the same artifact id (exact) — if any.
+    fn duplicate_of(&mut self, entry: &PreparedInboxEntry) -> StoreResult<Option<u64>>;
+
+    /// Stores the entry in its owner's inbox; returns its entry id (strictly
+    /// increasing across the whole store, never reused).
+    fn insert_inbox(&mut self, entry: &PreparedInboxEntry) -> StoreResult<u64>;
+
+    /// A number that moved by exactly one since an earlier transaction's if and only
+    /// if no other write happened in between (`None`: the backend cannot tell). The
+    /// server keeps trust records it read across groups only while this holds.
+    fn generation(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// Reading the mailboxes.
+pub trait MailboxStore: Send + Sync {
+    /// The entry `entry_id`, if any.
+    fn entry(&self, entry_id: u64) -> BoxFuture<'_, StoreResult<Option<MailboxEntry>>>;
+
+    /// Entries of (`owner` case-insensitive, `mailbox`) ordered by the time they
+    /// entered it, then entry id; newest first when `newest_first`. A cursor
+    /// continues strictly after its entry, so entries added meanwhile never make a
+    /// page repeat or skip one.
+    fn list<'a>(
+        &'a self,
+        owner: &'a str,
+        mailbox: Mailbox,
+        page: PageRequest,
+        newest_first: bool,
+    ) -> BoxFuture<'a, StoreResult<Page<MailboxEntry>>>;
+
+    /// How many entries (`owner`, `mailbox`) holds.
+    fn count<'a>(&'a self, owner: &'a str, mailbox: Mailbox) -> BoxFuture<'a, StoreResult<u64>>;
+
+    /// Inbox entries (of every owner) with an entry id greater than `after`, in
+    /// entry-id order, at most `limit`: the feed of [`crate::server::Subscription`].
+    fn inbox_after(&self, after: u64, limit: u32) -> BoxFuture<'_, StoreResult<Vec<MailboxEntry>>>;
+
+    /// The durable position of the subscription `name`: the last entry id its
+    /// consumer acknowledged (0 before the first).
+    fn cursor<'a>(&'a self, name: &'a str) -> BoxFuture<'a, StoreResult<u64>>;
+
+    /// Stores the position of the subscription `name`, durably.
+    fn set_cursor<'a>(&'a self, name: &'a str, entry_id: u64) -> BoxFuture<'a, StoreResult<()>>;
+}
+
+/// What only a backend with a local database file can do. Every method blocks.
+pub trait Maintenance: Send + Sync {
+    /// The database file.
+    fn database_path(&self) -> &Path;
+
+    /// The size of the database file in bytes, if it can be read.
+    fn file_size(&self) -> Option<u64> {
+        std::fs::metadata(self.database_path())
+            .ok()
+            .map(|metadata| metadata.len())
+    }
+
+    /// A consistent snapshot of the whole database, written to an unlinked
+    /// scratch file beside it while writers go on, positioned at its start.
+    fn backup_to_anonymous_file(&self) -> StoreResult<(std::fs::File, BackupReport)>;
+
+    /// Removes scratch files that interrupted backups left behind; how many.
+    fn remove_stale_backups(&self) -> usize;
+}

@@ -1,0 +1,153 @@
+//! The reference's JSON record files as the server's records (`STORAGE_TYPE=json`),
+//! with the mailboxes of another backend (the redb file, by default).
+//!
+//! The files have no perspectives (one record per id, as the reference keeps
+//! them), and they are not part of the mailbox backend's transaction: a group's
+//! record changes are written to the files as they are made — under one lock, each
+//! file replaced whole — and its inbox entries are committed after them. A crash
+//! in between leaves a record changed and the artifact unacknowledged; the sender's
+//! retry then finds the record as it left it. This is the reference's own
+//! behaviour, kept for running beside a reference deployment or migrating from
+//! one; the redb backend has no such window.
+
+use std::sync::{Arc, Mutex};
+
+use super::contract::{InboundGroup, InboundTransaction, MailboxStore, Maintenance, Storage};
+use super::{
+    IdentityStore, JsonIdentityStore, JsonTrustStore, NewTrustRecord, Perspective,
+    PreparedInboxEntry, StoreError, StoreResult, TrustPatch, TrustRecord, TrustStore,
+};
+
+/// Trust and identity records in the reference's JSON files; mailboxes in `inner`.
+pub struct JsonFilesStorage {
+    trust: JsonTrustStore,
+    identities: JsonIdentityStore,
+    inner: Arc<dyn Storage>,
+    /// Serialises check-and-change on the files.
+    lock: Mutex<()>,
+}
+
+impl JsonFilesStorage {
+    /// Records in `trust` and `identities`; mailboxes (and maintenance) of `inner`.
+    pub fn new(
+        trust: JsonTrustStore,
+        identities: JsonIdentityStore,
+        inner: Arc<dyn Storage>,
+    ) -> Self {
+        JsonFilesStorage {
+            trust,
+            identities,
+            inner,
+            lock: Mutex::new(()),
+        }
+    }
+}
+
+impl Storage for JsonFilesStorage {
+    fn trust(&self) -> &dyn TrustStore {
+        &self.trust
+    }
+
+    fn identities(&self) -> &dyn IdentityStore {
+        &self.identities
+    }
+
+    fn mailboxes(&self) -> &dyn MailboxStore {
+        self.inner.mailboxes()
+    }
+
+    fn commit_inbound(&self, group: &mut dyn InboundGroup) -> StoreResult<()> {
+        // A poisoned lock only means a panic elsewhere; every file change is whole.
+        let _guard = self
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.inner
+            .commit_inbound(&mut FileGroup { group, files: self })
+    }
+
+    fn check_ready(&self) -> StoreResult<()> {
+        self.inner.check_ready()
+    }
+
+    fn maintenance(&self) -> Option<&dyn Maintenance> {
+        self.inner.maintenance()
+    }
+}
+
+/// The server's group, shown to the mailbox backend with the files in between.
+struct FileGroup<'g> {
+    group: &'g mut dyn InboundGroup,
+    files: &'g JsonFilesStorage,
+}
+
+impl InboundGroup for FileGroup<'_> {
+    fn len(&self) -> usize {
+        self.group.len()
+    }
+
+    fn receiver(&self, index: usize) -> &str {
+        self.group.receiver(index)
+    }
+
+    fn apply(
+        &mut self,
+        index: usize,
+        transaction: &mut dyn InboundTransaction,
+    ) -> StoreResult<bool> {
+        let mut files = FileTransaction {
+            files: self.files,
+            mailboxes: transaction,
+        };
+        self.group.apply(index, &mut files)
+    }
+}
+
+/// Records from the files, mailbox entries from the inner transaction.
+struct FileTransaction<'t> {
+    files: &'t JsonFilesStorage,
+    mailboxes: &'t mut dyn InboundTransaction,
+}
+
+impl InboundTransaction for FileTransaction<'_> {
+    fn trust(&mut self, _perspective: Perspective, id: &str) -> StoreResult<Option<TrustRecord>> {
+        Ok(self.files.trust.get_sync(id))
+    }
+
+    fn create_trust(
+        &mut self,
+        _perspective: Perspective,
+        record: NewTrustRecord,
+    ) -> StoreResult<()> {
+        match self.files.trust.create_sync(record, None) {
+            // Both perspectives share the file's one record.
+            Ok(_) | Err(StoreError::AlreadyExists { .. }) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
+    fn update_trust(
+        &mut self,
+        _perspective: Perspective,
+        id: &str,
+        patch: TrustPatch,
+    ) -> StoreResult<()> {
+        self.files.trust.update_sync(id, patch).map(drop)
+    }
+
+    fn is_hosted(&mut self, identity: &str) -> StoreResult<bool> {
+        Ok(self
+            .files
+            .identities
+            .get_sync(&crate::identity::compute_id(identity))
+            .is_some())
+    }
+
+    fn duplicate_of(&mut self, entry: &PreparedInboxEntry) -> StoreResult<Option<u64>> {
+        self.mailboxes.duplicate_of(entry)
+    }
+
+    fn insert_inbox(&mut self, entry: &PreparedInboxEntry) -> StoreResult<u64> {
+        self.mailboxes.insert_inbox(entry)
+    }
+}

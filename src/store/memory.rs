@@ -1,0 +1,474 @@
+//! The whole storage contract in memory: for tests, examples and trying an
+//! embedding out. Nothing survives the process.
+//!
+//! Records use the same rules as every backend (the JSON stores' code without a
+//! file, one store per perspective); mailboxes are a map by entry id with a
+//! de-duplication index. [`Storage::commit_inbound`] runs under one lock and
+//! keeps an undo log, so a group that fails leaves nothing behind — the same
+//! all-or-nothing a database transaction gives.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::contract::{InboundGroup, InboundTransaction, MailboxStore, Storage};
+use super::keys::{concat, instant_part};
+use super::{
+    BoxFuture, Cursor, IdentityStore, JsonIdentityStore, JsonTrustStore, Mailbox, MailboxEntry,
+    NewTrustRecord, Page, PageRequest, Perspective, PreparedInboxEntry, StoreError, StoreResult,
+    TrustPatch, TrustRecord, TrustStatus, TrustStore,
+};
+
+/// An in-memory [`Storage`]. Cloning gives another handle on the same data.
+#[derive(Clone, Default)]
+pub struct MemoryStorage {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    trust: PerspectiveTrust,
+    identities: JsonIdentityStore,
+    mailboxes: MemoryMailboxes,
+    /// Serialises inbound transactions; counts them (the transaction generation).
+    transactions: Mutex<u64>,
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Inner {
+            trust: PerspectiveTrust::default(),
+            identities: JsonIdentityStore::in_memory(),
+            mailboxes: MemoryMailboxes::default(),
+            transactions: Mutex::new(0),
+        }
+    }
+}
+
+impl MemoryStorage {
+    /// An empty store.
+    pub fn new() -> Self {
+        MemoryStorage::default()
+    }
+
+    /// The mailboxes, with the in-memory store's synchronous helpers.
+    pub fn memory_mailboxes(&self) -> &MemoryMailboxes {
+        &self.inner.mailboxes
+    }
+}
+
+impl std::fmt::Debug for MemoryStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStorage").finish_non_exhaustive()
+    }
+}
+
+impl Storage for MemoryStorage {
+    fn trust(&self) -> &dyn TrustStore {
+        &self.inner.trust
+    }
+
+    fn identities(&self) -> &dyn IdentityStore {
+        &self.inner.identities
+    }
+
+    fn mailboxes(&self) -> &dyn MailboxStore {
+        &self.inner.mailboxes
+    }
+
+    fn commit_inbound(&self, group: &mut dyn InboundGroup) -> StoreResult<()> {
+        let mut generation = lock(&self.inner.transactions);
+        *generation += 1;
+        let mut transaction = MemoryTransaction {
+            storage: &self.inner,
+            undo: Vec::new(),
+            generation: *generation,
+        };
+        for index in 0..group.len() {
+            if let Err(error) = group.apply(index, &mut transaction) {
+                transaction.roll_back();
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A poisoned lock only means a panic elsewhere; every change below is applied
+/// whole or undone, so the data behind it is consistent.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// One change of a transaction, and how to take it back.
+enum Undo {
+    Trust {
+        perspective: Perspective,
+        id: String,
+        before: Option<TrustRecord>,
+    },
+    Entry(u64),
+}
+
+struct MemoryTransaction<'s> {
+    storage: &'s Inner,
+    undo: Vec<Undo>,
+    generation: u64,
+}
+
+impl MemoryTransaction<'_> {
+    fn roll_back(self) {
+        for change in self.undo.into_iter().rev() {
+            match change {
+                Undo::Trust {
+                    perspective,
+                    id,
+                    before,
+                } => {
+                    // In memory a restore cannot fail (there is no file to write).
+                    let _ = self
+                        .storage
+                        .trust
+                        .side(perspective)
+                        .restore_sync(&id, before);
+                }
+                Undo::Entry(entry_id) => self.storage.mailboxes.remove(entry_id),
+            }
+        }
+    }
+}
+
+impl InboundTransaction for MemoryTransaction<'_> {
+    fn trust(&mut self, perspective: Perspective, id: &str) -> StoreResult<Option<TrustRecord>> {
+        Ok(self.storage.trust.side(perspective).get_sync(id))
+    }
+
+    fn create_trust(
+        &mut self,
+        perspective: Perspective,
+        record: NewTrustRecord,
+    ) -> StoreResult<()> {
+        let created = self
+            .storage
+            .trust
+            .side(perspective)
+            .create_sync(record, None)?;
+        self.undo.push(Undo::Trust {
+            perspective,
+            id: created.id,
+            before: None,
+        });
+        Ok(())
+    }
+
+    fn update_trust(
+        &mut self,
+        perspective: Perspective,
+        id: &str,
+        patch: TrustPatch,
+    ) -> StoreResult<()> {
+        let store = self.storage.trust.side(perspective);
+        let before = store.get_sync(id);
+        store.update_sync(id, patch)?;
+        self.undo.push(Undo::Trust {
+            perspective,
+            id: id.to_lowercase(),
+            before,
+        });
+        Ok(())
+    }
+
+    fn is_hosted(&mut self, identity: &str) -> StoreResult<bool> {
+        Ok(self
+            .storage
+            .identities
+            .get_sync(&crate::identity::compute_id(identity))
+            .is_some())
+    }
+
+    fn duplicate_of(&mut self, entry: &PreparedInboxEntry) -> StoreResult<Option<u64>> {
+        Ok(self.storage.mailboxes.duplicate_of(entry))
+    }
+
+    fn insert_inbox(&mut self, entry: &PreparedInboxEntry) -> StoreResult<u64> {
+        let entry_id = self.storage.mailboxes.insert(entry)?;
+        self.undo.push(Undo::Entry(entry_id));
+        Ok(entry_id)
+    }
+
+    fn generation(&self) -> Option<u64> {
+        Some(self.generation)
+    }
+}
+
+/// Trust records kept apart by perspective, as the appliance keeps them
+/// (`spec/05-trust.md` §6.6).
+struct PerspectiveTrust {
+    inbound: JsonTrustStore,
+    outbound: JsonTrustStore,
+}
+
+impl Default for PerspectiveTrust {
+    fn default() -> Self {
+        PerspectiveTrust {
+            inbound: JsonTrustStore::in_memory(),
+            outbound: JsonTrustStore::in_memory(),
+        }
+    }
+}
+
+impl PerspectiveTrust {
+    fn side(&self, perspective: Perspective) -> &JsonTrustStore {
+        match perspective {
+            Perspective::Inbound => &self.inbound,
+            Perspective::Outbound => &self.outbound,
+        }
+    }
+}
+
+impl TrustStore for PerspectiveTrust {
+    fn get<'a>(
+        &'a self,
+        perspective: Perspective,
+        id: &'a str,
+    ) -> BoxFuture<'a, StoreResult<Option<TrustRecord>>> {
+        self.side(perspective).get(perspective, id)
+    }
+
+    fn create<'a>(
+        &'a self,
+        perspective: Perspective,
+        record: NewTrustRecord,
+        id: Option<&'a str>,
+    ) -> BoxFuture<'a, StoreResult<TrustRecord>> {
+        self.side(perspective).create(perspective, record, id)
+    }
+
+    fn update<'a>(
+        &'a self,
+        perspective: Perspective,
+        id: &'a str,
+        patch: TrustPatch,
+    ) -> BoxFuture<'a, StoreResult<TrustRecord>> {
+        self.side(perspective).update(perspective, id, patch)
+    }
+
+    fn delete<'a>(
+        &'a self,
+        perspective: Perspective,
+        id: &'a str,
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        self.side(perspective).delete(perspective, id)
+    }
+
+    fn list_by_receiver<'a>(
+        &'a self,
+        perspective: Perspective,
+        receiver: &'a str,
+        page: PageRequest,
+    ) -> BoxFuture<'a, StoreResult<Page<TrustRecord>>> {
+        self.side(perspective)
+            .list_by_receiver(perspective, receiver, page)
+    }
+
+    fn list_by_sender<'a>(
+        &'a self,
+        perspective: Perspective,
+        sender: &'a str,
+        page: PageRequest,
+    ) -> BoxFuture<'a, StoreResult<Page<TrustRecord>>> {
+        self.side(perspective)
+            .list_by_sender(perspective, sender, page)
+    }
+
+    fn list_by_status<'a>(
+        &'a self,
+        perspective: Perspective,
+        status: &'a TrustStatus,
+        page: PageRequest,
+    ) -> BoxFuture<'a, StoreResult<Page<TrustRecord>>> {
+        self.side(perspective)
+            .list_by_status(perspective, status, page)
+    }
+
+    fn list_expiring_before<'a>(
+        &'a self,
+        perspective: Perspective,
+        before_millis: i64,
+        status: Option<&'a TrustStatus>,
+        page: PageRequest,
+    ) -> BoxFuture<'a, StoreResult<Page<TrustRecord>>> {
+        self.side(perspective)
+            .list_expiring_before(perspective, before_millis, status, page)
+    }
+
+    fn list_all<'a>(
+        &'a self,
+        perspective: Perspective,
+        page: PageRequest,
+    ) -> BoxFuture<'a, StoreResult<Page<TrustRecord>>> {
+        self.side(perspective).list_all(perspective, page)
+    }
+
+    fn count_by_status(
+        &self,
+        perspective: Perspective,
+    ) -> BoxFuture<'_, StoreResult<BTreeMap<TrustStatus, u64>>> {
+        self.side(perspective).count_by_status(perspective)
+    }
+}
+
+/// Mailboxes in memory: entries by id, a de-duplication index, subscription
+/// cursors.
+#[derive(Default)]
+pub struct MemoryMailboxes {
+    state: Mutex<MailState>,
+}
+
+#[derive(Default)]
+struct MailState {
+    entries: BTreeMap<u64, MailboxEntry>,
+    /// (lower-cased receiver, lower-cased sender, artifact id) → inbox entry.
+    inbound: HashMap<(String, String, String), u64>,
+    last_entry: u64,
+    cursors: BTreeMap<String, u64>,
+}
+
+/// The length of a mailbox listing cursor: the instant, then the entry id.
+const LISTING_CURSOR_LEN: usize = 16;
+
+impl MemoryMailboxes {
+    fn duplicate_of(&self, entry: &PreparedInboxEntry) -> Option<u64> {
+        lock(&self.state).inbound.get(&dedup_key(entry)).copied()
+    }
+
+    fn insert(&self, prepared: &PreparedInboxEntry) -> StoreResult<u64> {
+        let mut state = lock(&self.state);
+        let entry_id = state.last_entry + 1;
+        let entry = prepared.to_entry(entry_id)?;
+        state.last_entry = entry_id;
+        state.inbound.insert(dedup_key(prepared), entry_id);
+        state.entries.insert(entry_id, entry);
+        Ok(entry_id)
+    }
+
+    fn remove(&self, entry_id: u64) {
+        let mut state = lock(&self.state);
+        if let Some(entry) = state.entries.remove(&entry_id) {
+            let key = (
+                entry.to.to_lowercase(),
+                entry.from.to_lowercase(),
+                entry.artifact_id,
+            );
+            state.inbound.remove(&key);
+        }
+    }
+
+    /// Every entry, in entry-id order (for tests).
+    pub fn all(&self) -> Vec<MailboxEntry> {
+        lock(&self.state).entries.values().cloned().collect()
+    }
+}
+
+fn dedup_key(entry: &PreparedInboxEntry) -> (String, String, String) {
+    (
+        entry.to_lowercase_receiver().to_owned(),
+        entry.to_lowercase_sender().to_owned(),
+        entry.artifact_id().to_owned(),
+    )
+}
+
+fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, T> {
+    Box::pin(std::future::ready(value))
+}
+
+impl MailboxStore for MemoryMailboxes {
+    fn entry(&self, entry_id: u64) -> BoxFuture<'_, StoreResult<Option<MailboxEntry>>> {
+        ready(Ok(lock(&self.state).entries.get(&entry_id).cloned()))
+    }
+
+    fn list<'a>(
+        &'a self,
+        owner: &'a str,
+        mailbox: Mailbox,
+        page: PageRequest,
+        newest_first: bool,
+    ) -> BoxFuture<'a, StoreResult<Page<MailboxEntry>>> {
+        let owner = owner.to_lowercase();
+        let state = lock(&self.state);
+        let mut keyed: Vec<(Vec<u8>, &MailboxEntry)> = state
+            .entries
+            .values()
+            .filter(|entry| entry.mailbox == mailbox && entry.owner.to_lowercase() == owner)
+            .map(|entry| {
+                let key = concat(&[
+                    &instant_part(entry.at_millis),
+                    &entry.entry_id.to_be_bytes(),
+                ]);
+                (key, entry)
+            })
+            .collect();
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        if newest_first {
+            keyed.reverse();
+        }
+        let page = match &page.after {
+            Some(cursor) if cursor.0.len() != LISTING_CURSOR_LEN => Err(StoreError::InvalidCursor),
+            _ => {
+                let limit = page.effective_limit();
+                let mut rest = keyed.into_iter().filter(|(key, _)| match &page.after {
+                    None => true,
+                    Some(cursor) if newest_first => *key < cursor.0,
+                    Some(cursor) => *key > cursor.0,
+                });
+                let chosen: Vec<_> = rest.by_ref().take(limit).collect();
+                let next = if rest.next().is_some() {
+                    chosen.last().map(|(key, _)| Cursor(key.clone()))
+                } else {
+                    None
+                };
+                Ok(Page {
+                    items: chosen.into_iter().map(|(_, entry)| entry.clone()).collect(),
+                    next,
+                })
+            }
+        };
+        ready(page)
+    }
+
+    fn count<'a>(&'a self, owner: &'a str, mailbox: Mailbox) -> BoxFuture<'a, StoreResult<u64>> {
+        let owner = owner.to_lowercase();
+        let count = lock(&self.state)
+            .entries
+            .values()
+            .filter(|entry| entry.mailbox == mailbox && entry.owner.to_lowercase() == owner)
+            .count();
+        ready(Ok(u64::try_from(count).unwrap_or(u64::MAX)))
+    }
+
+    fn inbox_after(&self, after: u64, limit: u32) -> BoxFuture<'_, StoreResult<Vec<MailboxEntry>>> {
+        let limit = usize::try_from(limit.max(1)).unwrap_or(usize::MAX);
+        let entries = lock(&self.state)
+            .entries
+            .range(after.saturating_add(1)..)
+            .map(|(_, entry)| entry)
+            .filter(|entry| entry.mailbox == Mailbox::Inbox)
+            .take(limit)
+            .cloned()
+            .collect();
+        ready(Ok(entries))
+    }
+
+    fn cursor<'a>(&'a self, name: &'a str) -> BoxFuture<'a, StoreResult<u64>> {
+        ready(Ok(lock(&self.state)
+            .cursors
+            .get(name)
+            .copied()
+            .unwrap_or(0)))
+    }
+
+    fn set_cursor<'a>(&'a self, name: &'a str, entry_id: u64) -> BoxFuture<'a, StoreResult<()>> {
+        lock(&self.state).cursors.insert(name.to_owned(), entry_id);
+        ready(Ok(()))
+    }
+}

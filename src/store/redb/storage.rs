@@ -1,0 +1,186 @@
+//! The redb file as the server's [`Storage`]: a group of inbound artifacts is one
+//! write transaction (the mailbox tables opened once), committed only when one of
+//! them stored something; the file's online backup is its [`Maintenance`].
+
+use std::path::Path;
+
+use crate::store::contract::{
+    InboundGroup, InboundTransaction, MailboxStore, Maintenance, Storage,
+};
+use crate::store::{
+    BackupReport, BoxFuture, IdentityStore, InboxWriter, Mailbox, MailboxEntry, NewTrustRecord,
+    Page, PageRequest, Perspective, PreparedInboxEntry, RedbStore, StoreResult, TrustPatch,
+    TrustRecord, TrustStore, WriteBatch,
+};
+
+/// Runs `work` on the blocking pool with a handle on the store.
+fn blocking<T: Send + 'static>(
+    store: &RedbStore,
+    work: impl FnOnce(&RedbStore) -> StoreResult<T> + Send + 'static,
+) -> BoxFuture<'static, StoreResult<T>> {
+    let store = store.clone();
+    Box::pin(async move {
+        tokio::task::spawn_blocking(move || work(&store))
+            .await
+            .map_err(|error| super::StoreError::TaskFailed(error.to_string()))?
+    })
+}
+
+/// The meta-table key of a subscription's cursor.
+fn cursor_key(name: &str) -> String {
+    format!("subscription:{name}")
+}
+
+impl Storage for RedbStore {
+    fn trust(&self) -> &dyn TrustStore {
+        self
+    }
+
+    fn identities(&self) -> &dyn IdentityStore {
+        self
+    }
+
+    fn mailboxes(&self) -> &dyn MailboxStore {
+        self
+    }
+
+    fn commit_inbound(&self, group: &mut dyn InboundGroup) -> StoreResult<()> {
+        self.write_if_changed(|batch| {
+            // Read inside the transaction: it counts this one too.
+            let generation = self.write_transactions();
+            batch.with_inbox(|batch, inbox| {
+                let mut transaction = RedbInbound {
+                    batch,
+                    inbox,
+                    generation,
+                };
+                let mut stored = false;
+                for index in 0..group.len() {
+                    stored |= group.apply(index, &mut transaction)?;
+                }
+                Ok(((), stored))
+            })
+        })
+    }
+
+    fn check_ready(&self) -> StoreResult<()> {
+        self.read(|snapshot| snapshot.identity_count()).map(drop)
+    }
+
+    fn maintenance(&self) -> Option<&dyn Maintenance> {
+        Some(self)
+    }
+}
+
+/// One group's write transaction.
+struct RedbInbound<'b, 't> {
+    batch: &'b mut WriteBatch<'t>,
+    inbox: &'b mut InboxWriter<'t>,
+    generation: u64,
+}
+
+impl InboundTransaction for RedbInbound<'_, '_> {
+    fn trust(&mut self, perspective: Perspective, id: &str) -> StoreResult<Option<TrustRecord>> {
+        self.batch.trust(perspective, id)
+    }
+
+    fn create_trust(
+        &mut self,
+        perspective: Perspective,
+        record: NewTrustRecord,
+    ) -> StoreResult<()> {
+        self.batch.create_trust(perspective, record, None).map(drop)
+    }
+
+    fn update_trust(
+        &mut self,
+        perspective: Perspective,
+        id: &str,
+        patch: TrustPatch,
+    ) -> StoreResult<()> {
+        self.batch.update_trust(perspective, id, patch).map(drop)
+    }
+
+    fn is_hosted(&mut self, identity: &str) -> StoreResult<bool> {
+        Ok(self
+            .batch
+            .identity(&crate::identity::compute_id(identity))?
+            .is_some())
+    }
+
+    fn duplicate_of(&mut self, entry: &PreparedInboxEntry) -> StoreResult<Option<u64>> {
+        self.inbox.duplicate_of(entry)
+    }
+
+    fn insert_inbox(&mut self, entry: &PreparedInboxEntry) -> StoreResult<u64> {
+        self.inbox.insert_prepared(entry)
+    }
+
+    fn generation(&self) -> Option<u64> {
+        Some(self.generation)
+    }
+}
+
+impl MailboxStore for RedbStore {
+    fn entry(&self, entry_id: u64) -> BoxFuture<'_, StoreResult<Option<MailboxEntry>>> {
+        blocking(self, move |store| store.mailbox_entry(entry_id))
+    }
+
+    fn list<'a>(
+        &'a self,
+        owner: &'a str,
+        mailbox: Mailbox,
+        page: PageRequest,
+        newest_first: bool,
+    ) -> BoxFuture<'a, StoreResult<Page<MailboxEntry>>> {
+        let owner = owner.to_owned();
+        blocking(self, move |store| {
+            store.read(|snapshot| snapshot.list_mailbox(&owner, mailbox, &page, newest_first))
+        })
+    }
+
+    fn count<'a>(&'a self, owner: &'a str, mailbox: Mailbox) -> BoxFuture<'a, StoreResult<u64>> {
+        let owner = owner.to_owned();
+        blocking(self, move |store| {
+            store.read(|snapshot| snapshot.mailbox_count(&owner, mailbox))
+        })
+    }
+
+    fn inbox_after(&self, after: u64, limit: u32) -> BoxFuture<'_, StoreResult<Vec<MailboxEntry>>> {
+        let limit = usize::try_from(limit.max(1)).unwrap_or(usize::MAX);
+        blocking(self, move |store| {
+            store.read(|snapshot| snapshot.inbox_after(after, limit))
+        })
+    }
+
+    fn cursor<'a>(&'a self, name: &'a str) -> BoxFuture<'a, StoreResult<u64>> {
+        let key = cursor_key(name);
+        blocking(self, move |store| {
+            let stored = store.read(|snapshot| snapshot.meta(&key))?;
+            Ok(stored
+                .and_then(|bytes| <[u8; 8]>::try_from(bytes.as_slice()).ok())
+                .map_or(0, u64::from_be_bytes))
+        })
+    }
+
+    fn set_cursor<'a>(&'a self, name: &'a str, entry_id: u64) -> BoxFuture<'a, StoreResult<()>> {
+        let key = cursor_key(name);
+        blocking(self, move |store| {
+            store.write(|batch| batch.set_meta(&key, &entry_id.to_be_bytes()))
+        })
+    }
+}
+
+impl Maintenance for RedbStore {
+    fn database_path(&self) -> &Path {
+        self.path()
+    }
+
+    fn backup_to_anonymous_file(&self) -> StoreResult<(std::fs::File, BackupReport)> {
+        RedbStore::backup_to_anonymous_file(self)
+    }
+
+    fn remove_stale_backups(&self) -> usize {
+        RedbStore::remove_stale_backups(self)
+    }
+}
