@@ -12,7 +12,8 @@
 //! is no moment at which it is reachable with wider permissions. A socket file left
 //! by a crashed server (nobody answers on it) is replaced; a socket a live server
 //! answers on is never touched. Every request runs on `spawn_blocking`, because the
-//! store does disk I/O.
+//! store does disk I/O; the socket's own file calls while it serves (the backup
+//! copy, removing the socket file at shutdown) go through `tokio::fs`.
 
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -144,7 +145,8 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) ->
 
 impl AdminSocket {
     /// Binds the socket at `path` with permission bits `mode`, replacing a stale
-    /// socket file nobody answers on. Call inside a Tokio runtime.
+    /// socket file nobody answers on. Call inside a Tokio runtime, once at startup:
+    /// the file-system calls it makes block the calling thread.
     pub fn bind(path: &Path, mode: u32) -> Result<AdminSocket, AdminSocketError> {
         let replaced_stale = remove_stale(path)?;
         let mut temporary = path.as_os_str().to_owned();
@@ -221,7 +223,7 @@ impl AdminSocket {
             }
         }
         drop(self.listener);
-        remove_if_ours(&self.path, self.file_id);
+        remove_if_ours(&self.path, self.file_id).await;
         let finished = tokio::time::timeout(SHUTDOWN_GRACE, async {
             while connections.join_next().await.is_some() {}
         })
@@ -261,10 +263,14 @@ fn remove_stale(path: &Path) -> Result<bool, AdminSocketError> {
     }
 }
 
-fn remove_if_ours(path: &Path, file_id: (u64, u64)) {
-    let ours = std::fs::symlink_metadata(path)
+/// Removes the socket file at `path` if it is still the one bound (`file_id`), not
+/// one a later server put in its place. Runs on the async threads, so through
+/// `tokio::fs` (the blocking pool).
+async fn remove_if_ours(path: &Path, file_id: (u64, u64)) {
+    let ours = tokio::fs::symlink_metadata(path)
+        .await
         .is_ok_and(|metadata| (metadata.dev(), metadata.ino()) == file_id);
-    if ours && let Err(error) = std::fs::remove_file(path) {
+    if ours && let Err(error) = tokio::fs::remove_file(path).await {
         tracing::warn!(%error, path = %path.display(), "admin socket: cannot remove the socket file");
     }
 }

@@ -1,0 +1,474 @@
+//! The operator's operations on the database, as serializable requests.
+//!
+//! Every operator command (`btps identity`, `trust`, `inbox`, `check`) is an
+//! [`AdminRequest`] executed by [`execute`] against an [`AdminContext`] (the store
+//! and the configuration). The command line calls [`execute`] itself when it can
+//! open the database (server stopped) and sends the same request over the admin
+//! socket when a server holds the database; the server then calls the same
+//! function. There is no second implementation of any operation.
+//!
+//! Requests carry text as the operator typed it; parsing and validation happen
+//! here, so that both paths report the same errors. Records travel in the
+//! reference's JSON shape (`store::wire`), the shape the commands print.
+//!
+//! This module holds the vocabulary (context, request, response, error) and the
+//! dispatch; each family of operations has its own file: `args` (parsing the
+//! operator's text), `identity` (hosted identities and their keys), `dns` (the
+//! records to publish), `trust` (trust records and decisions), `inbox` (mailbox
+//! entries) and `maintenance` (integrity check and backup of the database file).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::store::{RedbStore, StoreError};
+
+mod args;
+mod dns;
+mod identity;
+mod inbox;
+mod maintenance;
+mod trust;
+
+pub use args::{check_selector, parse_identity};
+pub use dns::DnsRecord;
+pub use identity::{next_selector, next_selector_after};
+pub use inbox::instant_text;
+pub use maintenance::{CheckReport, check_file, temporary_beside, write_backup};
+pub use trust::Decision;
+
+use dns::identity_dns_records;
+use identity::{identity_add, identity_json, identity_list, identity_record, identity_rotate_key};
+use inbox::{inbox_list, inbox_show};
+use maintenance::check_live;
+use trust::{TrustListing, trust_decide, trust_delete, trust_list, trust_show};
+
+/// Page size when an operation reads a whole table.
+const FULL_LISTING_PAGE: u32 = 500;
+
+/// What an operation works on: the database and the server's configuration.
+#[derive(Clone, Debug)]
+pub struct AdminContext {
+    store: RedbStore,
+    config: std::sync::Arc<Config>,
+}
+
+impl AdminContext {
+    /// A context over `store`, configured by `config` (listen address, server key,
+    /// lookup signers: what DNS records name).
+    pub fn new(store: RedbStore, config: Config) -> Self {
+        AdminContext {
+            store,
+            config: std::sync::Arc::new(config),
+        }
+    }
+
+    /// The database.
+    pub fn store(&self) -> &RedbStore {
+        &self.store
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+/// One operator request. Serialized as a JSON object whose `op` member names the
+/// operation (`{"op":"identityShow","identity":"pay$client.test"}`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase", rename_all_fields = "camelCase")]
+#[non_exhaustive]
+pub enum AdminRequest {
+    /// Is anyone there? Answered with [`AdminResponse::Pong`].
+    Ping,
+    /// Create the record of a hosted identity with one public key.
+    IdentityAdd {
+        /// `account$domain`.
+        identity: String,
+        /// DNS selector of the key.
+        selector: String,
+        /// SPKI PEM (or base64 SPKI) of the key.
+        public_key: String,
+    },
+    /// Every hosted identity.
+    IdentityList,
+    /// One identity record.
+    IdentityShow {
+        /// `account$domain`.
+        identity: String,
+    },
+    /// Add a key under a new selector and make it current; the old keys stay.
+    IdentityRotateKey {
+        /// `account$domain`.
+        identity: String,
+        /// The new selector; the next free `btpsN` when absent.
+        selector: Option<String>,
+        /// SPKI PEM (or base64 SPKI) of the new key.
+        public_key: String,
+    },
+    /// The DNS TXT records to publish for an identity.
+    IdentityDnsRecords {
+        /// `account$domain`.
+        identity: String,
+        /// `host[:port]` for the host record; the listen address when absent.
+        host: Option<String>,
+    },
+    /// A page of trust records from one index.
+    TrustList {
+        /// The requesting-side records (local party = sender).
+        outbound: bool,
+        /// Records whose receiver is this identity.
+        receiver: Option<String>,
+        /// Records whose sender is this identity or agent id.
+        sender: Option<String>,
+        /// Records with this status.
+        status: Option<String>,
+        /// Records expiring before this RFC 3339 instant.
+        expiring_before: Option<String>,
+        /// Most records returned.
+        limit: u32,
+        /// Where the previous page ended.
+        cursor: Option<String>,
+    },
+    /// Both records of one relationship.
+    TrustShow {
+        /// Sender identity or agent id.
+        sender: String,
+        /// Receiver identity.
+        receiver: String,
+    },
+    /// The operator's decision on the receiving-side record.
+    TrustDecide {
+        /// Sender identity or agent id.
+        sender: String,
+        /// Hosted receiver identity.
+        receiver: String,
+        /// The decision.
+        decision: Decision,
+        /// New end of validity (RFC 3339).
+        expires_at: Option<String>,
+        /// No new request before this instant (RFC 3339).
+        retry_after: Option<String>,
+        /// Who decided.
+        decided_by: String,
+    },
+    /// Delete one trust record.
+    TrustDelete {
+        /// Sender identity or agent id.
+        sender: String,
+        /// Receiver identity.
+        receiver: String,
+        /// The requesting-side record instead of the receiving-side one.
+        outbound: bool,
+    },
+    /// A page of an identity's inbox, newest first.
+    InboxList {
+        /// The hosted identity.
+        identity: String,
+        /// Most entries returned.
+        limit: u32,
+        /// Where the previous page ended.
+        cursor: Option<String>,
+    },
+    /// One mailbox entry with its artifact as received.
+    InboxShow {
+        /// The entry id.
+        entry_id: u64,
+    },
+    /// Integrity check of the live database (through a consistent copy).
+    Check,
+    /// A consistent copy of the live database. Only over the admin socket, which
+    /// answers with [`AdminResponse::BackupStream`] followed by the file's bytes.
+    Backup,
+}
+
+/// The answer to one [`AdminRequest`]. Records are in the reference's JSON shape.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
+#[non_exhaustive]
+pub enum AdminResponse {
+    /// Answer to [`AdminRequest::Ping`].
+    Pong {
+        /// The server's btps version.
+        version: String,
+        /// The database it holds.
+        database: PathBuf,
+    },
+    /// The identity was created.
+    IdentityAdded {
+        /// The stored record.
+        record: Value,
+        /// The key's selector.
+        selector: String,
+        /// The key's fingerprint.
+        fingerprint: String,
+        /// Records to publish.
+        dns: Vec<DnsRecord>,
+        /// Things the operator should know (a loopback host address, a padded key).
+        warnings: Vec<String>,
+    },
+    /// Every hosted identity, ordered by identity.
+    Identities {
+        /// The records.
+        records: Vec<Value>,
+    },
+    /// One identity record.
+    Identity {
+        /// The record.
+        record: Value,
+    },
+    /// A new key was added and made current.
+    KeyRotated {
+        /// The stored record.
+        record: Value,
+        /// The new selector.
+        selector: String,
+        /// The selector that was current before.
+        previous_selector: String,
+        /// The new key's fingerprint.
+        fingerprint: String,
+        /// Records to publish: the new key record, then the host record naming it.
+        dns: Vec<DnsRecord>,
+        /// Things the operator should know.
+        warnings: Vec<String>,
+    },
+    /// The records to publish for an identity.
+    DnsRecords {
+        /// The identity.
+        identity: String,
+        /// The records.
+        records: Vec<DnsRecord>,
+        /// Things the operator should know.
+        warnings: Vec<String>,
+    },
+    /// A page of trust records.
+    TrustRecords {
+        /// The records.
+        records: Vec<Value>,
+        /// Cursor of the next page.
+        next: Option<String>,
+    },
+    /// Both records of a relationship (at least one exists).
+    TrustPair {
+        /// Receiving-side record.
+        inbound: Option<Value>,
+        /// Requesting-side record.
+        outbound: Option<Value>,
+    },
+    /// The receiving-side record after the decision.
+    TrustDecided {
+        /// The record.
+        record: Value,
+    },
+    /// A trust record was deleted.
+    TrustDeleted {
+        /// Its id.
+        id: String,
+        /// `inbound` or `outbound`.
+        perspective: String,
+    },
+    /// A page of an inbox.
+    InboxEntries {
+        /// The entries (without artifacts).
+        entries: Vec<Value>,
+        /// Entries in the inbox.
+        total: u64,
+        /// Cursor of the next page.
+        next: Option<String>,
+    },
+    /// One entry, with `artifact` (UTF-8 text) or `artifactBase64`.
+    InboxEntry {
+        /// The entry.
+        entry: Value,
+    },
+    /// The check passed.
+    Checked {
+        /// What was checked and found.
+        report: CheckReport,
+    },
+    /// A backup of this many bytes follows the response line on the socket.
+    BackupStream {
+        /// Size of the copy.
+        bytes: u64,
+    },
+}
+
+/// Why an operation failed. The message names what was wrong.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "message", rename_all = "camelCase")]
+#[non_exhaustive]
+pub enum AdminError {
+    /// An argument is malformed (identity, selector, time, key, cursor…).
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The record or file does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The record exists already.
+    #[error("{0}")]
+    Conflict(String),
+    /// The database file is damaged or not a btps database.
+    #[error("{0}")]
+    Damaged(String),
+    /// The database is held by another process.
+    #[error("{0}")]
+    InUse(String),
+    /// The storage or the file system failed.
+    #[error("{0}")]
+    Storage(String),
+    /// The request cannot be served this way (e.g. a backup outside the socket).
+    #[error("{0}")]
+    Unsupported(String),
+    /// The request line was not a request, or the connection failed.
+    #[error("{0}")]
+    Protocol(String),
+}
+
+impl From<StoreError> for AdminError {
+    fn from(error: StoreError) -> Self {
+        let message = error.to_string();
+        match error {
+            StoreError::NotFound { .. } => AdminError::NotFound(message),
+            StoreError::AlreadyExists { .. } => AdminError::Conflict(message),
+            StoreError::Invalid { .. } => AdminError::InvalidArgument(message),
+            StoreError::InvalidCursor => AdminError::InvalidArgument(String::from(
+                "invalid --cursor: it belongs to another listing",
+            )),
+            StoreError::Corrupted { .. } | StoreError::Decode { .. } => {
+                AdminError::Damaged(message)
+            }
+            StoreError::InUse { .. } => AdminError::InUse(message),
+            _ => AdminError::Storage(message),
+        }
+    }
+}
+
+/// Result of an operation.
+pub type AdminResult<T> = Result<T, AdminError>;
+
+/// Runs one request against the context. Blocking (disk I/O): async callers run it
+/// on `spawn_blocking`.
+pub fn execute(context: &AdminContext, request: AdminRequest) -> AdminResult<AdminResponse> {
+    match request {
+        AdminRequest::Ping => Ok(AdminResponse::Pong {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            database: context.store.path().to_owned(),
+        }),
+        AdminRequest::IdentityAdd {
+            identity,
+            selector,
+            public_key,
+        } => identity_add(context, &identity, &selector, &public_key),
+        AdminRequest::IdentityList => identity_list(context),
+        AdminRequest::IdentityShow { identity } => {
+            let record = identity_record(context, &identity)?;
+            Ok(AdminResponse::Identity {
+                record: identity_json(&record),
+            })
+        }
+        AdminRequest::IdentityRotateKey {
+            identity,
+            selector,
+            public_key,
+        } => identity_rotate_key(context, &identity, selector.as_deref(), &public_key),
+        AdminRequest::IdentityDnsRecords { identity, host } => {
+            identity_dns_records(context, &identity, host.as_deref())
+        }
+        AdminRequest::TrustList {
+            outbound,
+            receiver,
+            sender,
+            status,
+            expiring_before,
+            limit,
+            cursor,
+        } => trust_list(
+            context,
+            &TrustListing {
+                outbound,
+                receiver,
+                sender,
+                status,
+                expiring_before,
+                limit,
+                cursor,
+            },
+        ),
+        AdminRequest::TrustShow { sender, receiver } => trust_show(context, &sender, &receiver),
+        AdminRequest::TrustDecide {
+            sender,
+            receiver,
+            decision,
+            expires_at,
+            retry_after,
+            decided_by,
+        } => trust_decide(
+            context,
+            &sender,
+            &receiver,
+            decision,
+            expires_at.as_deref(),
+            retry_after.as_deref(),
+            &decided_by,
+        ),
+        AdminRequest::TrustDelete {
+            sender,
+            receiver,
+            outbound,
+        } => trust_delete(context, &sender, &receiver, outbound),
+        AdminRequest::InboxList {
+            identity,
+            limit,
+            cursor,
+        } => inbox_list(context, &identity, limit, cursor.as_deref()),
+        AdminRequest::InboxShow { entry_id } => inbox_show(context, entry_id),
+        AdminRequest::Check => check_live(context).map(|report| AdminResponse::Checked { report }),
+        AdminRequest::Backup => Err(AdminError::Unsupported(String::from(
+            "a backup is streamed over the admin socket; use write_backup to write one directly",
+        ))),
+    }
+}
+
+/// Canonical JSON text of a record as a `serde_json` value (key order kept).
+fn object_json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_travel_as_tagged_json() {
+        let request = AdminRequest::TrustDecide {
+            sender: String::from("a$b.test"),
+            receiver: String::from("c$d.test"),
+            decision: Decision::Block,
+            expires_at: None,
+            retry_after: Some(String::from("2030-01-01T00:00:00Z")),
+            decided_by: String::from("operator"),
+        };
+        let text = serde_json::to_string(&request).unwrap();
+        assert!(text.starts_with(r#"{"op":"trustDecide","sender":"a$b.test""#));
+        assert!(text.contains(r#""decision":"block""#));
+        assert!(text.contains(r#""retryAfter":"2030-01-01T00:00:00Z""#));
+        assert_eq!(
+            serde_json::from_str::<AdminRequest>(&text).unwrap(),
+            request
+        );
+        let error = AdminError::NotFound(String::from("no mailbox entry 9"));
+        let text = serde_json::to_string(&error).unwrap();
+        assert_eq!(
+            text,
+            r#"{"kind":"notFound","message":"no mailbox entry 9"}"#
+        );
+        assert_eq!(serde_json::from_str::<AdminError>(&text).unwrap(), error);
+    }
+}
