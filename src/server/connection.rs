@@ -125,7 +125,7 @@ async fn read_line<R: AsyncBufRead + Unpin>(
 /// record and one system call.
 async fn write_line<W: AsyncWrite + Unpin>(
     writer: &mut W,
-    mut line: String,
+    line: &mut String,
     idle: &mut IdleTimer,
 ) -> io::Result<()> {
     line.push('\n');
@@ -133,12 +133,14 @@ async fn write_line<W: AsyncWrite + Unpin>(
         writer.write_all(line.as_bytes()).await?;
         writer.flush().await
     };
-    idle.guard(write).await.ok_or_else(|| {
+    let written = idle.guard(write).await.ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::TimedOut,
             "the peer does not read its responses",
         )
-    })?
+    });
+    line.pop();
+    written?
 }
 
 /// Serves one (already TLS-wrapped) connection until the peer leaves, the connection
@@ -176,14 +178,26 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     crate::metrics::ArtifactLabel::Unparsed,
                     crate::metrics::Outcome::Refused(error.code),
                 );
-                let reply = response::error(&error, None).to_canonical();
-                let _ = write_line(stream.get_mut(), reply, &mut idle).await;
+                pipeline.connection_error(remote, &error);
+                let mut reply = response::error(&error, None).to_canonical();
+                if write_line(stream.get_mut(), &mut reply, &mut idle)
+                    .await
+                    .is_ok()
+                {
+                    pipeline.response_sent(remote, &reply, None);
+                }
                 return;
             }
             Ok(LineRead::Idle) => {
                 let error = ProtocolError::new(ErrorCode::SocketTimeout, "idle timeout");
-                let reply = response::error(&error, last_request_id.as_deref()).to_canonical();
-                let _ = write_line(stream.get_mut(), reply, &mut idle).await;
+                pipeline.connection_error(remote, &error);
+                let mut reply = response::error(&error, last_request_id.as_deref()).to_canonical();
+                if write_line(stream.get_mut(), &mut reply, &mut idle)
+                    .await
+                    .is_ok()
+                {
+                    pipeline.response_sent(remote, &reply, last_request_id.as_deref());
+                }
                 return;
             }
         }
@@ -191,12 +205,14 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         if reply.request_id.is_some() {
             last_request_id.clone_from(&reply.request_id);
         }
-        if let Some(reply_line) = reply.line
-            && write_line(stream.get_mut(), reply_line, &mut idle)
+        if let Some(mut reply_line) = reply.line {
+            if write_line(stream.get_mut(), &mut reply_line, &mut idle)
                 .await
                 .is_err()
-        {
-            return;
+            {
+                return;
+            }
+            pipeline.response_sent(remote, &reply_line, reply.request_id.as_deref());
         }
         match reply.after {
             After::KeepOpen => {}

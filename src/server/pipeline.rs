@@ -222,10 +222,16 @@ impl Pipeline {
     pub(super) async fn run_hooks(&self, phase: Phase, request: &Request<'_>) -> Result<(), Halt> {
         for &index in &self.by_phase[phase.index()] {
             let hook = &self.middleware[index];
-            let verdict = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(
-                hook.handle(phase, request),
-            ))
-            .await;
+            // A hook may panic while making its future or while it runs.
+            let verdict = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                hook.handle(phase, request)
+            })) {
+                Ok(future) => {
+                    futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(future))
+                        .await
+                }
+                Err(panic) => Err(panic),
+            };
             let stage = ErrorStage::Middleware(phase);
             match verdict {
                 Ok(Verdict::Continue) => {}

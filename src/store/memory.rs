@@ -105,7 +105,7 @@ enum Undo {
     Trust {
         perspective: Perspective,
         id: String,
-        before: Option<TrustRecord>,
+        before: Option<Box<TrustRecord>>,
     },
     Entry(u64),
 }
@@ -130,7 +130,7 @@ impl MemoryTransaction<'_> {
                         .storage
                         .trust
                         .side(perspective)
-                        .restore_sync(&id, before);
+                        .restore_sync(&id, before.map(|record| *record));
                 }
                 Undo::Entry(entry_id) => self.storage.mailboxes.remove(entry_id),
             }
@@ -168,7 +168,7 @@ impl InboundTransaction for MemoryTransaction<'_> {
         patch: TrustPatch,
     ) -> StoreResult<()> {
         let store = self.storage.trust.side(perspective);
-        let before = store.get_sync(id);
+        let before = store.get_sync(id).map(Box::new);
         store.update_sync(id, patch)?;
         self.undo.push(Undo::Trust {
             perspective,

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod flows;
+mod hooks;
 mod json_storage;
 mod process;
 mod vectors;

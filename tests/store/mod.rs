@@ -6,6 +6,7 @@
 
 mod bad_input;
 mod concurrency;
+mod contract;
 mod crash;
 mod json_files;
 mod mailbox;

@@ -17,6 +17,8 @@ use btps::identity::responder::DnsResponder;
 use btps::protocol::TransporterType;
 use btps::protocol::json::{self, Object};
 use btps::protocol::response::ServerResponse;
+use btps::server::events::Events;
+use btps::server::hooks::{ErrorCallback, Lifecycle};
 use btps::server::middleware::Middleware;
 use btps::server::trust::TrustPolicy;
 use btps::server::{ConnectionLimits, ListenerSettings, Server, bootstrap};
@@ -68,6 +70,10 @@ pub struct TestOptions {
     pub policy: TrustPolicy,
     /// Extra middleware.
     pub middleware: Vec<Arc<dyn Middleware>>,
+    /// Lifecycle hooks.
+    pub lifecycle: Vec<Arc<dyn Lifecycle>>,
+    /// The error callback.
+    pub on_error: Option<ErrorCallback>,
     /// Trust and identity records in the reference's JSON files instead of the
     /// redb file (`STORAGE_TYPE=json`).
     pub json_records: Option<(JsonTrustStore, JsonIdentityStore)>,
@@ -82,6 +88,8 @@ impl Default for TestOptions {
             max_connections: 2048,
             policy: TrustPolicy::default(),
             middleware: Vec::new(),
+            lifecycle: Vec::new(),
+            on_error: None,
             json_records: None,
         }
     }
@@ -101,12 +109,14 @@ pub struct TestServer {
     pub server_key: PublicKey,
     /// Its listener's counters and readiness.
     pub stats: Arc<btps::server::ListenerStats>,
+    /// Its after-commit subscriptions.
+    pub events: Events,
     _temp: Option<tempfile::TempDir>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
-fn config_for(data_dir: &Path) -> Config {
+pub fn config_for(data_dir: &Path) -> Config {
     let dir = data_dir.display().to_string();
     let env = move |name: &str| (name == "BTPS_DATA_DIR").then(|| dir.clone());
     Config::load(None, &env).unwrap()
@@ -194,10 +204,17 @@ impl TestServer {
         for hook in options.middleware {
             builder = builder.middleware(hook);
         }
+        for hooks in options.lifecycle {
+            builder = builder.lifecycle(hooks);
+        }
+        if let Some(callback) = options.on_error {
+            builder = builder.on_error(move |event| callback(event));
+        }
         let server = builder.build().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let stats = server.stats();
+        let events = server.events();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             server
@@ -214,6 +231,7 @@ impl TestServer {
             data_dir: data_dir.to_owned(),
             server_key,
             stats,
+            events,
             _temp: None,
             stop: Some(stop),
             task: Some(task),
