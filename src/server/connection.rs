@@ -214,6 +214,9 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             }
             pipeline.response_sent(remote, &reply_line, reply.request_id.as_deref());
         }
+        if let Some(answered) = &reply.answered_error {
+            pipeline.after_error(remote, answered).await;
+        }
         match reply.after {
             After::KeepOpen => {}
             After::End => break,

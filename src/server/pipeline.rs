@@ -49,6 +49,16 @@ pub struct Reply {
     /// The `id` of the artifact the line carried, once parsed (for the `reqId` of a
     /// later timeout answer on the same connection).
     pub request_id: Option<String>,
+    /// An error answered, for the `after.onError` hooks that run once the answer
+    /// is written ([`Pipeline::after_error`]); only when such hooks exist.
+    pub answered_error: Option<Box<AnsweredError>>,
+}
+
+/// An error answer, kept for the `after.onError` hooks.
+#[derive(Debug)]
+pub struct AnsweredError {
+    error: ProtocolError,
+    artifact: Option<Artifact>,
 }
 
 impl Reply {
@@ -57,6 +67,7 @@ impl Reply {
             line: None,
             after: After::KeepOpen,
             request_id: None,
+            answered_error: None,
         }
     }
 
@@ -65,6 +76,7 @@ impl Reply {
             line: Some(response.to_canonical()),
             after,
             request_id: None,
+            answered_error: None,
         }
     }
 }
@@ -399,7 +411,7 @@ impl Pipeline {
             });
         }
         let after = if close { After::End } else { After::KeepOpen };
-        let reply = match replacement {
+        let mut reply = match replacement {
             Some(mut answer) => {
                 if let Some(id) = request_id {
                     answer.insert("reqId", id);
@@ -408,8 +420,21 @@ impl Pipeline {
             }
             None => Reply::respond(&response::error(&error, request_id), after),
         };
-        let _ = self.run_hooks(Phase::AfterOnError, &request).await;
+        if !self.by_phase[Phase::AfterOnError.index()].is_empty() {
+            reply.answered_error = Some(Box::new(AnsweredError {
+                artifact: artifact.cloned(),
+                error,
+            }));
+        }
         reply
+    }
+
+    /// Runs the `after.onError` hooks once the error answer has been written
+    /// (`spec/08-delivery.md` §7.3); they can no longer change the answer.
+    pub async fn after_error(&self, remote: SocketAddr, answered: &AnsweredError) {
+        let mut request = self.request(remote, &[], answered.artifact.as_ref());
+        request.error = Some(&answered.error);
+        let _ = self.run_hooks(Phase::AfterOnError, &request).await;
     }
 
     /// Tells the lifecycle hooks that `line` was written to `remote`.

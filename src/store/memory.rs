@@ -28,17 +28,19 @@ struct Inner {
     trust: PerspectiveTrust,
     identities: JsonIdentityStore,
     mailboxes: MemoryMailboxes,
-    /// Serialises inbound transactions; counts them (the transaction generation).
-    transactions: Mutex<u64>,
+    /// Serialises inbound transactions and trust writes; counts them (the
+    /// transaction generation). Shared with `trust`.
+    transactions: Arc<Mutex<u64>>,
 }
 
 impl Default for Inner {
     fn default() -> Self {
+        let trust = PerspectiveTrust::default();
         Inner {
-            trust: PerspectiveTrust::default(),
+            transactions: Arc::clone(&trust.transactions),
+            trust,
             identities: JsonIdentityStore::in_memory(),
             mailboxes: MemoryMailboxes::default(),
-            transactions: Mutex::new(0),
         }
     }
 }
@@ -203,9 +205,14 @@ impl InboundTransaction for MemoryTransaction<'_> {
 
 /// Trust records kept apart by perspective, as the appliance keeps them
 /// (`spec/05-trust.md` §6.6).
+///
+/// Writes through [`TrustStore`] take the transaction lock and count as a
+/// transaction, so that they never interleave with a group's and the committer's
+/// trust cache sees them ([`InboundTransaction::generation`]).
 struct PerspectiveTrust {
     inbound: JsonTrustStore,
     outbound: JsonTrustStore,
+    transactions: Arc<Mutex<u64>>,
 }
 
 impl Default for PerspectiveTrust {
@@ -213,6 +220,7 @@ impl Default for PerspectiveTrust {
         PerspectiveTrust {
             inbound: JsonTrustStore::in_memory(),
             outbound: JsonTrustStore::in_memory(),
+            transactions: Arc::default(),
         }
     }
 }
@@ -223,6 +231,16 @@ impl PerspectiveTrust {
             Perspective::Inbound => &self.inbound,
             Perspective::Outbound => &self.outbound,
         }
+    }
+
+    /// Runs one trust write as a transaction of its own.
+    fn write<'a, T: Send + 'a>(
+        &self,
+        work: impl FnOnce() -> StoreResult<T>,
+    ) -> BoxFuture<'a, StoreResult<T>> {
+        let mut transactions = lock(&self.transactions);
+        *transactions += 1;
+        ready(work())
     }
 }
 
@@ -241,7 +259,8 @@ impl TrustStore for PerspectiveTrust {
         record: NewTrustRecord,
         id: Option<&'a str>,
     ) -> BoxFuture<'a, StoreResult<TrustRecord>> {
-        self.side(perspective).create(perspective, record, id)
+        let store = self.side(perspective);
+        self.write(|| store.create_sync(record, id))
     }
 
     fn update<'a>(
@@ -250,7 +269,8 @@ impl TrustStore for PerspectiveTrust {
         id: &'a str,
         patch: TrustPatch,
     ) -> BoxFuture<'a, StoreResult<TrustRecord>> {
-        self.side(perspective).update(perspective, id, patch)
+        let store = self.side(perspective);
+        self.write(|| store.update_sync(id, patch))
     }
 
     fn delete<'a>(
@@ -258,7 +278,8 @@ impl TrustStore for PerspectiveTrust {
         perspective: Perspective,
         id: &'a str,
     ) -> BoxFuture<'a, StoreResult<bool>> {
-        self.side(perspective).delete(perspective, id)
+        let store = self.side(perspective);
+        self.write(|| store.delete_sync(id))
     }
 
     fn list_by_receiver<'a>(

@@ -122,7 +122,15 @@ async fn middleware_runs_at_every_phase_by_priority() {
     // A line that does not parse: the error phases run too.
     let refused = server.send("{not json").await;
     assert!(!refused.ok);
-    let after_refusal = phases_of(&seen.lock().unwrap()[accepted..], "first");
+    // `after.onError` runs once the answer is written: give it a moment.
+    let mut after_refusal = Vec::new();
+    for _ in 0..100 {
+        after_refusal = phases_of(&seen.lock().unwrap()[accepted..], "first");
+        if after_refusal.len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(
         after_refusal,
         vec![
@@ -410,6 +418,29 @@ async fn the_memory_storage_serves_the_trust_flow() {
         .unwrap();
     assert_eq!(inbox.items.len(), 2, "the request and one invoice");
     assert_eq!(inbox.items[1].raw, document.as_bytes());
+    // An operator's revocation through the store reaches the next document at once
+    // (the committer's trust cache learns of writes made outside it).
+    storage
+        .trust()
+        .update(
+            Perspective::Inbound,
+            &id,
+            btps::store::TrustPatch {
+                status: Some(TrustStatus::Revoked),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let after_revocation = artifact(
+        TransporterType::Document,
+        VENDOR,
+        "billing",
+        CLIENT,
+        &invoice("INV-8"),
+    );
+    let refused = client.request(&after_revocation).await.unwrap();
+    assert!(!refused.ok, "a revoked sender is refused");
     let _ = stop.send(());
     running.await.unwrap().unwrap();
 }
