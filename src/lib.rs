@@ -25,7 +25,7 @@
 //! * [`http`] — the local operations endpoint: health, readiness, metrics, backup.
 //! * [`metrics`] — the process's metrics, rendered as Prometheus text.
 //! * [`systemd`] — service-manager notifications (readiness, stopping, watchdog).
-//! * [`bench`] — the load generator of `btps bench`: setup, load, measurement.
+//! * [`bench`](mod@bench) — the load generator of `btps bench`: setup, load, measurement.
 
 pub mod admin;
 pub mod bench;

@@ -26,7 +26,7 @@ pub struct Prepared {
     pub encrypted: bool,
 }
 
-/// The invoice document of artifact `index`: a BTPS invoice with [`LINE_ITEMS`]
+/// The invoice document of artifact `index`: a BTPS invoice with `LINE_ITEMS`
 /// line items, its totals consistent with them.
 pub fn invoice_document(index: usize) -> String {
     const PRODUCTS: [&str; 6] = [

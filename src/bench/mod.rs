@@ -132,7 +132,7 @@ pub struct BenchOptions {
     /// child server (which it shares the machine with), one per core with `target`.
     pub client_threads: Option<usize>,
     /// Keep the load generator's threads on one CPU when the benchmark starts its
-    /// own server (ignored with `target`): see [`generator_cpu`].
+    /// own server (ignored with `target`): see `generator_cpu`.
     pub pin_generator: bool,
 }
 

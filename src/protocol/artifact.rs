@@ -1,6 +1,6 @@
 //! Typed artifacts: what a received line becomes once classified and validated.
 //!
-//! Every typed artifact keeps the parsed object it came from ([`json::Object`]) because
+//! Every typed artifact keeps the parsed object it came from ([`Object`]) because
 //! signatures cover every member, known or unknown, in received order; the typed fields
 //! are validated views of that object, never a replacement for it.
 

@@ -122,8 +122,9 @@ impl ServerBuilder {
     }
 
     /// The server's own key pair (required): it signs identity-lookup answers, and
-    /// its public key is published as `<selector>._btps.<domain>` of the domain's
-    /// signer (the reference's `serverIdentity`).
+    /// its public key is published as `<selector>._btps.identity.<account>.<domain>`
+    /// of each domain's [`lookup_signer`](Self::lookup_signer) (the reference's
+    /// `serverIdentity`).
     pub fn server_key(mut self, key: PrivateKey) -> Self {
         self.server_key = Some(Arc::new(key));
         self

@@ -226,7 +226,7 @@ struct Job {
 /// after the transaction holding it has committed (README decision 2).
 ///
 /// A dedicated thread owns the write side: it takes the first waiting artifact, adds
-/// whatever else is waiting (up to [`MAX_GROUP`]), runs the duplicate and trust checks
+/// whatever else is waiting (up to 256 artifacts), runs the duplicate and trust checks
 /// of all of them inside one write transaction, stores the accepted ones, and answers
 /// every artifact after the commit (a group that stored nothing is aborted instead).
 /// If the transaction fails, each artifact of the group is retried on its own, so one

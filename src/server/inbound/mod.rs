@@ -6,7 +6,7 @@
 //! The checks run inside the transaction, so that two connections racing on the same
 //! record see a consistent order. [`rules`] holds the checks and changes, written
 //! against [`crate::store::InboundTransaction`] so that every backend runs the same
-//! rules; [`committer`] gathers artifacts from all connections into groups.
+//! rules; the [`Committer`] gathers artifacts from all connections into groups.
 
 mod committer;
 pub mod rules;
