@@ -103,6 +103,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run(config: Config) -> anyhow::Result<ExitCode> {
+    raise_open_file_limit(config.limits.max_connections);
     let prepared = bootstrap::prepare(&config).context("preparing the data directory")?;
     for action in &prepared.actions {
         println!("{action}");
@@ -157,9 +158,11 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
             connection: btps::server::ConnectionLimits {
                 max_line_bytes: config.limits.max_line_bytes,
                 idle_timeout: config.limits.idle_timeout,
+                line_timeout: config.limits.line_timeout,
             },
             handshake_timeout: config.tls.handshake_timeout,
             max_connections: config.limits.max_connections,
+            max_connections_per_ip: config.limits.max_connections_per_ip,
             shutdown_grace: config.limits.shutdown_grace,
         })
         .committer_nice(config.limits.committer_nice);
@@ -228,6 +231,48 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     tracing::info!("stopped");
     println!("btps stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Raises the soft open-file limit to the hard limit: every connection is a file
+/// descriptor, and the usual soft limit (1024) is below `limits.max_connections`.
+/// Warns when even the hard limit leaves too few.
+fn raise_open_file_limit(max_connections: usize) {
+    #[cfg(unix)]
+    {
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        let limit = getrlimit(Resource::Nofile);
+        let mut current = limit.current;
+        if let Some(hard) = limit.maximum
+            && limit.current.is_none_or(|soft| soft < hard)
+        {
+            match setrlimit(
+                Resource::Nofile,
+                Rlimit {
+                    current: Some(hard),
+                    maximum: Some(hard),
+                },
+            ) {
+                Ok(()) => {
+                    tracing::info!(from = ?limit.current, to = hard, "raised the open-file limit");
+                    current = Some(hard);
+                }
+                Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
+            }
+        }
+        // Files beside the connections: the database, the log, listeners, DNS.
+        let needed = u64::try_from(max_connections)
+            .unwrap_or(u64::MAX)
+            .saturating_add(64);
+        if let Some(current) = current
+            && current < needed
+        {
+            tracing::warn!(
+                open_files = current,
+                max_connections,
+                "the open-file limit is below limits.max_connections; raise LimitNOFILE or lower the setting"
+            );
+        }
+    }
 }
 
 /// Binds the admin socket (when enabled) as a service of the server.

@@ -13,9 +13,16 @@ pub struct Limits {
     pub max_line_bytes: usize,
     /// Most connections served at once; further clients wait in the kernel's backlog.
     pub max_connections: usize,
+    /// Most connections from one IP address at once; a client over it is answered
+    /// with an error line and closed.
+    pub max_connections_per_ip: usize,
     /// A connection on which nothing was read or written for this long is closed
     /// (the reference's `connectionTimeoutMs`).
     pub idle_timeout: Duration,
+    /// A line must be complete (its `\n` received) within this time of its first
+    /// byte, however the bytes trickle in; otherwise the connection is answered
+    /// with an error and closed.
+    pub line_timeout: Duration,
     /// How long in-flight work may take to finish after a shutdown signal.
     pub shutdown_grace: Duration,
     /// Threads running connections (TLS, parsing, signature checks); `None`: one per
@@ -40,12 +47,15 @@ impl Limits {
 }
 
 impl Limits {
-    /// 4 MiB lines, 1024 connections, 30 s idle, 10 s grace, automatic threads.
+    /// 4 MiB lines, 4096 connections (64 per address), 30 s idle, 20 s per line,
+    /// 10 s grace, automatic threads.
     pub(super) fn defaults() -> Self {
         Limits {
             max_line_bytes: 4 * 1024 * 1024,
-            max_connections: 1024,
+            max_connections: 4096,
+            max_connections_per_ip: 64,
             idle_timeout: Duration::from_secs(30),
+            line_timeout: Duration::from_secs(20),
             shutdown_grace: Duration::from_secs(10),
             worker_threads: None,
             committer_nice: 10,
@@ -89,10 +99,24 @@ impl Loader<'_> {
         );
         self.setting(
             &mut section,
+            "max_connections_per_ip",
+            Some("BTPS_MAX_CONNECTIONS_PER_IP"),
+            positive_usize,
+            &mut limits.max_connections_per_ip,
+        );
+        self.setting(
+            &mut section,
             "idle_timeout_ms",
             Some("CONNECTION_TIMEOUT"),
             positive_ms,
             &mut limits.idle_timeout,
+        );
+        self.setting(
+            &mut section,
+            "line_timeout_ms",
+            Some("BTPS_LINE_TIMEOUT_MS"),
+            positive_ms,
+            &mut limits.line_timeout,
         );
         self.setting(
             &mut section,

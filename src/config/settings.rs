@@ -41,7 +41,12 @@ pub const SETTINGS: &[(&str, Option<&str>)] = &[
     ("dns.cache.capacity", Some("BTPS_DNS_CACHE_CAPACITY")),
     ("limits.max_line_bytes", Some("BTPS_MAX_LINE_BYTES")),
     ("limits.max_connections", Some("BTPS_MAX_CONNECTIONS")),
+    (
+        "limits.max_connections_per_ip",
+        Some("BTPS_MAX_CONNECTIONS_PER_IP"),
+    ),
     ("limits.idle_timeout_ms", Some("CONNECTION_TIMEOUT")),
+    ("limits.line_timeout_ms", Some("BTPS_LINE_TIMEOUT_MS")),
     ("limits.shutdown_grace_ms", Some("BTPS_SHUTDOWN_GRACE_MS")),
     ("limits.worker_threads", Some("BTPS_WORKER_THREADS")),
     ("limits.committer_nice", Some("BTPS_COMMITTER_NICE")),

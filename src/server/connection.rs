@@ -22,6 +22,9 @@ pub struct ConnectionLimits {
     pub max_line_bytes: usize,
     /// How long the connection may stay silent (no byte read, no reply written).
     pub idle_timeout: Duration,
+    /// How long a line may take from its first byte to its `\n`, however its bytes
+    /// trickle in (each byte restarts the idle timer, not this one).
+    pub line_timeout: Duration,
 }
 
 /// The outcome of reading one line.
@@ -36,49 +39,90 @@ enum LineRead {
     TooLong,
     /// Nothing arrived for the idle timeout.
     Idle,
+    /// The line was started but not completed within the line timeout.
+    TooSlow,
 }
 
-/// The idle limit of one connection, kept without a timer per line: one `Sleep`
-/// stays registered with its deadline at the start of the silence, and only moves
-/// (one timer-wheel update) when it fires while the connection has been active.
-/// A `tokio::time::timeout` around each read and write instead registers and
-/// removes a timer per line, and often wakes the timer driver with a system call.
+/// Which limit ran out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expired {
+    /// The connection was silent for the idle timeout.
+    Idle,
+    /// The line being read took longer than the line timeout.
+    Line,
+}
+
+/// The idle limit of one connection, and the deadline of the line being read, kept
+/// without a timer per line: one `Sleep` stays registered with the earlier of the
+/// two deadlines, and only moves (one timer-wheel update) when it fires while the
+/// connection has been active, or when a line starts arriving in pieces. A
+/// `tokio::time::timeout` around each read and write instead registers and removes a
+/// timer per line, and often wakes the timer driver with a system call. A line that
+/// arrives whole in one read never sets the line deadline.
 struct IdleTimer {
     limit: Duration,
     last_activity: Instant,
+    line_limit: Duration,
+    /// When the line being read must be complete; `None` between lines.
+    line_deadline: Option<Instant>,
     sleep: Pin<Box<Sleep>>,
 }
 
 impl IdleTimer {
-    fn new(limit: Duration) -> Self {
+    fn new(limit: Duration, line_limit: Duration) -> Self {
         let now = Instant::now();
         IdleTimer {
             limit,
             last_activity: now,
+            line_limit,
+            line_deadline: None,
             sleep: Box::pin(tokio::time::sleep_until(now + limit)),
         }
     }
 
-    /// Completes once the connection has been silent for the whole limit.
-    async fn expired(&mut self) {
+    /// The first bytes of a line arrived without its end: it must be complete
+    /// within the line limit.
+    fn line_started(&mut self) {
+        if self.line_deadline.is_none() {
+            let deadline = Instant::now() + self.line_limit;
+            self.line_deadline = Some(deadline);
+            if deadline < self.sleep.deadline() {
+                self.sleep.as_mut().reset(deadline);
+            }
+        }
+    }
+
+    /// The line is complete.
+    fn line_ended(&mut self) {
+        self.line_deadline = None;
+    }
+
+    /// Completes once the connection has been silent for the whole limit, or the
+    /// line being read has run out of time.
+    async fn expired(&mut self) -> Expired {
         loop {
             self.sleep.as_mut().await;
-            let deadline = self.last_activity + self.limit;
+            let idle = self.last_activity + self.limit;
+            let (deadline, which) = match self.line_deadline {
+                Some(line) if line < idle => (line, Expired::Line),
+                _ => (idle, Expired::Idle),
+            };
             if Instant::now() >= deadline {
-                return;
+                return which;
             }
             self.sleep.as_mut().reset(deadline);
         }
     }
 
-    /// Runs `work` unless it makes no progress for the limit: the silence is
-    /// counted from this call, as each read or write restarts it.
-    async fn guard<T>(&mut self, work: impl Future<Output = T>) -> Option<T> {
+    /// Runs `work` unless it makes no progress for the limit (the silence is
+    /// counted from this call, as each read or write restarts it) or the line runs
+    /// out of time.
+    async fn guard<T>(&mut self, work: impl Future<Output = T>) -> Result<T, Expired> {
         self.last_activity = Instant::now();
         tokio::select! {
             biased;
-            done = work => Some(done),
-            () = self.expired() => None,
+            done = work => Ok(done),
+            expired = self.expired() => Err(expired),
         }
     }
 }
@@ -94,8 +138,9 @@ async fn read_line<R: AsyncBufRead + Unpin>(
     line.clear();
     loop {
         let available = match idle.guard(reader.fill_buf()).await {
-            None => return Ok(LineRead::Idle),
-            Some(result) => result?,
+            Err(Expired::Idle) => return Ok(LineRead::Idle),
+            Err(Expired::Line) => return Ok(LineRead::TooSlow),
+            Ok(result) => result?,
         };
         if available.is_empty() {
             return Ok(LineRead::Closed);
@@ -107,6 +152,7 @@ async fn read_line<R: AsyncBufRead + Unpin>(
                 }
                 line.extend_from_slice(&available[..end]);
                 reader.consume(end + 1);
+                idle.line_ended();
                 return Ok(LineRead::Line);
             }
             None => {
@@ -116,6 +162,7 @@ async fn read_line<R: AsyncBufRead + Unpin>(
                 }
                 line.extend_from_slice(available);
                 reader.consume(taken);
+                idle.line_started();
             }
         }
     }
@@ -133,7 +180,7 @@ async fn write_line<W: AsyncWrite + Unpin>(
         writer.write_all(line.as_bytes()).await?;
         writer.flush().await
     };
-    let written = idle.guard(write).await.ok_or_else(|| {
+    let written = idle.guard(write).await.map_err(|_| {
         io::Error::new(
             io::ErrorKind::TimedOut,
             "the peer does not read its responses",
@@ -155,7 +202,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     let mut stream = BufReader::with_capacity(16 * 1024, stream);
     let mut line = Vec::with_capacity(4096);
     let mut last_request_id: Option<String> = None;
-    let mut idle = IdleTimer::new(limits.idle_timeout);
+    let mut idle = IdleTimer::new(limits.idle_timeout, limits.line_timeout);
     loop {
         if *shutdown.borrow() {
             break;
@@ -188,8 +235,20 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 return;
             }
-            Ok(LineRead::Idle) => {
-                let error = ProtocolError::new(ErrorCode::SocketTimeout, "idle timeout");
+            Ok(read @ (LineRead::Idle | LineRead::TooSlow)) => {
+                let error = if read == LineRead::Idle {
+                    ProtocolError::new(ErrorCode::SocketTimeout, "idle timeout")
+                } else {
+                    tracing::info!(remote = %remote, "line not completed in time; closing the connection");
+                    ProtocolError::new(
+                        ErrorCode::SocketTimeout,
+                        format!(
+                            "line not completed within {} ms",
+                            limits.line_timeout.as_millis()
+                        ),
+                    )
+                    .with_reason("line not completed in time")
+                };
                 pipeline.connection_error(remote, &error);
                 let mut reply = response::error(&error, last_request_id.as_deref()).to_canonical();
                 if write_line(stream.get_mut(), &mut reply, &mut idle)
@@ -235,7 +294,7 @@ mod tests {
         let data: &[u8] = b"{\"a\":1}\r\nshort\n0123456789abcdef\ntail";
         let mut reader = BufReader::with_capacity(4, data);
         let mut line = Vec::new();
-        let mut idle = IdleTimer::new(Duration::from_secs(1));
+        let mut idle = IdleTimer::new(Duration::from_secs(1), Duration::from_secs(1));
         assert_eq!(
             read_line(&mut reader, &mut line, 10, &mut idle)
                 .await
@@ -268,7 +327,7 @@ mod tests {
                 &mut reader,
                 &mut line,
                 10,
-                &mut IdleTimer::new(Duration::from_secs(1))
+                &mut IdleTimer::new(Duration::from_secs(1), Duration::from_secs(1))
             )
             .await
             .unwrap(),

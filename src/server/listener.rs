@@ -1,7 +1,9 @@
 //! The accept loop: a connection cap taken before accepting, TLS handshakes with a
 //! timeout, one task per connection, and the drain at shutdown.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +14,8 @@ use tokio_rustls::TlsAcceptor;
 
 use super::connection::{self, ConnectionLimits};
 use super::pipeline::Pipeline;
+use crate::protocol::response;
+use crate::protocol::{ErrorCode, ProtocolError};
 
 /// How the listener treats connections.
 #[derive(Clone, Copy, Debug)]
@@ -22,6 +26,9 @@ pub struct ListenerSettings {
     pub handshake_timeout: Duration,
     /// How many connections may be open at once; further ones wait in the backlog.
     pub max_connections: usize,
+    /// How many connections one IP address may have open at once; a client over it
+    /// is answered with an error line and closed.
+    pub max_connections_per_ip: usize,
     /// How long shutdown waits for open connections to finish their current line.
     pub shutdown_grace: Duration,
 }
@@ -33,9 +40,11 @@ impl Default for ListenerSettings {
             connection: ConnectionLimits {
                 max_line_bytes: 4 * 1024 * 1024,
                 idle_timeout: Duration::from_secs(30),
+                line_timeout: Duration::from_secs(20),
             },
             handshake_timeout: Duration::from_secs(10),
-            max_connections: 1024,
+            max_connections: 4096,
+            max_connections_per_ip: 64,
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -75,6 +84,89 @@ pub(crate) struct Listener {
     tls: TlsAcceptor,
     settings: ListenerSettings,
     stats: Arc<ListenerStats>,
+    per_address: Arc<PerAddress>,
+}
+
+/// Open connections per IP address.
+#[derive(Debug, Default)]
+struct PerAddress(std::sync::Mutex<HashMap<IpAddr, usize>>);
+
+impl PerAddress {
+    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        // A poisoned lock only means a panic elsewhere; counts stay consistent
+        // because each change is one statement.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts a new connection from `address`, unless it already has `cap`.
+    fn admit(self: &Arc<Self>, address: IpAddr, cap: usize) -> Option<AddressSlot> {
+        let mut counts = self.counts();
+        let count = counts.entry(address).or_insert(0);
+        if *count >= cap {
+            return None;
+        }
+        *count += 1;
+        Some(AddressSlot {
+            table: Arc::clone(self),
+            address,
+        })
+    }
+}
+
+/// One connection's place in [`PerAddress`], given back when the connection ends.
+struct AddressSlot {
+    table: Arc<PerAddress>,
+    address: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut counts = self.table.counts();
+        if let Some(count) = counts.get_mut(&self.address) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.address);
+            }
+        }
+    }
+}
+
+/// The longest a refused client's TLS handshake may take before it is dropped.
+const REFUSAL_HANDSHAKE: Duration = Duration::from_secs(2);
+
+/// Answers a client over its address's connection cap with an error line after
+/// the TLS handshake, then closes.
+async fn refuse_over_cap(
+    acceptor: TlsAcceptor,
+    tcp: tokio::net::TcpStream,
+    remote: std::net::SocketAddr,
+    handshake_timeout: Duration,
+    cap: usize,
+) {
+    use tokio::io::AsyncWriteExt;
+    let Ok(Ok(mut stream)) = tokio::time::timeout(
+        handshake_timeout.min(REFUSAL_HANDSHAKE),
+        acceptor.accept(tcp),
+    )
+    .await
+    else {
+        return;
+    };
+    let mut error = ProtocolError::new(
+        ErrorCode::RateLimiter,
+        format!("{} already has {cap} connections open", remote.ip()),
+    )
+    .with_reason("too many connections from this address");
+    error.message_override = Some("Too many connections".to_owned());
+    let mut line = response::error(&error, None).to_canonical();
+    line.push('\n');
+    let _ = tokio::time::timeout(REFUSAL_HANDSHAKE, async {
+        stream.write_all(line.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await;
 }
 
 struct OpenConnection<'a>(&'a ListenerStats);
@@ -99,6 +191,7 @@ impl Listener {
             tls: TlsAcceptor::from(tls),
             settings,
             stats: Arc::default(),
+            per_address: Arc::default(),
         }
     }
 
@@ -150,13 +243,34 @@ impl Listener {
                 continue;
             }
             let _ = tcp.set_nodelay(true);
-            let pipeline = Arc::clone(&self.pipeline);
             let acceptor = self.tls.clone();
             let settings = self.settings;
+            let address = remote.ip().to_canonical();
+            let Some(slot) = self
+                .per_address
+                .admit(address, settings.max_connections_per_ip)
+            else {
+                tracing::info!(remote = %remote, cap = settings.max_connections_per_ip, "connection over the per-address cap refused");
+                // The refusal holds its connection slot only for the short handshake.
+                connections.spawn(async move {
+                    let _permit = permit;
+                    refuse_over_cap(
+                        acceptor,
+                        tcp,
+                        remote,
+                        settings.handshake_timeout,
+                        settings.max_connections_per_ip,
+                    )
+                    .await;
+                });
+                continue;
+            };
+            let pipeline = Arc::clone(&self.pipeline);
             let stats = Arc::clone(&self.stats);
             let stopped = stopped.clone();
             connections.spawn(async move {
                 let _permit = permit;
+                let _slot = slot;
                 stats
                     .accepted
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -5,5 +5,6 @@ mod bad_input;
 mod flows;
 mod hooks;
 mod json_storage;
+mod limits;
 mod process;
 mod vectors;

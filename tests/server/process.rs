@@ -16,9 +16,9 @@ use btps::store::{Mailbox, PageRequest, Perspective, RedbOptions, RedbStore, Tru
 use crate::util::server::{TRUST_REQUEST, TestOptions, TestServer, artifact, host, vector_dns};
 
 /// A running `btps serve` and the lines it printed up to "listening".
-struct Process {
-    child: Child,
-    address: SocketAddr,
+pub(super) struct Process {
+    pub(super) child: Child,
+    pub(super) address: SocketAddr,
     printed: Vec<String>,
 }
 
@@ -26,7 +26,7 @@ fn spawn(args: &[&str], cwd: &Path) -> Process {
     spawn_with_env(args, cwd, &[])
 }
 
-fn spawn_with_env(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Process {
+pub(super) fn spawn_with_env(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Process {
     let mut child = Command::new(env!("CARGO_BIN_EXE_btps"))
         .arg("serve")
         .args(args)
@@ -62,7 +62,7 @@ fn spawn_with_env(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Process {
     }
 }
 
-fn terminate(mut process: Process) {
+pub(super) fn terminate(mut process: Process) {
     let status = Command::new("kill")
         .args(["-TERM", &process.child.id().to_string()])
         .status()

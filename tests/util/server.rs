@@ -62,6 +62,10 @@ pub struct TestOptions {
     pub hosted: Vec<(&'static str, &'static str)>,
     /// Per-connection idle timeout.
     pub idle_timeout: Duration,
+    /// Time for one line from its first byte.
+    pub line_timeout: Duration,
+    /// Connections per IP address.
+    pub max_connections_per_ip: usize,
     /// Longest line.
     pub max_line_bytes: usize,
     /// Connection cap.
@@ -84,6 +88,8 @@ impl Default for TestOptions {
         TestOptions {
             hosted: vec![("finance$client.test", "finance")],
             idle_timeout: Duration::from_secs(30),
+            line_timeout: Duration::from_secs(20),
+            max_connections_per_ip: 4096,
             max_line_bytes: 1 << 20,
             max_connections: 2048,
             policy: TrustPolicy::default(),
@@ -196,9 +202,11 @@ impl TestServer {
                 connection: ConnectionLimits {
                     max_line_bytes: options.max_line_bytes,
                     idle_timeout: options.idle_timeout,
+                    line_timeout: options.line_timeout,
                 },
                 handshake_timeout: Duration::from_secs(5),
                 max_connections: options.max_connections,
+                max_connections_per_ip: options.max_connections_per_ip,
                 shutdown_grace: Duration::from_secs(5),
             });
         for hook in options.middleware {
