@@ -105,7 +105,8 @@ enum Undo {
     Trust {
         perspective: Perspective,
         id: String,
-        before: Option<TrustRecord>,
+        /// Boxed: a trust record is large, and most undo entries are mailbox entries.
+        before: Option<Box<TrustRecord>>,
     },
     Entry(u64),
 }
@@ -130,7 +131,7 @@ impl MemoryTransaction<'_> {
                         .storage
                         .trust
                         .side(perspective)
-                        .restore_sync(&id, before);
+                        .restore_sync(&id, before.map(|record| *record));
                 }
                 Undo::Entry(entry_id) => self.storage.mailboxes.remove(entry_id),
             }
@@ -173,7 +174,7 @@ impl InboundTransaction for MemoryTransaction<'_> {
         self.undo.push(Undo::Trust {
             perspective,
             id: id.to_lowercase(),
-            before,
+            before: before.map(Box::new),
         });
         Ok(())
     }
