@@ -7,7 +7,7 @@
 //!
 //! The crate is layered so that the protocol logic is pure and the I/O sits at the
 //! edges (see `ARCHITECTURE.md`). From the bottom up — a module uses only modules
-//! listed before it:
+//! listed before it, which `tests/architecture.rs` checks:
 //!
 //! * [`systemd`] — service-manager notifications (readiness, stopping, watchdog).
 //! * [`crypto`] — key loading, fingerprints, RSA signatures, AES-256-GCM envelopes
