@@ -10,8 +10,9 @@ use btps::identity::compute_trust_id;
 use btps::protocol::json::Value;
 use btps::store::{
     JsonTrustStore, NewTrustRecord, PageRequest, Perspective, PrivacyType, RedbOptions, RedbStore,
-    Timestamp, TrustRecord, TrustStatus, TrustStore, wire,
+    Timestamp, TrustRecord, TrustStatus, TrustStore,
 };
+use btps::wire;
 use criterion::{Criterion, criterion_group, criterion_main};
 
 const RECORDS: u64 = 100_000;

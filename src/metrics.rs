@@ -30,6 +30,7 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
+pub use crate::identity::dns::DnsCacheEvent;
 use crate::protocol::ErrorCode;
 
 /// Open TLS connections (gauge).
@@ -251,20 +252,9 @@ pub fn committed(started: Option<Instant>) {
     }
 }
 
-/// How the DNS cache answered one lookup.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DnsCacheEvent {
-    /// Answered from the cache with records.
-    Hit,
-    /// Answered from the cache with "not found".
-    NegativeHit,
-    /// Sent to the name servers.
-    Miss,
-    /// Answered by another caller's query of the same name, in flight at the time.
-    Coalesced,
-}
-
-/// Counts one DNS cache lookup.
+/// Counts one DNS cache lookup: the observer the server gives its
+/// [`CachingResolver`](crate::identity::dns::CachingResolver)s
+/// (`CachingResolver::with_observer(metrics::dns_cache)`).
 pub fn dns_cache(event: DnsCacheEvent) {
     if let Some(metrics) = GLOBAL.get() {
         match event {

@@ -4,6 +4,7 @@
 
 mod admin;
 mod admin_running;
+mod architecture;
 mod bench;
 mod cli;
 mod client;

@@ -233,8 +233,9 @@ impl Config {
     }
 
     /// The TXT resolver of the configuration: hickory with the configured name servers
-    /// (or the system's) and timeouts, wrapped in the TTL-respecting cache. Call it
-    /// inside a Tokio runtime.
+    /// (or the system's) and timeouts, wrapped in the TTL-respecting cache, which
+    /// counts its lookups in the process metrics ([`crate::metrics::dns_cache`]).
+    /// Call it inside a Tokio runtime.
     pub fn dns_resolver(&self) -> Result<Arc<dyn TxtResolver>, ConfigError> {
         let options = self.resolver_options();
         let resolver = if self.dns.servers.is_empty() {
@@ -249,7 +250,9 @@ impl Config {
         } else {
             HickoryTxtResolver::with_name_servers(&self.dns.servers, options)
         };
-        Ok(Arc::new(CachingResolver::new(resolver, self.dns.cache)))
+        Ok(Arc::new(
+            CachingResolver::new(resolver, self.dns.cache).with_observer(crate::metrics::dns_cache),
+        ))
     }
 }
 

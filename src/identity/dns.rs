@@ -21,7 +21,7 @@ mod cache;
 mod directory;
 mod hickory;
 
-pub use cache::{CacheConfig, CacheStats, CachingResolver};
+pub use cache::{CacheConfig, CacheStats, CachingResolver, DnsCacheEvent};
 pub use directory::{KeyDirectory, KeyLookupError};
 pub use hickory::{HickoryTxtResolver, ResolverOptions};
 

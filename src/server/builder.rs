@@ -253,7 +253,8 @@ impl ServerBuilder {
                 } else {
                     HickoryTxtResolver::with_name_servers(&self.dns_servers, options)
                 };
-                let cached = CachingResolver::new(resolver, CacheConfig::default());
+                let cached = CachingResolver::new(resolver, CacheConfig::default())
+                    .with_observer(crate::metrics::dns_cache);
                 Arc::new(DnsKeys::new(KeyDirectory::new(Arc::new(cached))))
             }
         };

@@ -24,12 +24,12 @@ use crate::protocol::json::{self, Object, Value};
 
 use super::error::{RecordKind, RecordProblem, StoreError, StoreResult};
 use super::keys::{concat, id_bytes, instant_part};
-use super::record::{
+use super::{BoxFuture, Cursor, IdentityStore, Page, PageRequest, TrustStore};
+use crate::model::{
     IdentityPatch, IdentityRecord, NewTrustRecord, Perspective, PublicKeyRecord, Timestamp,
     TrustPatch, TrustRecord, TrustStatus, validate_identity, validate_trust,
 };
-use super::wire;
-use super::{BoxFuture, Cursor, IdentityStore, Page, PageRequest, TrustStore};
+use crate::wire;
 
 /// The top-level shape of a reference JSON store file.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -107,6 +107,7 @@ enum Undo {
     Trust {
         perspective: Perspective,
         id: String,
+        /// Boxed: a trust record is large, and most undo entries are mailbox entries.
         before: Option<Box<TrustRecord>>,
     },
     Entry(u64),

@@ -14,6 +14,10 @@
 //! accepted inbound artifact as the exact bytes received, with a listing index,
 //! a by-artifact-id index and the inbound de-duplication index.
 //!
+//! The records are the domain types of [`crate::model`], re-exported here because the
+//! contract speaks in them; the JSON file stores read and write them in the
+//! reference's JSON form, [`crate::wire`].
+//!
 //! [`transfer`] imports a reference deployment's files into the database and exports
 //! them back. The on-disk layout is documented in `schema/storage.md`.
 //!
@@ -25,12 +29,9 @@ mod error;
 mod json_storage;
 mod json_store;
 mod keys;
-mod mailbox;
 mod memory;
-mod record;
 mod redb;
 pub mod transfer;
-pub mod wire;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -43,12 +44,14 @@ pub use contract::{InboundGroup, InboundTransaction, MailboxStore, Maintenance, 
 pub use error::{RecordKind, RecordProblem, StoreError, StoreResult};
 pub use json_storage::JsonFilesStorage;
 pub use json_store::{JsonFileShape, JsonIdentityStore, JsonTrustStore};
-pub use mailbox::{
-    DELIVERY_FAILURE_TYPE, EntryKind, EntryMeta, Mailbox, MailboxEntry, NewInboxEntry,
-};
 pub use memory::{MemoryMailboxes, MemoryStorage};
-pub use record::{
-    IdentityPatch, IdentityRecord, KeyHistoryEntry, NewTrustRecord, Perspective, PrivacyType,
+
+// The domain types the storage contract speaks in, defined in `crate::model` and
+// re-exported here so that a backend (and `btps::store::TrustRecord`) needs only
+// this module.
+pub use crate::model::{
+    DELIVERY_FAILURE_TYPE, EntryKind, EntryMeta, IdentityPatch, IdentityRecord, KeyHistoryEntry,
+    Mailbox, MailboxEntry, NewInboxEntry, NewTrustRecord, Perspective, PrivacyType,
     PublicKeyRecord, Source, Timestamp, TimestampError, TrustPatch, TrustRecord, TrustStatus,
     validate_identity, validate_trust,
 };
@@ -216,6 +219,25 @@ pub trait TrustStore: Send + Sync {
         &self,
         perspective: Perspective,
     ) -> BoxFuture<'_, StoreResult<BTreeMap<TrustStatus, u64>>>;
+}
+
+impl TrustRecord {
+    /// A new record under its computed id, `computeTrustId(senderId, receiverId)`; a
+    /// given id must be that id (in any case): the rule of [`TrustStore::create`].
+    pub fn with_computed_id(new: NewTrustRecord, id: Option<&str>) -> StoreResult<Self> {
+        let computed = crate::identity::compute_trust_id(&new.sender_id, &new.receiver_id);
+        if let Some(given) = id
+            && given.to_lowercase() != computed
+        {
+            return Err(StoreError::Invalid {
+                kind: RecordKind::Trust,
+                reason: format!(
+                    "id {given:?} is not computeTrustId(senderId, receiverId) = {computed}"
+                ),
+            });
+        }
+        Ok(TrustRecord::from_new(computed, new))
+    }
 }
 
 /// Identity records and their public keys (`spec/06-storage.md` §3.4).

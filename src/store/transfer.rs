@@ -14,9 +14,9 @@ use crate::crypto::PublicKey;
 
 use super::error::{RecordProblem, StoreError, StoreResult};
 use super::json_store::{JsonFileShape, parse_records, read_raw, render_file, write_atomically};
-use super::record::{IdentityRecord, Perspective, TrustRecord, validate_identity, validate_trust};
-use super::wire;
 use super::{RedbStore, WriteBatch};
+use crate::model::{IdentityRecord, Perspective, TrustRecord, validate_identity, validate_trust};
+use crate::wire;
 
 const META_TRUST_SHAPE: &str = "export.trust_shape";
 const META_IDENTITY_SHAPE: &str = "export.identity_shape";

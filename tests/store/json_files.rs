@@ -284,7 +284,7 @@ fn json_stores_write_through_in_the_reference_format() {
     let as_json = |records: Vec<btps::store::TrustRecord>| {
         records
             .iter()
-            .map(btps::store::wire::trust_to_json)
+            .map(btps::wire::trust_to_json)
             .collect::<Vec<_>>()
     };
     assert_eq!(as_json(reopened.records()), as_json(store.records()));

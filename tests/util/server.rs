@@ -180,8 +180,10 @@ impl TestServer {
                 attempts: 1,
             },
         );
-        let resolver: Arc<dyn TxtResolver> =
-            Arc::new(CachingResolver::new(resolver, CacheConfig::default()));
+        let resolver: Arc<dyn TxtResolver> = Arc::new(
+            CachingResolver::new(resolver, CacheConfig::default())
+                .with_observer(btps::metrics::dns_cache),
+        );
         let keys: Arc<dyn KeySource> = Arc::new(DnsKeys::new(KeyDirectory::new(resolver)));
         let server_key = prepared.server_key.public_key().clone();
         let storage: Arc<dyn Storage> = match options.json_records {

@@ -5,8 +5,8 @@
 use serde_json::Value;
 
 use crate::crypto::PublicKey;
-use crate::store::wire::identity_to_json;
 use crate::store::{IdentityRecord, PageRequest, PublicKeyRecord, StoreError, Timestamp};
+use crate::wire::identity_to_json;
 
 use super::args::{check_selector, parse_identity, parse_public_key};
 use super::dns::{host_address, host_record, key_record};

@@ -9,7 +9,7 @@
 //!
 //! Requests carry text as the operator typed it; parsing and validation happen
 //! here, so that both paths report the same errors. Records travel in the
-//! reference's JSON shape (`store::wire`), the shape the commands print.
+//! reference's JSON shape (`crate::wire`), the shape the commands print.
 //!
 //! This module holds the vocabulary (context, request, response, error) and the
 //! dispatch; each family of operations has its own file: `args` (parsing the

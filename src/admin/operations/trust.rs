@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::identity::compute_trust_id;
-use crate::store::wire::trust_to_json;
 use crate::store::{PageRequest, Perspective, Timestamp, TrustPatch, TrustRecord, TrustStatus};
+use crate::wire::trust_to_json;
 
 use super::args::{check_sender, parse_cursor, parse_identity, parse_status, parse_time};
 use super::{AdminContext, AdminError, AdminResponse, AdminResult, object_json};

@@ -16,6 +16,11 @@
 //!   cancelled, a waiting one takes over.
 //!
 //! The state sits behind a `std::sync::Mutex` that is never held across an `.await`.
+//!
+//! How each lookup was answered is counted in [`CacheStats`] and reported, as a
+//! [`DnsCacheEvent`], to an optional observer ([`CachingResolver::with_observer`]):
+//! the server passes `metrics::dns_cache` there, so that this module needs to know
+//! nothing of metrics.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,7 +31,6 @@ use tokio::sync::OnceCell;
 use tokio::time::Instant;
 
 use super::{BoxFuture, DnsError, TxtAnswer, TxtResolver};
-use crate::metrics::DnsCacheEvent;
 
 /// Tuning of a [`CachingResolver`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,11 +75,28 @@ pub struct CacheStats {
     pub in_flight: usize,
 }
 
+/// How the cache answered one lookup: what a [`CachingResolver`] tells its observer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DnsCacheEvent {
+    /// Answered from the cache with records.
+    Hit,
+    /// Answered from the cache with "not found".
+    NegativeHit,
+    /// Sent to the name servers.
+    Miss,
+    /// Answered by another caller's query of the same name, in flight at the time.
+    Coalesced,
+}
+
+/// Told of every lookup a [`CachingResolver`] answers.
+type Observer = Arc<dyn Fn(DnsCacheEvent) + Send + Sync>;
+
 /// Wraps a [`TxtResolver`] with a bounded, TTL-respecting cache (see the module
 /// documentation for the policy).
 pub struct CachingResolver<R> {
     inner: R,
     config: CacheConfig,
+    observer: Option<Observer>,
     state: Mutex<State>,
     hits: AtomicU64,
     negative_hits: AtomicU64,
@@ -109,17 +130,31 @@ struct Entry {
 }
 
 impl<R: TxtResolver> CachingResolver<R> {
-    /// Wraps `inner`.
+    /// Wraps `inner`. Lookups are counted in [`CachingResolver::stats`] and reported
+    /// to no one until an observer is set.
     pub fn new(inner: R, config: CacheConfig) -> Self {
         CachingResolver {
             inner,
             config,
+            observer: None,
             state: Mutex::new(State::default()),
             hits: AtomicU64::new(0),
             negative_hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             coalesced: AtomicU64::new(0),
         }
+    }
+
+    /// Reports every lookup's [`DnsCacheEvent`] to `observer` (the server passes
+    /// `btps::metrics::dns_cache`); replaces any earlier observer. The observer runs
+    /// on the caller's task, possibly with the cache's lock held: it must not look a
+    /// name up through this resolver, and should cost no more than a counter increment.
+    pub fn with_observer(
+        mut self,
+        observer: impl Fn(DnsCacheEvent) + Send + Sync + 'static,
+    ) -> Self {
+        self.observer = Some(Arc::new(observer));
+        self
     }
 
     /// The counters so far.
@@ -150,6 +185,12 @@ impl<R: TxtResolver> CachingResolver<R> {
         &self.inner
     }
 
+    fn observe(&self, event: DnsCacheEvent) {
+        if let Some(observer) = &self.observer {
+            observer(event);
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // The state is a cache: after a panic elsewhere its content is still sound.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -169,7 +210,7 @@ impl<R: TxtResolver> CachingResolver<R> {
                     return match &entry.outcome {
                         Ok(answer) => {
                             self.hits.fetch_add(1, Ordering::Relaxed);
-                            crate::metrics::dns_cache(DnsCacheEvent::Hit);
+                            self.observe(DnsCacheEvent::Hit);
                             Ok(TxtAnswer {
                                 records: answer.records.clone(),
                                 ttl: remaining,
@@ -177,7 +218,7 @@ impl<R: TxtResolver> CachingResolver<R> {
                         }
                         Err(_) => {
                             self.negative_hits.fetch_add(1, Ordering::Relaxed);
-                            crate::metrics::dns_cache(DnsCacheEvent::NegativeHit);
+                            self.observe(DnsCacheEvent::NegativeHit);
                             Err(DnsError::NotFound {
                                 name: name.to_owned(),
                             })
@@ -202,14 +243,14 @@ impl<R: TxtResolver> CachingResolver<R> {
             .get_or_init(|| {
                 queried = true;
                 self.misses.fetch_add(1, Ordering::Relaxed);
-                crate::metrics::dns_cache(DnsCacheEvent::Miss);
+                self.observe(DnsCacheEvent::Miss);
                 self.inner.lookup_txt(name)
             })
             .await
             .clone();
         if !queried {
             self.coalesced.fetch_add(1, Ordering::Relaxed);
-            crate::metrics::dns_cache(DnsCacheEvent::Coalesced);
+            self.observe(DnsCacheEvent::Coalesced);
             // The shared outcome names the name as the first caller spelled it.
             return rename(outcome, name);
         }
@@ -393,6 +434,36 @@ mod tests {
         assert_eq!((stats.misses, stats.coalesced, stats.hits), (1, 7, 0));
         cache.lookup_txt("a.example").await.unwrap();
         assert_eq!(cache.stats().hits, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_observer_hears_every_answer() {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let heard = Arc::clone(&events);
+        let cache = cache(16).with_observer(move |event| {
+            heard
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(event);
+        });
+        futures_join_all((0..2).map(|_| cache.lookup_txt("a.example"))).await;
+        cache.lookup_txt("a.example").await.unwrap();
+        cache.lookup_txt("missing.example").await.unwrap_err();
+        cache.lookup_txt("missing.example").await.unwrap_err();
+        let events = events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        assert_eq!(
+            events,
+            [
+                DnsCacheEvent::Miss,
+                DnsCacheEvent::Coalesced,
+                DnsCacheEvent::Hit,
+                DnsCacheEvent::Miss,
+                DnsCacheEvent::NegativeHit,
+            ]
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -27,8 +27,8 @@ use super::codec::{self, StoredIdentity, StoredTrust};
 use super::error::database_error;
 use super::tables::{
     Bytes, IDENTITY, IDENTITY_BY_NAME, IDENTITY_KEY, META, TRUST, TRUST_BY_EXPIRY,
-    TRUST_BY_RECEIVER, TRUST_BY_SENDER, TRUST_BY_STATUS, TRUST_STATUS_COUNT, identity_key_prefix,
-    normalised_id, receiver_prefix, sender_prefix, status_prefix, trust_key,
+    TRUST_BY_RECEIVER, TRUST_BY_SENDER, TRUST_BY_STATUS, TRUST_STATUS_COUNT, Tag,
+    identity_key_prefix, normalised_id, receiver_prefix, sender_prefix, status_prefix, trust_key,
 };
 
 /// A read-only view of the database at one instant.

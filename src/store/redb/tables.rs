@@ -8,8 +8,66 @@ use redb::TableDefinition;
 
 use crate::store::keys::{concat, id_bytes, instant_part, string_part};
 use crate::store::{
-    Mailbox, MailboxEntry, Perspective, RecordKind, StoreError, StoreResult, Timestamp, TrustStatus,
+    EntryKind, Mailbox, MailboxEntry, Perspective, RecordKind, StoreError, StoreResult, Timestamp,
+    TrustStatus,
 };
+
+/// The one byte that stands for a value of a domain enum in keys and stored values.
+///
+/// Part of the file format (`schema/storage.md`): a byte, once given, never changes
+/// meaning. The domain types in [`crate::model`] know nothing of it.
+pub(super) trait Tag: Copy + Sized + 'static {
+    /// Every value, each with its own byte.
+    const ALL: &'static [Self];
+
+    /// The value's byte.
+    fn tag(self) -> u8;
+
+    /// The value of a stored byte, if it stands for one.
+    fn from_tag(tag: u8) -> Option<Self> {
+        Self::ALL.iter().copied().find(|value| value.tag() == tag)
+    }
+}
+
+/// The byte that starts every trust key of the perspective.
+impl Tag for Perspective {
+    const ALL: &'static [Self] = &Perspective::ALL;
+
+    fn tag(self) -> u8 {
+        match self {
+            Perspective::Inbound => 1,
+            Perspective::Outbound => 2,
+        }
+    }
+}
+
+/// The byte of a mailbox in listing keys, digests and entry values.
+impl Tag for Mailbox {
+    const ALL: &'static [Self] = &Mailbox::ALL;
+
+    fn tag(self) -> u8 {
+        match self {
+            Mailbox::Inbox => 1,
+            Mailbox::Outbox => 2,
+            Mailbox::Sentbox => 3,
+            Mailbox::Draft => 4,
+            Mailbox::Trash => 5,
+        }
+    }
+}
+
+/// The byte of an entry's kind in entry values.
+impl Tag for EntryKind {
+    const ALL: &'static [Self] = &EntryKind::ALL;
+
+    fn tag(self) -> u8 {
+        match self {
+            EntryKind::Transporter => 1,
+            EntryKind::DeliveryFailure => 2,
+            EntryKind::Draft => 3,
+        }
+    }
+}
 
 /// Keys and values stored as raw bytes.
 pub(super) type Bytes = &'static [u8];
@@ -166,4 +224,26 @@ pub(super) fn trailing_entry_id(table: &'static str, key: &[u8]) -> StoreResult<
             table,
             detail: String::from("malformed index key"),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trips<T: Tag + PartialEq + std::fmt::Debug>() {
+        let mut seen = Vec::new();
+        for &value in T::ALL {
+            assert_eq!(T::from_tag(value.tag()), Some(value));
+            assert!(!seen.contains(&value.tag()), "{value:?}: byte given twice");
+            seen.push(value.tag());
+        }
+        assert_eq!(T::from_tag(0), None);
+    }
+
+    #[test]
+    fn tags_are_distinct_and_round_trip() {
+        round_trips::<Perspective>();
+        round_trips::<Mailbox>();
+        round_trips::<EntryKind>();
+    }
 }

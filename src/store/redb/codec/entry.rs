@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::store::redb::tables::Tag;
 use crate::store::{EntryKind, EntryMeta, Mailbox, MailboxEntry, StoreError};
 
 #[cfg(test)]

@@ -51,22 +51,6 @@ impl Mailbox {
             .into_iter()
             .find(|mailbox| mailbox.as_str() == text)
     }
-
-    /// The byte that stands for the mailbox in keys and values (part of the file format).
-    pub(crate) fn tag(self) -> u8 {
-        match self {
-            Mailbox::Inbox => 1,
-            Mailbox::Outbox => 2,
-            Mailbox::Sentbox => 3,
-            Mailbox::Draft => 4,
-            Mailbox::Trash => 5,
-        }
-    }
-
-    /// The mailbox of a stored byte.
-    pub(crate) fn from_tag(tag: u8) -> Option<Self> {
-        Self::ALL.into_iter().find(|mailbox| mailbox.tag() == tag)
-    }
 }
 
 impl fmt::Display for Mailbox {
@@ -96,23 +80,12 @@ impl EntryKind {
         }
     }
 
-    pub(crate) fn tag(self) -> u8 {
-        match self {
-            EntryKind::Transporter => 1,
-            EntryKind::DeliveryFailure => 2,
-            EntryKind::Draft => 3,
-        }
-    }
-
-    pub(crate) fn from_tag(tag: u8) -> Option<Self> {
-        [
-            EntryKind::Transporter,
-            EntryKind::DeliveryFailure,
-            EntryKind::Draft,
-        ]
-        .into_iter()
-        .find(|kind| kind.tag() == tag)
-    }
+    /// Every kind.
+    pub const ALL: [EntryKind; 3] = [
+        EntryKind::Transporter,
+        EntryKind::DeliveryFailure,
+        EntryKind::Draft,
+    ];
 }
 
 pub use crate::protocol::artifact::DELIVERY_FAILURE_TYPE;
@@ -263,12 +236,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mailbox_names_and_tags_round_trip() {
+    fn mailbox_names_round_trip() {
         for mailbox in Mailbox::ALL {
             assert_eq!(Mailbox::parse(mailbox.as_str()), Some(mailbox));
-            assert_eq!(Mailbox::from_tag(mailbox.tag()), Some(mailbox));
         }
         assert_eq!(Mailbox::parse("Inbox"), None);
-        assert_eq!(Mailbox::from_tag(0), None);
     }
 }

@@ -1,9 +1,10 @@
-//! Domain types of the stores: trust records, identity records and their parts.
+//! Trust records, identity records and their parts.
 //!
 //! These are the values the server logic works with. They know nothing of JSON
-//! files or postcard; `wire` converts them to and from the reference's JSON records
-//! and the redb backend's `codec` to and from the versioned storage records
-//! (STYLE.md #3).
+//! files or postcard: [`crate::wire`] converts them to and from the reference's JSON
+//! records, and the redb backend's `codec` to and from the versioned storage records
+//! (STYLE.md #3). Storage-only rules (a created record's id, the key byte of a
+//! perspective) live with the store.
 //!
 //! Losslessness: a record read from a reference file remembers that file's JSON
 //! object in [`Source`], so that unknown fields, explicit `null`s, key order and
@@ -308,26 +309,6 @@ impl TrustRecord {
         }
     }
 
-    /// A new record under its computed id, `computeTrustId(senderId, receiverId)`; a
-    /// given id must be that id (in any case).
-    pub fn with_computed_id(
-        new: NewTrustRecord,
-        id: Option<&str>,
-    ) -> Result<Self, crate::store::StoreError> {
-        let computed = crate::identity::compute_trust_id(&new.sender_id, &new.receiver_id);
-        if let Some(given) = id
-            && given.to_lowercase() != computed
-        {
-            return Err(crate::store::StoreError::Invalid {
-                kind: crate::store::RecordKind::Trust,
-                reason: format!(
-                    "id {given:?} is not computeTrustId(senderId, receiverId) = {computed}"
-                ),
-            });
-        }
-        Ok(TrustRecord::from_new(computed, new))
-    }
-
     /// Whether the record is active at `now_millis` (`05-trust.md` §5.1): accepted
     /// and not expired (an expiry equal to now still counts as active).
     pub fn is_active_at(&self, now_millis: i64) -> bool {
@@ -524,23 +505,6 @@ pub enum Perspective {
 impl Perspective {
     /// Both perspectives, in key order.
     pub const ALL: [Perspective; 2] = [Perspective::Inbound, Perspective::Outbound];
-
-    /// The byte that starts every trust key of this perspective (part of the file format).
-    pub(crate) fn tag(self) -> u8 {
-        match self {
-            Perspective::Inbound => 1,
-            Perspective::Outbound => 2,
-        }
-    }
-
-    /// The perspective of a key byte.
-    pub(crate) fn from_tag(tag: u8) -> Option<Self> {
-        match tag {
-            1 => Some(Perspective::Inbound),
-            2 => Some(Perspective::Outbound),
-            _ => None,
-        }
-    }
 }
 
 /// Checks the rules every stored trust record obeys (`05-trust.md` §2, §9.2):
