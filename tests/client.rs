@@ -242,6 +242,25 @@ fn server_config_names_the_bad_file() {
     assert!(matches!(error, tls::TlsError::PrivateKey { .. }), "{error}");
 }
 
+#[tokio::test]
+async fn an_in_memory_self_signed_certificate_serves() {
+    let config = tls::self_signed(&["localhost", "127.0.0.1"]).unwrap();
+    let server = start_server(Arc::unwrap_or_clone(config), echo()).await;
+    let port = server.address.port();
+    // No CA vouches for it: a verifying client refuses it, an insecure one talks.
+    let verifying = BtpsClient::connect("127.0.0.1", port, &ClientOptions::default()).await;
+    assert!(verifying.is_err(), "a self-signed certificate was verified");
+    let insecure = ClientOptions {
+        insecure: true,
+        ..ClientOptions::default()
+    };
+    let mut client = BtpsClient::connect("127.0.0.1", port, &insecure)
+        .await
+        .unwrap();
+    client.send_line("hello").await.unwrap();
+    assert_eq!(client.read_line().await.unwrap().as_deref(), Some("hello"));
+}
+
 // ---------------------------------------------------------------------------------
 // BtpsClient
 // ---------------------------------------------------------------------------------

@@ -20,11 +20,6 @@ use crate::crypto::{KeyError, PrivateKey, PublicKey};
 use crate::identity::dns::key_record_text;
 use crate::server::tls::{self, TlsError};
 
-/// How long the generated certificate is valid. It is self-signed, for first steps;
-/// an operator replaces it rather than renews it, so an expiry would only break a
-/// forgotten test box.
-const CERTIFICATE_VALIDITY_DAYS: i64 = 3650;
-
 /// The RSA modulus size of a generated server key: 2048 bits, because a larger key's
 /// base64 is `=`-padded and reference peers cannot read padded keys from DNS.
 const SERVER_KEY_BITS: usize = 2048;
@@ -371,19 +366,12 @@ fn certificate_names(config: &Config) -> Vec<String> {
 /// A self-signed ECDSA P-256 certificate for `names`: (certificate PEM, key PEM,
 /// expiry date).
 fn self_signed_certificate(names: &[String]) -> Result<(String, String, String), BootstrapError> {
-    let failed = |error: rcgen::Error| BootstrapError::Certificate(error.to_string());
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(failed)?;
-    let mut params = rcgen::CertificateParams::new(names.to_vec()).map_err(failed)?;
-    let mut subject = rcgen::DistinguishedName::new();
-    subject.push(rcgen::DnType::CommonName, "btps self-signed");
-    params.distinguished_name = subject;
-    let now = time::OffsetDateTime::now_utc();
-    // A day of slack for clients whose clocks run behind.
-    params.not_before = now - time::Duration::days(1);
-    params.not_after = now + time::Duration::days(CERTIFICATE_VALIDITY_DAYS);
-    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-    let certificate = params.self_signed(&key).map_err(failed)?;
-    let not_after = params.not_after.date().to_string();
-    Ok((certificate.pem(), key.serialize_pem(), not_after))
+    let generated = tls::generate_self_signed(names)
+        .map_err(|error| BootstrapError::Certificate(error.to_string()))?;
+    let not_after = generated.not_after.date().to_string();
+    Ok((
+        generated.certificate.pem(),
+        generated.key.serialize_pem(),
+        not_after,
+    ))
 }

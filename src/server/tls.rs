@@ -48,6 +48,9 @@ pub enum TlsError {
         /// rustls' complaint.
         source: rustls::Error,
     },
+    /// A self-signed certificate could not be generated or used ([`self_signed`]).
+    #[error("self-signed TLS certificate: {0}")]
+    SelfSigned(String),
 }
 
 /// The protocol versions of `min_version` and above.
@@ -107,15 +110,77 @@ pub fn server_config(
 ) -> Result<ServerConfig, TlsError> {
     let certificates = load_certificates(cert_pem_path)?;
     let key = load_private_key(key_pem_path)?;
-    let rejected = |source: rustls::Error| TlsError::Rejected {
+    config_with(certificates, key, min_version).map_err(|source| TlsError::Rejected {
         cert: cert_pem_path.to_owned(),
         key: key_pem_path.to_owned(),
         source,
-    };
+    })
+}
+
+/// The configuration of [`server_config`] for a chain and key already in memory.
+fn config_with(
+    certificates: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    min_version: TlsVersion,
+) -> Result<ServerConfig, rustls::Error> {
     ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_protocol_versions(protocol_versions(min_version))
-        .map_err(rejected)?
+        .with_protocol_versions(protocol_versions(min_version))?
         .with_no_client_auth()
         .with_single_cert(certificates, key)
-        .map_err(rejected)
+}
+
+/// How long a generated self-signed certificate is valid. It is for first steps and
+/// tests; an operator replaces it rather than renews it, so an expiry would only
+/// break a forgotten test box.
+const SELF_SIGNED_VALIDITY_DAYS: i64 = 3650;
+
+/// A freshly generated self-signed certificate and its key.
+pub(crate) struct SelfSigned {
+    /// The certificate.
+    pub(crate) certificate: rcgen::Certificate,
+    /// Its ECDSA P-256 key pair.
+    pub(crate) key: rcgen::KeyPair,
+    /// The end of its validity.
+    pub(crate) not_after: time::OffsetDateTime,
+}
+
+/// Generates a self-signed ECDSA P-256 certificate for `names` (DNS names or IP
+/// addresses as text): what a fresh data directory gets, and what [`self_signed`]
+/// serves from memory. ECDSA keeps the TLS handshake cheap on small machines.
+pub(crate) fn generate_self_signed(names: &[String]) -> Result<SelfSigned, rcgen::Error> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut params = rcgen::CertificateParams::new(names.to_vec())?;
+    let mut subject = rcgen::DistinguishedName::new();
+    subject.push(rcgen::DnType::CommonName, "btps self-signed");
+    params.distinguished_name = subject;
+    let now = time::OffsetDateTime::now_utc();
+    // A day of slack for clients whose clocks run behind.
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::days(SELF_SIGNED_VALIDITY_DAYS);
+    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    let certificate = params.self_signed(&key)?;
+    Ok(SelfSigned {
+        certificate,
+        key,
+        not_after: params.not_after,
+    })
+}
+
+/// A listener configuration (TLS 1.3, as [`server_config`] by default) with a
+/// self-signed ECDSA P-256 certificate for `names` (DNS names or IP addresses,
+/// e.g. `["localhost", "127.0.0.1"]`), generated in memory: nothing is written.
+///
+/// For embedding, tests and examples: a client must be told to accept the
+/// certificate (`ClientOptions::insecure` of [`crate::client`]). A data directory's
+/// persistent self-signed pair is made by [`crate::server::bootstrap::prepare`].
+pub fn self_signed(names: &[&str]) -> Result<Arc<ServerConfig>, TlsError> {
+    let names: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
+    let generated =
+        generate_self_signed(&names).map_err(|error| TlsError::SelfSigned(error.to_string()))?;
+    let certificates = vec![generated.certificate.der().clone()];
+    let key = PrivateKeyDer::Pkcs8(generated.key.serialize_der().into());
+    config_with(certificates, key, TlsVersion::Tls13)
+        .map(Arc::new)
+        .map_err(|error| TlsError::SelfSigned(error.to_string()))
 }
