@@ -73,8 +73,10 @@ fn no_file_and_no_environment_give_the_development_defaults() {
     );
     assert_eq!(config.storage.cache_size_bytes, 32 << 20);
     assert_eq!(config.limits.max_line_bytes, 4 << 20);
-    assert_eq!(config.limits.max_connections, 1024);
+    assert_eq!(config.limits.max_connections, 4096);
+    assert_eq!(config.limits.max_connections_per_ip, 64);
     assert_eq!(config.limits.idle_timeout, Duration::from_secs(30));
+    assert_eq!(config.limits.line_timeout, Duration::from_secs(20));
     assert_eq!(config.trust.cooling_off, Duration::from_secs(86_400));
     assert_eq!(config.trust.default_privacy, PrivacyType::Mixed);
     assert!(!config.rate_limit.enabled);
@@ -242,6 +244,12 @@ fn every_environment_name_is_read() {
         }),
         ("BTPS_MAX_CONNECTIONS", "3", |c| {
             c.limits.max_connections == 3
+        }),
+        ("BTPS_MAX_CONNECTIONS_PER_IP", "7", |c| {
+            c.limits.max_connections_per_ip == 7
+        }),
+        ("BTPS_LINE_TIMEOUT_MS", "1500", |c| {
+            c.limits.line_timeout == Duration::from_millis(1500)
         }),
         ("CONNECTION_TIMEOUT", "45000", |c| {
             c.limits.idle_timeout == Duration::from_secs(45)
