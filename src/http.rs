@@ -16,9 +16,13 @@
 //!   streamed while the server keeps committing ([`Maintenance`]); a storage without
 //!   a database file (PostgreSQL, memory) answers 501.
 //!
-//! With a token configured, every request must carry `Authorization: Bearer <token>`
-//! (compared in constant time), or gets 401. The configuration refuses a
-//! non-loopback address without a token, since `/backup` hands out the database.
+//! Who must present `Authorization: Bearer <token>` (compared in constant time, 401
+//! otherwise) is an [`HttpAuth`]: with a configured `http.token`, every request;
+//! with the token `btps serve` generates into the data directory when none is
+//! configured, only `/backup` (and unknown paths), so that a supervisor and a
+//! scraper on the machine need nothing while another local user cannot download
+//! the database; with no token at all, `/backup` is refused (403). The
+//! configuration refuses a non-loopback address without a configured token.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -48,6 +52,32 @@ const BACKUP_CHUNK: usize = 256 * 1024;
 /// The Prometheus text exposition format.
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// The paths served without a token unless [`HttpAuth::Every`] says otherwise:
+/// nothing in their answers is secret.
+const OPEN_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics"];
+
+/// Which requests must carry the bearer token.
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub enum HttpAuth {
+    /// No token: `/healthz`, `/readyz` and `/metrics` are open and `/backup` is
+    /// refused (403), since it hands out the whole database.
+    #[default]
+    NoToken,
+    /// Every request must carry this token (`http.token` configured).
+    Every(Secret),
+    /// `/backup` (and any path other than `/healthz`, `/readyz`, `/metrics`) must
+    /// carry this token: the token `btps serve` generates into the data directory.
+    Backup(Secret),
+}
+
+impl HttpAuth {
+    /// [`HttpAuth::Every`] with a token, [`HttpAuth::NoToken`] without.
+    pub fn every_request(token: Option<&Secret>) -> Self {
+        token.map_or(HttpAuth::NoToken, |token| HttpAuth::Every(token.clone()))
+    }
+}
+
 /// What the endpoint serves from. Cheap to clone.
 #[derive(Clone)]
 pub struct HttpState {
@@ -61,6 +91,8 @@ struct Inner {
     /// SHA-256 of the token: comparing digests in constant time also hides the
     /// token's length.
     token_digest: Option<[u8; 32]>,
+    /// Whether the open paths need the token too.
+    every_request: bool,
 }
 
 impl std::fmt::Debug for HttpState {
@@ -74,19 +106,35 @@ impl std::fmt::Debug for HttpState {
 impl HttpState {
     /// The state of an endpoint serving `storage`, reporting the readiness and
     /// counters of the BTPS listener `listener`, rendering `metrics`, and requiring
-    /// `token` when there is one.
+    /// `token` on every request when there is one ([`HttpAuth::every_request`]).
     pub fn new(
         storage: Arc<dyn Storage>,
         listener: Arc<ListenerStats>,
         metrics: &'static Metrics,
         token: Option<&Secret>,
     ) -> Self {
+        Self::with_auth(storage, listener, metrics, &HttpAuth::every_request(token))
+    }
+
+    /// Like [`HttpState::new`], with the token rule `auth`.
+    pub fn with_auth(
+        storage: Arc<dyn Storage>,
+        listener: Arc<ListenerStats>,
+        metrics: &'static Metrics,
+        auth: &HttpAuth,
+    ) -> Self {
+        let (token, every_request) = match auth {
+            HttpAuth::NoToken => (None, false),
+            HttpAuth::Every(token) => (Some(token), true),
+            HttpAuth::Backup(token) => (Some(token), false),
+        };
         HttpState {
             inner: Arc::new(Inner {
                 storage,
                 listener,
                 metrics,
                 token_digest: token.map(|token| digest(token.expose().as_bytes())),
+                every_request,
             }),
         }
     }
@@ -129,7 +177,17 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response {
 }
 
 async fn require_token(State(state): State<HttpState>, request: Request, next: Next) -> Response {
+    let open = !state.inner.every_request && OPEN_PATHS.contains(&request.uri().path());
+    if open {
+        return next.run(request).await;
+    }
     let Some(expected) = &state.inner.token_digest else {
+        if request.uri().path() == "/backup" {
+            return text(
+                StatusCode::FORBIDDEN,
+                "backup: no token is set, and /backup hands out the whole database; set http.token, or let btps serve generate its token file\n",
+            );
+        }
         return next.run(request).await;
     };
     let presented = request
@@ -299,13 +357,19 @@ async fn backup(State(state): State<HttpState>) -> Response {
 /// removes scratch files of interrupted backups, and serves until the server stops.
 pub struct HttpService {
     listener: tokio::net::TcpListener,
-    token: Option<Secret>,
+    auth: HttpAuth,
 }
 
 impl HttpService {
-    /// The endpoint on a bound `listener`, requiring `token` when there is one.
+    /// The endpoint on a bound `listener`, requiring `token` on every request when
+    /// there is one (without one, `/backup` is refused).
     pub fn new(listener: tokio::net::TcpListener, token: Option<Secret>) -> Self {
-        HttpService { listener, token }
+        Self::with_auth(listener, token.map_or(HttpAuth::NoToken, HttpAuth::Every))
+    }
+
+    /// The endpoint on a bound `listener`, with the token rule `auth`.
+    pub fn with_auth(listener: tokio::net::TcpListener, auth: HttpAuth) -> Self {
+        HttpService { listener, auth }
     }
 
     /// Where it listens.
@@ -337,12 +401,8 @@ impl Service for HttpService {
             if removed > 0 {
                 tracing::info!(removed, "removed scratch files of interrupted backups");
             }
-            let state = HttpState::new(
-                context.storage,
-                context.listener,
-                metrics,
-                self.token.as_ref(),
-            );
+            let state =
+                HttpState::with_auth(context.storage, context.listener, metrics, &self.auth);
             // Without a scrape, histogram samples would pile up; drain them regularly.
             let upkeep = tokio::spawn(metrics.upkeep_every(Duration::from_secs(5)));
             if let Err(error) = serve(self.listener, router(state), stop).await {

@@ -98,6 +98,7 @@ fn identity_add_generates_a_key_pair_and_keeps_only_the_public_key() {
             "Alice$Example.test",
             "--key-out",
             "keys",
+            "--create",
             "--json",
         ],
     ));
@@ -178,6 +179,7 @@ fn identity_add_with_a_given_key_writes_no_private_key() {
             "s2025",
             "--public-key",
             pem.to_str().unwrap(),
+            "--create",
         ],
     );
     let text = ok(&output);
@@ -249,6 +251,8 @@ fn identity_list_and_show_as_tables_and_json() {
         "invalid identity",
     );
     let empty = tempfile::tempdir().unwrap();
+    fails(&run(empty.path(), &["identity", "list"]), "data directory");
+    std::fs::create_dir(empty.path().join("data")).unwrap();
     fails(&run(empty.path(), &["identity", "list"]), "no database");
 }
 
@@ -1017,10 +1021,15 @@ fn backup_check_and_restore_of_a_stopped_server() {
         assert_eq!(mode & 0o777, 0o600);
     }
 
-    // Into an empty data directory: nothing to keep.
+    // Into a new data directory, created only when asked: nothing to keep.
     let empty = tempfile::tempdir().unwrap();
     std::fs::copy(&backup, empty.path().join("backup.redb")).unwrap();
-    let restored = ok_json(&run(empty.path(), &["restore", "backup.redb", "--json"]));
+    fails(&run(empty.path(), &["restore", "backup.redb"]), "--create");
+    assert!(!empty.path().join("data").exists());
+    let restored = ok_json(&run(
+        empty.path(),
+        &["restore", "backup.redb", "--create", "--json"],
+    ));
     assert_eq!(restored["previous"], Value::Null);
     assert_eq!(data_files(empty.path()), ["btps.redb"]);
 }

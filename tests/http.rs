@@ -554,9 +554,9 @@ async fn a_backup_under_continuous_writes_restores_into_a_working_server() {
     while committed.lock().unwrap().len() < 50 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let (address, stop_http) = bind(state_for(&server, None)).await;
+    let (address, stop_http) = bind(state_for(&server, Some(TOKEN))).await;
     let before_request: Vec<String> = committed.lock().unwrap().clone();
-    let (status, headers, body) = http_get(address, "/backup", None).await;
+    let (status, headers, body) = http_get(address, "/backup", Some(TOKEN)).await;
     let after_response = committed.lock().unwrap().len();
     stop_writer.store(true, Ordering::Relaxed);
     let written = writer.join().unwrap();

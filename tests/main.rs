@@ -13,6 +13,7 @@ mod crypto;
 mod dns;
 mod http;
 mod interop;
+mod operator;
 mod ops;
 mod protocol;
 mod schema;

@@ -7,11 +7,16 @@
 //! destination, checked, synced and renamed into place, so that FILE is always
 //! either the previous file or a complete, checked backup.
 //!
+//! When the admin socket does not answer but a server holds the database (the
+//! socket turned off), the copy comes from the HTTP endpoint's `GET /backup`, with
+//! the configured token or the one `btps serve` generated (`backup_http`).
+//!
 //! A restore never runs beside a server. The file is copied into the data
 //! directory, checked there (so that what is checked is exactly what is put in
-//! place), the current database is kept as `btps.redb.before-restore-<time>`, and
-//! the copy is renamed over the database: a crash leaves either the old or the new
-//! database, never a mixture.
+//! place), given the owner and mode of the database it replaces (so that a restore
+//! run as root leaves a database the service user can open), the current database
+//! is kept as `btps.redb.before-restore-<time>`, and the copy is renamed over the
+//! database: a crash leaves either the old or the new database, never a mixture.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -24,11 +29,12 @@ use btps::admin::operations::{
 };
 use btps::admin::socket::AdminClient;
 use btps::config::Config;
+use btps::server::{bootstrap, permissions};
 use btps::store::RedbStore;
 use serde_json::json;
 
 use super::admin::{OutputArgs, print_fields, print_json};
-use super::store::open_database;
+use super::store::{DataDirArg, Missing, open_database};
 
 /// Arguments of `btps backup`.
 #[derive(Debug, clap::Args)]
@@ -47,6 +53,9 @@ pub(crate) struct RestoreArgs {
     output: OutputArgs,
     /// The backup to restore (a file written by `btps backup`).
     file: PathBuf,
+    /// Create the data directory (mode 0700) if it does not exist.
+    #[arg(long)]
+    create: bool,
 }
 
 /// Arguments of `btps check`.
@@ -134,7 +143,7 @@ pub(crate) fn backup(args: &BackupArgs) -> anyhow::Result<ExitCode> {
         bail!("{} is the database itself", out.display());
     }
     let partial = temporary_beside(out, "partial");
-    let outcome = write_copy(&config, &partial).and_then(|source| {
+    let outcome = write_copy(&args.output.data, &config, &partial).and_then(|source| {
         restrict(&partial)?;
         let report = quiet_check(&partial).map_err(|error| {
             anyhow::anyhow!("the copy failed its check, no backup written: {error}")
@@ -161,24 +170,51 @@ pub(crate) fn backup(args: &BackupArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A new file readable by its owner only.
+pub(super) fn create_private_file(path: &Path) -> anyhow::Result<fs::File> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))
+}
+
 /// Writes a consistent copy of the configured database to `destination`: through
-/// a running server's admin socket, else from the file. Says which.
-fn write_copy(config: &Config, destination: &Path) -> anyhow::Result<&'static str> {
+/// a running server's admin socket, else through its HTTP endpoint when a server
+/// holds the database, else from the file. Says which.
+fn write_copy(
+    target: &DataDirArg,
+    config: &Config,
+    destination: &Path,
+) -> anyhow::Result<&'static str> {
     if let Ok(client) = AdminClient::connect(&config.admin.socket) {
-        let mut options = fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options
-            .open(destination)
-            .with_context(|| format!("creating {}", destination.display()))?;
+        let mut file = create_private_file(destination)?;
         client.backup(&mut file)?;
         file.sync_all()
             .with_context(|| format!("syncing {}", destination.display()))?;
         return Ok("running server");
+    }
+    target.existing_data_dir(config, Missing::Refuse)?;
+    let database = &config.storage.database_path;
+    // Without a token there is no way in: the database's own error says why.
+    if config.http.listen.is_some()
+        && database.exists()
+        && RedbStore::held_by_another_process(database)
+        && matches!(bootstrap::http_token(config), Ok(Some(_)))
+    {
+        super::backup_http::download(config, destination).with_context(|| {
+            format!(
+                "{} is in use and no server answers on the admin socket {}; the backup through the HTTP endpoint failed",
+                database.display(),
+                config.admin.socket.display()
+            )
+        })?;
+        return Ok("running server's HTTP endpoint");
     }
     let store = open_database(config, false)?;
     write_backup(&store, destination)?;
@@ -192,7 +228,13 @@ pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let database = &config.storage.database_path;
     let path = args.file.clone().unwrap_or_else(|| database.clone());
     let live = same_file(&path, database);
-    let outcome = match AdminClient::connect(&config.admin.socket) {
+    let socket = AdminClient::connect(&config.admin.socket);
+    if socket.is_err() && args.file.is_none() {
+        args.output
+            .data
+            .existing_data_dir(&config, Missing::Refuse)?;
+    }
+    let outcome = match socket {
         // The live database is held by the server: it checks a consistent copy.
         Ok(mut client) if live => client.call(&AdminRequest::Check).and_then(|response| {
             match response {
@@ -244,17 +286,24 @@ pub(crate) fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
         bail!("{} is the database itself", args.file.display());
     }
     refuse_if_running(&config)?;
-    if let Some(parent) = database
+    args.output
+        .data
+        .existing_data_dir(&config, Missing::CreateIf(args.create))?;
+    let parent = database
         .parent()
         .filter(|parent| !parent.as_os_str().is_empty())
-    {
-        fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    }
-    // The copy in the data directory is what is checked and then renamed into place.
+        .unwrap_or(Path::new("."));
+    permissions::create_private_dir(parent)
+        .with_context(|| format!("creating {}", parent.display()))?;
+    // The copy in the data directory is what is checked, given the owner and mode
+    // of the database it replaces, and then renamed into place.
     let incoming = temporary_beside(database, "restore");
-    let outcome = copy_and_check(&args.file, &incoming);
-    let report = match outcome {
-        Ok(report) => report,
+    let outcome = copy_and_check(&args.file, &incoming).and_then(|report| {
+        let (owner, mode) = take_over_ownership(&incoming, database, parent)?;
+        Ok((report, owner, mode))
+    });
+    let (report, owner, mode) = match outcome {
+        Ok(done) => done,
         Err(error) => {
             let _ = fs::remove_file(&incoming);
             let damaged = matches!(
@@ -287,11 +336,13 @@ pub(crate) fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
             "restored": args.file,
             "database": database,
             "previous": kept,
+            "owner": owner,
+            "mode": format!("{mode:04o}"),
             "report": report,
         }));
     } else {
         println!(
-            "restored {} into {}",
+            "restored {} into {} (owner {owner}, mode {mode:04o})",
             args.file.display(),
             database.display()
         );
@@ -353,6 +404,45 @@ fn copy_and_check(source: &Path, incoming: &Path) -> anyhow::Result<CheckReport>
     })?;
     report.path = source.to_owned();
     Ok(report)
+}
+
+/// Gives the restored copy the owner (uid:gid) and mode of the database it
+/// replaces, or of the directory it goes into when there is none, without bits
+/// for other users: a restore run as root must leave a database the service user
+/// can open. Returns them as `uid:gid` and the mode.
+fn take_over_ownership(
+    incoming: &Path,
+    database: &Path,
+    parent: &Path,
+) -> anyhow::Result<(String, u32)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let reference = if database.exists() { database } else { parent };
+        let wanted = fs::metadata(reference)
+            .with_context(|| format!("reading the owner of {}", reference.display()))?;
+        let mode = if reference == database {
+            (wanted.mode() & 0o700) | 0o600
+        } else {
+            0o600
+        };
+        fs::set_permissions(incoming, fs::Permissions::from_mode(mode))
+            .with_context(|| format!("setting the mode of {}", incoming.display()))?;
+        permissions::give_to_owner_of(incoming, reference).with_context(|| {
+            format!(
+                "{} belongs to uid {} (gid {}); run btps restore as that user or as root, so that the restored database keeps its owner",
+                reference.display(),
+                wanted.uid(),
+                wanted.gid()
+            )
+        })?;
+        Ok((format!("{}:{}", wanted.uid(), wanted.gid()), mode))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (incoming, database, parent);
+        Ok((String::from("-"), 0o600))
+    }
 }
 
 /// Keeps the current database (if any) as `<name>.before-restore-<UTC time>`, a

@@ -9,13 +9,23 @@ use anyhow::{Context, bail};
 use btps::crypto::{PrivateKey, PublicKey};
 use btps::identity::Identity;
 use btps::identity::dns::key_record_text;
+use btps::server::permissions;
+
+use super::store::{DataDirArg, Missing};
 
 /// Arguments of `btps keygen`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct KeygenArgs {
-    /// Directory to write NAME.key.pem (PKCS#8, mode 0600) and NAME.pub.pem (SPKI) into.
+    /// Directory to write NAME.key.pem (PKCS#8, mode 0600) and NAME.pub.pem (SPKI)
+    /// into (created 0700; default: the data directory's keys/).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// The data directory whose keys/ receives the files when --out is not given.
+    #[command(flatten)]
+    data: DataDirArg,
+    /// Create the data directory (mode 0700) if it does not exist (without --out).
     #[arg(long)]
-    out: PathBuf,
+    create: bool,
     /// Base name of the key files.
     #[arg(long)]
     name: String,
@@ -49,9 +59,23 @@ fn parse_bits(text: &str) -> Result<usize, String> {
     }
 }
 
+/// The directory `keygen` writes into: `--out`, else the data directory's `keys/`
+/// (the data directory must exist, or `--create` creates it).
+fn output_directory(args: &KeygenArgs) -> anyhow::Result<PathBuf> {
+    if let Some(out) = &args.out {
+        return Ok(out.clone());
+    }
+    let config = args.data.config()?;
+    args.data
+        .existing_data_dir(&config, Missing::CreateIf(args.create))
+        .context("no --out DIR for the key files")?;
+    Ok(config.data_dir.join("keys"))
+}
+
 pub(crate) fn keygen(args: &KeygenArgs) -> anyhow::Result<ExitCode> {
-    let private_path = args.out.join(format!("{}.key.pem", args.name));
-    let public_path = args.out.join(format!("{}.pub.pem", args.name));
+    let out = output_directory(args)?;
+    let private_path = out.join(format!("{}.key.pem", args.name));
+    let public_path = out.join(format!("{}.pub.pem", args.name));
     for path in [&private_path, &public_path] {
         if path.exists() {
             bail!(
@@ -60,7 +84,7 @@ pub(crate) fn keygen(args: &KeygenArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    permissions::create_private_dir(&out).with_context(|| format!("creating {}", out.display()))?;
     let key = PrivateKey::generate(args.bits).context("generating the key pair")?;
     write_private(&private_path, &key.to_pkcs8_pem())?;
     let mut public_pem = key.public_key().to_pem();

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod admin;
 mod backup;
+mod backup_http;
 mod bench;
 mod config;
 mod keys;

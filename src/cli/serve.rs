@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use btps::config::{Config, StorageKind};
-use btps::http::HttpService;
+use btps::http::{HttpAuth, HttpService};
 use btps::server::middleware::{BucketSpec, IpFilter, RateLimiter};
 use btps::server::trust::TrustPolicy;
 use btps::server::{ListenerSettings, Server, Service, bootstrap};
@@ -108,6 +108,17 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     for action in &prepared.actions {
         println!("{action}");
     }
+    for changed in &prepared.tightened.tightened {
+        println!("{changed}");
+        tracing::warn!(path = %changed.path.display(), from = %format!("{:04o}", changed.from), to = %format!("{:04o}", changed.to), "tightened the mode of a private file that was open to other users");
+    }
+    for (path, error) in &prepared.tightened.failed {
+        println!(
+            "warning: could not take other users' access away from {}: {error}",
+            path.display()
+        );
+        tracing::warn!(path = %path.display(), %error, "a private file is open to other users and its mode could not be changed");
+    }
     let store = RedbStore::open(&config.storage.database_path, &config.redb_options())
         .with_context(|| format!("opening {}", config.storage.database_path.display()))?;
     let storage: Arc<dyn Storage> = match config.storage.kind {
@@ -197,8 +208,19 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
             .local_addr()
             .context("reading the HTTP endpoint's bound address")?;
         println!("btps http endpoint on http://{bound}");
+        let auth = match (&config.http.token, &prepared.http_token) {
+            (Some(token), _) => HttpAuth::Every(token.clone()),
+            (None, Some(generated)) => {
+                println!(
+                    "GET /backup needs the bearer token in {}",
+                    bootstrap::http_token_path(&config).display()
+                );
+                HttpAuth::Backup(generated.clone())
+            }
+            (None, None) => HttpAuth::NoToken,
+        };
         tracing::info!(address = %bound, token = config.http.token.is_some(), "HTTP endpoint listening");
-        builder = builder.service(Box::new(HttpService::new(http, config.http.token.clone())));
+        builder = builder.service(Box::new(HttpService::with_auth(http, auth)));
     }
     let server = builder.build().context("assembling the server")?;
     // Registered before readiness is reported: a SIGTERM that arrives right after

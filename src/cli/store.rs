@@ -1,57 +1,129 @@
 //! `btps import` and `btps export`: move a reference deployment's trust and identity
-//! JSON files into the database and back.
+//! JSON files into the database and back; and what every command that touches the
+//! stored state shares: finding the data directory ([`DataDirArg`]) and opening the
+//! database ([`open_database`]).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use btps::config::Config;
+use btps::server::permissions;
 use btps::store::transfer::{self, ImportOptions};
 use btps::store::{RedbStore, StoreError};
 
 /// Where the stored state lives: shared by every command that touches it. The
 /// database and the admin socket are found through the configuration, exactly as
-/// `btps serve` finds them.
+/// `btps serve` finds them: `--config`, else `BTPS_CONFIG`, else
+/// `/etc/btps/btps.toml` when it exists; `--data-dir` (or `BTPS_DATA_DIR`) wins over
+/// the file's `data_dir`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct DataDirArg {
     /// Data directory (the database is `btps.redb` inside it unless configured
-    /// otherwise; default ./btps-data, or BTPS_DATA_DIR).
+    /// otherwise; default: data_dir of the configuration file, BTPS_DATA_DIR, or
+    /// ./btps-data).
     #[arg(long)]
     pub(crate) data_dir: Option<PathBuf>,
-    /// The server's configuration file (TOML), to find its database and admin socket.
+    /// The server's configuration file (TOML), to find its database and admin
+    /// socket (default: /etc/btps/btps.toml when it exists).
     #[arg(long, env = "BTPS_CONFIG")]
     pub(crate) config: Option<PathBuf>,
 }
 
+/// What a command does when its data directory does not exist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Missing {
+    /// Refuse: the command works on existing data and has no `--create`.
+    Refuse,
+    /// Refuse unless `--create` was given (the flag's value): then create it.
+    CreateIf(bool),
+}
+
 impl DataDirArg {
-    /// The configuration: defaults < --config file < environment < --data-dir.
-    pub(crate) fn config(&self) -> anyhow::Result<Config> {
-        super::serve::load_config(self.config.as_deref(), self.data_dir.clone())
+    /// The configuration file read: the one named, else the installed one.
+    fn config_file(&self) -> Option<PathBuf> {
+        super::serve::config_file(self.config.clone())
     }
 
-    /// Opens (creating if needed) the database of this configuration.
-    pub(crate) fn open(&self) -> anyhow::Result<RedbStore> {
-        open_database(&self.config()?, true)
+    /// The configuration: defaults < configuration file < environment < --data-dir.
+    pub(crate) fn config(&self) -> anyhow::Result<Config> {
+        super::serve::load_config(self.config_file().as_deref(), self.data_dir.clone())
+    }
+
+    /// Makes sure the data directory of `config` exists: creates it (mode 0700)
+    /// when `missing` allows it, and refuses otherwise with a message naming the
+    /// path, where it came from, `--data-dir` and (when the command has it)
+    /// `--create`. A command never creates a new, empty appliance by accident.
+    pub(crate) fn existing_data_dir(
+        &self,
+        config: &Config,
+        missing: Missing,
+    ) -> anyhow::Result<()> {
+        let dir = &config.data_dir;
+        // A directory that cannot even be looked at is left to the next step's error.
+        if dir.try_exists().unwrap_or(true) {
+            return Ok(());
+        }
+        if missing == Missing::CreateIf(true) {
+            permissions::create_private_dir(dir)
+                .with_context(|| format!("creating the data directory {}", dir.display()))?;
+            eprintln!("created the data directory {} (mode 0700)", dir.display());
+            return Ok(());
+        }
+        bail!(
+            "{}",
+            self.missing_message(config, missing == Missing::CreateIf(false))
+        )
+    }
+
+    fn missing_message(&self, config: &Config, offer_create: bool) -> String {
+        let dir = &config.data_dir;
+        let shown = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+        let source = if self.data_dir.is_some() {
+            String::from("given with --data-dir")
+        } else if btps::config::process_env("BTPS_DATA_DIR").is_some_and(|v| !v.is_empty()) {
+            String::from("from BTPS_DATA_DIR")
+        } else {
+            match self.config_file() {
+                Some(file) if *dir != Config::default().data_dir => {
+                    format!("data_dir in {}", file.display())
+                }
+                Some(file) => format!("the default: {} sets no data_dir", file.display()),
+                None => format!(
+                    "the default, since no configuration file was found: no --config, BTPS_CONFIG or {}",
+                    super::serve::DEFAULT_CONFIG_FILE
+                ),
+            }
+        };
+        let mut message = format!(
+            "the data directory {} does not exist ({source}); name the server's data directory with --data-dir DIR (or data_dir in the configuration file)",
+            shown.display()
+        );
+        if offer_create {
+            message.push_str(", or pass --create to create a new, empty one");
+        }
+        message
     }
 }
 
-/// Opens the configured database directly. A database held by another process is
-/// reported with what is known about the admin socket, which is how a running
-/// server is reached instead.
+/// Opens the configured database directly, creating it if `create` (mode 0600; as
+/// root, given to the owner of its directory, so that the service user can open
+/// it). A database held by another process is reported with what is known about
+/// the admin socket, which is how a running server is reached instead.
 pub(crate) fn open_database(config: &Config, create: bool) -> anyhow::Result<RedbStore> {
     let path = &config.storage.database_path;
-    if !create && !path.exists() {
+    let exists = path.exists();
+    if !create && !exists {
         bail!("no database at {} (wrong --data-dir?)", path.display());
     }
-    if let Some(parent) = path
+    let parent = path
         .parent()
         .filter(|parent| !parent.as_os_str().is_empty())
-    {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-    }
-    match RedbStore::open(path, &config.redb_options()) {
-        Ok(store) => Ok(store),
+        .unwrap_or(Path::new("."));
+    permissions::create_private_dir(parent)
+        .with_context(|| format!("creating {}", parent.display()))?;
+    let store = match RedbStore::open(path, &config.redb_options()) {
+        Ok(store) => store,
         // redb locks the file for one process; the usual holder is the server.
         Err(StoreError::InUse { path }) => bail!(
             "{}: the database is in use (is btps serve running?), and {}",
@@ -59,9 +131,20 @@ pub(crate) fn open_database(config: &Config, create: bool) -> anyhow::Result<Red
             socket_state(config)
         ),
         Err(error) => {
-            Err(error).with_context(|| format!("cannot open the database {}", path.display()))
+            return Err(error)
+                .with_context(|| format!("cannot open the database {}", path.display()));
         }
+    };
+    if !exists && permissions::running_as_root() {
+        permissions::give_to_owner_of(path, parent).with_context(|| {
+            format!(
+                "giving the new database {} to the owner of {}",
+                path.display(),
+                parent.display()
+            )
+        })?;
     }
+    Ok(store)
 }
 
 /// Why the admin socket did not help: it does not exist, or it does not answer.
@@ -91,6 +174,9 @@ pub(crate) fn socket_state(config: &Config) -> String {
 pub(crate) struct ImportArgs {
     #[command(flatten)]
     pub(crate) data: DataDirArg,
+    /// Create the data directory (mode 0700) if it does not exist.
+    #[arg(long)]
+    pub(crate) create: bool,
     /// The reference's trust store file (JsonTrustStore).
     #[arg(long, value_name = "FILE")]
     pub(crate) trust: Option<PathBuf>,
@@ -131,7 +217,10 @@ pub(crate) struct ExportArgs {
 
 /// `btps import`: one transaction; nothing is written if any record is invalid.
 pub(crate) fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {
-    let store = args.data.open()?;
+    let config = args.data.config()?;
+    args.data
+        .existing_data_dir(&config, Missing::CreateIf(args.create))?;
+    let store = open_database(&config, true)?;
     let options = ImportOptions {
         trust_entity: args.trust_entity.clone(),
         identity_entity: args.identity_entity.clone(),
@@ -161,9 +250,12 @@ pub(crate) fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `btps export`: writes each file atomically.
+/// `btps export`: writes each file atomically (mode 0600). Never creates a
+/// database: exporting a directory that holds none is an error.
 pub(crate) fn export(args: &ExportArgs) -> anyhow::Result<ExitCode> {
-    let store = args.data.open()?;
+    let config = args.data.config()?;
+    args.data.existing_data_dir(&config, Missing::Refuse)?;
+    let store = open_database(&config, false)?;
     let report = transfer::export(&store, args.trust.as_deref(), args.identities.as_deref())?;
     println!(
         "exported {} trust record(s) and {} identity record(s)",

@@ -1,13 +1,18 @@
-//! Preparing a data directory: the server key pair and a self-signed TLS certificate.
+//! Preparing a data directory: the server key pair, a self-signed TLS certificate
+//! and the token of the HTTP endpoint's `/backup`.
 //!
 //! `btps serve` with no configuration must just work, so the first start creates
 //! what is missing: the data directory (0700), the server's RSA-2048 BTPS key pair
-//! (private key 0600) and a self-signed ECDSA P-256 certificate for the listener
+//! (private key 0600), a self-signed ECDSA P-256 certificate for the listener
 //! (ECDSA keeps the TLS handshake cheap on small machines; BTPS identity keys stay
-//! RSA because that is what the protocol signs with). Later starts load the same
-//! files. Nothing is ever overwritten: a file is written under a temporary name and
-//! hard-linked into place, which fails if the name exists, so two processes starting
-//! at once cannot replace each other's key either.
+//! RSA because that is what the protocol signs with) and, when the HTTP endpoint is
+//! on without a configured `http.token`, a random token in `<data_dir>/http.token`
+//! (0600) that `GET /backup` requires. Later starts load the same files. Nothing is
+//! ever overwritten: a file is written under a temporary name and hard-linked into
+//! place, which fails if the name exists, so two processes starting at once cannot
+//! replace each other's key either. Every start also takes group and other
+//! permissions away from the private files it finds wider
+//! ([`super::permissions::tighten_data_files`]).
 
 use std::fs;
 use std::io::{self, Write};
@@ -15,7 +20,11 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::config::Config;
+use base64::Engine as _;
+use rand::RngCore as _;
+
+use super::permissions::{self, TightenReport};
+use crate::config::{Config, Secret};
 use crate::crypto::{KeyError, PrivateKey, PublicKey};
 use crate::identity::dns::key_record_text;
 use crate::server::tls::{self, TlsError};
@@ -24,21 +33,39 @@ use crate::server::tls::{self, TlsError};
 /// base64 is `=`-padded and reference peers cannot read padded keys from DNS.
 const SERVER_KEY_BITS: usize = 2048;
 
+/// The generated token of the HTTP endpoint, in the data directory.
+pub const HTTP_TOKEN_FILE: &str = "http.token";
+
+/// Random bytes in a generated token (base64url: 43 characters).
+const HTTP_TOKEN_BYTES: usize = 32;
+
+/// The shortest token read from a token file (as for `http.token`).
+const MIN_HTTP_TOKEN_LEN: usize = 16;
+
 /// What [`prepare`] made ready.
 pub struct Prepared {
     /// The server's BTPS signing key.
     pub server_key: PrivateKey,
     /// The listener's TLS configuration.
     pub tls: Arc<rustls::ServerConfig>,
+    /// The token `GET /backup` requires when no `http.token` is configured (read
+    /// from, or generated into, [`http_token_path`]); `None` with a configured token
+    /// or without the HTTP endpoint.
+    pub http_token: Option<Secret>,
     /// Human-readable lines saying what was created (empty when everything existed).
     pub actions: Vec<String>,
+    /// The modes of private files that were open to other users and were tightened,
+    /// and those that could not be.
+    pub tightened: TightenReport,
 }
 
 impl std::fmt::Debug for Prepared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Prepared")
             .field("server_key", &self.server_key)
+            .field("http_token", &self.http_token)
             .field("actions", &self.actions)
+            .field("tightened", &self.tightened)
             .finish_non_exhaustive()
     }
 }
@@ -117,46 +144,134 @@ pub enum BootstrapError {
     /// Generating the self-signed certificate failed.
     #[error("generating the self-signed TLS certificate: {0}")]
     Certificate(String),
+    /// The token file of the HTTP endpoint is not a usable token.
+    #[error(
+        "the HTTP token file {} does not hold a token ({reason}); remove it to have a new one generated",
+        path.display()
+    )]
+    HttpToken {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The TLS certificate or key is unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),
 }
 
 /// Creates the data directory (0700), the server RSA-2048 key pair (private key
-/// 0600) if absent, and a self-signed ECDSA P-256 certificate (SAN `localhost`,
+/// 0600) if absent, a self-signed ECDSA P-256 certificate (SAN `localhost`,
 /// `127.0.0.1`, `::1`, a specific listening address, and the hosted domains) if
-/// absent; loads existing ones otherwise. Never overwrites a file.
+/// absent, and the HTTP token file (0600) when the endpoint is on without a
+/// configured token; loads existing ones otherwise. Never overwrites a file. Then
+/// tightens the modes of the private files that are open to other users.
 pub fn prepare(config: &Config) -> Result<Prepared, BootstrapError> {
     let mut actions = Vec::new();
     create_private_dir(&config.data_dir, &mut actions)?;
     let server_key = prepare_server_key(config, &mut actions)?;
     let tls = prepare_tls(config, &mut actions)?;
+    let http_token = if config.http.listen.is_some() && config.http.token.is_none() {
+        Some(prepare_http_token(config, &mut actions)?)
+    } else {
+        None
+    };
+    let tightened = permissions::tighten_data_files(config);
     Ok(Prepared {
         server_key,
         tls: Arc::new(tls),
+        http_token,
         actions,
+        tightened,
     })
 }
 
 /// Creates `dir` and its missing parents with mode 0700, reporting it when created.
 fn create_private_dir(dir: &Path, actions: &mut Vec<String>) -> Result<(), BootstrapError> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(dir).map_err(|source| BootstrapError::Io {
+    let created = permissions::create_private_dir(dir).map_err(|source| BootstrapError::Io {
         action: "creating the directory",
         path: dir.to_owned(),
         source,
     })?;
-    actions.push(format!("created directory {} (mode 0700)", dir.display()));
+    if created {
+        actions.push(format!("created directory {} (mode 0700)", dir.display()));
+    }
     Ok(())
+}
+
+/// The file holding the generated token of the HTTP endpoint:
+/// `<data_dir>/http.token`.
+pub fn http_token_path(config: &Config) -> PathBuf {
+    config.data_dir.join(HTTP_TOKEN_FILE)
+}
+
+/// The token a client of the HTTP endpoint's `/backup` presents: the configured
+/// `http.token`, else the one in [`http_token_path`] (`None` when there is no such
+/// file yet: the server has not started with the endpoint on).
+pub fn http_token(config: &Config) -> Result<Option<Secret>, BootstrapError> {
+    if let Some(token) = &config.http.token {
+        return Ok(Some(token.clone()));
+    }
+    let path = http_token_path(config);
+    match fs::read_to_string(&path) {
+        Ok(text) => parse_token_file(&path, &text).map(Some),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(BootstrapError::Io {
+            action: "reading",
+            path,
+            source,
+        }),
+    }
+}
+
+fn parse_token_file(path: &Path, text: &str) -> Result<Secret, BootstrapError> {
+    let token = text.trim();
+    let reason = if token.len() < MIN_HTTP_TOKEN_LEN {
+        Some(format!(
+            "{} characters, at least {MIN_HTTP_TOKEN_LEN} needed",
+            token.len()
+        ))
+    } else if !token.bytes().all(|byte| byte.is_ascii_graphic()) {
+        Some("not printable ASCII without spaces".to_owned())
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(BootstrapError::HttpToken {
+            path: path.to_owned(),
+            reason,
+        }),
+        None => Ok(Secret::new(token)),
+    }
+}
+
+/// Reads the generated token, or generates it (32 random bytes, base64url) into a
+/// new file readable by the owner only.
+fn prepare_http_token(
+    config: &Config,
+    actions: &mut Vec<String>,
+) -> Result<Secret, BootstrapError> {
+    let path = http_token_path(config);
+    if path.exists() {
+        return parse_token_file(&path, &read_text(&path)?);
+    }
+    let mut bytes = [0_u8; HTTP_TOKEN_BYTES];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    match write_new_file(&path, format!("{token}\n").as_bytes(), 0o600) {
+        Ok(()) => {
+            actions.push(format!(
+                "created {} (the bearer token GET /backup requires, mode 0600)",
+                path.display()
+            ));
+            Ok(Secret::new(token))
+        }
+        // Another process won the race to create it: use its token.
+        Err(BootstrapError::Io { source, .. }) if source.kind() == io::ErrorKind::AlreadyExists => {
+            parse_token_file(&path, &read_text(&path)?)
+        }
+        Err(error) => Err(error),
+    }
 }
 
 /// Creates the parent directory of a file about to be written.

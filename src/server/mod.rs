@@ -16,6 +16,7 @@ pub mod hooks;
 pub mod inbound;
 mod listener;
 pub mod middleware;
+pub mod permissions;
 pub mod pipeline;
 pub mod tls;
 pub mod trust;

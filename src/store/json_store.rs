@@ -193,8 +193,8 @@ pub(crate) fn render_file<'r, R: FileRecord>(
     wire::to_pretty(&value)
 }
 
-/// Replaces `path` with `content` atomically: temporary file, fsync, rename, fsync
-/// of the directory. A crash leaves either the old or the new file.
+/// Replaces `path` with `content` atomically: temporary file (mode 0600), fsync,
+/// rename, fsync of the directory. A crash leaves either the old or the new file.
 pub(crate) fn write_atomically(path: &Path, content: &[u8]) -> StoreResult<()> {
     let io = |source| StoreError::Io {
         path: path.to_owned(),
@@ -204,6 +204,13 @@ pub(crate) fn write_atomically(path: &Path, content: &[u8]) -> StoreResult<()> {
     temporary.push(".tmp");
     let temporary = PathBuf::from(temporary);
     let mut file = std::fs::File::create(&temporary).map_err(io)?;
+    // Trust relationships and identities are the operator's business only.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io)?;
+    }
     file.write_all(content).map_err(io)?;
     file.sync_all().map_err(io)?;
     drop(file);

@@ -366,6 +366,7 @@ fn cli_import_export_round_trip() {
         "import",
         "--data-dir",
         data_arg,
+        "--create",
         "--trust",
         trust.to_str().unwrap(),
         "--identities",

@@ -9,7 +9,7 @@ use crate::store::{IdentityRecord, PageRequest, PublicKeyRecord, StoreError, Tim
 use crate::wire::identity_to_json;
 
 use super::args::{check_selector, parse_identity, parse_public_key};
-use super::dns::{host_address, host_record, key_record};
+use super::dns::{default_host_address, host_record, key_record};
 use super::{AdminContext, AdminError, AdminResponse, AdminResult, FULL_LISTING_PAGE, object_json};
 
 /// Version label of keys the appliance adds to identity records.
@@ -61,7 +61,7 @@ pub(super) fn identity_add(
             other => other.into(),
         })?;
     let mut warnings = Vec::new();
-    let host = host_address(context.config(), None, &mut warnings)?;
+    let host = default_host_address(context.config(), &identity, &mut warnings);
     let dns = vec![
         key_record(&identity, selector, &key, &mut warnings),
         host_record(&identity, &host, selector),
@@ -149,7 +149,7 @@ pub(super) fn identity_rotate_key(
     })?;
     let (record, selector, previous_selector) = outcome?;
     let mut warnings = Vec::new();
-    let host = host_address(context.config(), None, &mut warnings)?;
+    let host = default_host_address(context.config(), &identity, &mut warnings);
     let dns = vec![
         key_record(&identity, &selector, &key, &mut warnings),
         host_record(&identity, &host, &selector),

@@ -1,6 +1,7 @@
 //! `btps identity`: add a hosted identity (generating its key pair unless a public
 //! key is given), list and show the records, rotate to a new key, and print the DNS
-//! records to publish.
+//! records to publish. A generated private key is written (0600) into the data
+//! directory's `keys/` (0700) unless `--key-out` names another directory.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -10,14 +11,17 @@ use anyhow::{Context, bail};
 use btps::admin::operations::{
     AdminError, AdminRequest, AdminResponse, DnsRecord, check_selector, parse_identity,
 };
+use btps::config::Config;
 use btps::crypto::{PrivateKey, PublicKey};
 use btps::identity::Identity;
+use btps::server::permissions;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
 use super::output::{print_fields, print_json, print_table, text};
 use super::{Admin, OutputArgs, unexpected};
 use crate::cli::keys::write_private;
+use crate::cli::store::Missing;
 
 /// Arguments of `btps identity`.
 #[derive(Debug, clap::Args)]
@@ -55,14 +59,13 @@ struct IdentityAddArgs {
     /// The identity's public key (SPKI PEM file); without it a key pair is generated.
     #[arg(long, value_name = "PEM")]
     public_key: Option<PathBuf>,
-    /// Directory for the generated private key (never overwritten).
-    #[arg(
-        long,
-        value_name = "DIR",
-        default_value = ".",
-        conflicts_with = "public_key"
-    )]
-    key_out: PathBuf,
+    /// Directory for the generated private key (never overwritten; default: the
+    /// data directory's keys/).
+    #[arg(long, value_name = "DIR", conflicts_with = "public_key")]
+    key_out: Option<PathBuf>,
+    /// Create the data directory (mode 0700) if it does not exist.
+    #[arg(long)]
+    create: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -91,14 +94,10 @@ struct IdentityRotateArgs {
     /// The new public key (SPKI PEM file); without it a key pair is generated.
     #[arg(long, value_name = "PEM")]
     public_key: Option<PathBuf>,
-    /// Directory for the generated private key (never overwritten).
-    #[arg(
-        long,
-        value_name = "DIR",
-        default_value = ".",
-        conflicts_with = "public_key"
-    )]
-    key_out: PathBuf,
+    /// Directory for the generated private key (never overwritten; default: the
+    /// data directory's keys/).
+    #[arg(long, value_name = "DIR", conflicts_with = "public_key")]
+    key_out: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -130,9 +129,15 @@ fn read_public_key(path: &Path) -> anyhow::Result<String> {
     Ok(pem)
 }
 
+/// Where a generated private key goes: `--key-out`, else the data directory's
+/// `keys/` (never the working directory unless named).
+fn key_directory(given: Option<&Path>, config: &Config) -> PathBuf {
+    given.map_or_else(|| config.data_dir.join("keys"), Path::to_owned)
+}
+
 /// Generates a key pair for `identity` under `selector`, writes the private key to
-/// `DIR/<account>.<domain>.<selector>.key.pem` (mode 0600, never overwritten) and
-/// returns the public key PEM and the file.
+/// `DIR/<account>.<domain>.<selector>.key.pem` (mode 0600, never overwritten; DIR
+/// created 0700) and returns the public key PEM and the file.
 fn generate_key(
     identity: &Identity,
     selector: &str,
@@ -150,9 +155,15 @@ fn generate_key(
             path.display()
         );
     }
-    fs::create_dir_all(key_out).with_context(|| format!("creating {}", key_out.display()))?;
+    permissions::create_private_dir(key_out).with_context(|| {
+        format!(
+            "creating {} for the private key (--key-out DIR writes it elsewhere)",
+            key_out.display()
+        )
+    })?;
     let key = PrivateKey::generate(2048).context("generating the key pair")?;
-    write_private(&path, &key.to_pkcs8_pem())?;
+    write_private(&path, &key.to_pkcs8_pem())
+        .context("writing the private key (--key-out DIR writes it elsewhere)")?;
     Ok((key.public_key().to_pem(), path))
 }
 
@@ -181,7 +192,14 @@ fn identity_add(args: &IdentityAddArgs) -> anyhow::Result<ExitCode> {
         .as_deref()
         .map(read_public_key)
         .transpose()?;
-    let mut admin = Admin::connect(&args.output.data, true)?;
+    let target = &args.output.data;
+    let config = target.config()?;
+    let missing = Missing::CreateIf(args.create);
+    let key_out = key_directory(args.key_out.as_deref(), &config);
+    if given.is_none() && args.key_out.is_none() {
+        target.existing_data_dir(&config, missing)?;
+    }
+    let mut admin = Admin::connect_with(target, config, missing)?;
     // Refuse before a private key file is written for a record that cannot be made.
     match admin.call(AdminRequest::IdentityShow {
         identity: identity.as_str().to_owned(),
@@ -193,7 +211,7 @@ fn identity_add(args: &IdentityAddArgs) -> anyhow::Result<ExitCode> {
     let (public_key, private_file) = match given {
         Some(pem) => (pem, None),
         None => {
-            let (pem, path) = generate_key(&identity, &args.selector, &args.key_out)?;
+            let (pem, path) = generate_key(&identity, &args.selector, &key_out)?;
             (pem, Some(path))
         }
     };
@@ -252,7 +270,7 @@ fn identity_add(args: &IdentityAddArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn identity_list(args: &IdentityListArgs) -> anyhow::Result<ExitCode> {
-    let mut admin = Admin::connect(&args.output.data, false)?;
+    let mut admin = Admin::connect(&args.output.data, Missing::Refuse)?;
     let response = admin.run(AdminRequest::IdentityList)?;
     let AdminResponse::Identities { records } = response else {
         return Err(unexpected(&response));
@@ -288,7 +306,7 @@ fn identity_list(args: &IdentityListArgs) -> anyhow::Result<ExitCode> {
 
 fn identity_show(args: &IdentityShowArgs) -> anyhow::Result<ExitCode> {
     let identity = parse_identity(&args.identity)?;
-    let mut admin = Admin::connect(&args.output.data, false)?;
+    let mut admin = Admin::connect(&args.output.data, Missing::Refuse)?;
     let response = admin.run(AdminRequest::IdentityShow {
         identity: identity.as_str().to_owned(),
     })?;
@@ -358,7 +376,14 @@ fn identity_rotate_key(args: &IdentityRotateArgs) -> anyhow::Result<ExitCode> {
         .as_deref()
         .map(read_public_key)
         .transpose()?;
-    let mut admin = Admin::connect(&args.output.data, false)?;
+    let config = args.output.data.config()?;
+    let key_out = key_directory(args.key_out.as_deref(), &config);
+    if given.is_none() && args.key_out.is_none() {
+        args.output
+            .data
+            .existing_data_dir(&config, Missing::Refuse)?;
+    }
+    let mut admin = Admin::connect_with(&args.output.data, config, Missing::Refuse)?;
     // The selector is fixed before a key file named after it is written.
     let response = admin.run(AdminRequest::IdentityShow {
         identity: identity.as_str().to_owned(),
@@ -384,7 +409,7 @@ fn identity_rotate_key(args: &IdentityRotateArgs) -> anyhow::Result<ExitCode> {
     let (public_key, private_file) = match given {
         Some(pem) => (pem, None),
         None => {
-            let (pem, path) = generate_key(&identity, &selector, &args.key_out)?;
+            let (pem, path) = generate_key(&identity, &selector, &key_out)?;
             (pem, Some(path))
         }
     };
@@ -447,7 +472,7 @@ fn identity_rotate_key(args: &IdentityRotateArgs) -> anyhow::Result<ExitCode> {
 
 fn identity_dns_records(args: &IdentityDnsArgs) -> anyhow::Result<ExitCode> {
     let identity = parse_identity(&args.identity)?;
-    let mut admin = Admin::connect(&args.output.data, false)?;
+    let mut admin = Admin::connect(&args.output.data, Missing::Refuse)?;
     let response = admin.run(AdminRequest::IdentityDnsRecords {
         identity: identity.as_str().to_owned(),
         host: args.host.clone(),

@@ -16,7 +16,9 @@
 use btps::admin::operations::{AdminContext, AdminError, AdminRequest, AdminResponse, execute};
 use btps::admin::socket::AdminClient;
 
-use super::store::{DataDirArg, open_database};
+use btps::config::Config;
+
+use super::store::{DataDirArg, Missing, open_database};
 
 mod identity;
 mod inbox;
@@ -48,15 +50,25 @@ pub(crate) enum Admin {
 }
 
 impl Admin {
-    /// The server's admin socket if it answers, else the database itself (created
-    /// if `create`). A database held by a process whose socket does not answer is
-    /// an error saying so.
-    pub(crate) fn connect(target: &DataDirArg, create: bool) -> anyhow::Result<Admin> {
-        let config = target.config()?;
+    /// The server's admin socket if it answers, else the database itself. The data
+    /// directory must exist unless `missing` allows creating it; the database is
+    /// created in it only by a command that has `--create`. A database held by a
+    /// process whose socket does not answer is an error saying so.
+    pub(crate) fn connect(target: &DataDirArg, missing: Missing) -> anyhow::Result<Admin> {
+        Self::connect_with(target, target.config()?, missing)
+    }
+
+    /// Like [`Admin::connect`], with the configuration already loaded.
+    pub(crate) fn connect_with(
+        target: &DataDirArg,
+        config: Config,
+        missing: Missing,
+    ) -> anyhow::Result<Admin> {
         if let Ok(client) = AdminClient::connect(&config.admin.socket) {
             return Ok(Admin::Socket(client));
         }
-        let store = open_database(&config, create)?;
+        target.existing_data_dir(&config, missing)?;
+        let store = open_database(&config, matches!(missing, Missing::CreateIf(_)))?;
         Ok(Admin::Direct(AdminContext::new(store, config)))
     }
 

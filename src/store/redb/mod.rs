@@ -109,9 +109,14 @@ impl std::fmt::Debug for RedbStore {
 }
 
 impl RedbStore {
-    /// Opens (or creates) `<data_dir>/btps.redb`, creating the directory if needed.
+    /// Opens (or creates) `<data_dir>/btps.redb`, creating the directory (mode
+    /// 0700) if needed.
     pub fn open_dir(data_dir: &Path, options: &RedbOptions) -> StoreResult<Self> {
-        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Io {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder.create(data_dir).map_err(|source| StoreError::Io {
             path: data_dir.to_owned(),
             source,
         })?;
@@ -126,8 +131,9 @@ impl RedbStore {
     /// in one transaction; a newer one is refused.
     ///
     /// A new file is created and given its tables under a temporary name and only
-    /// then renamed into place, so a process killed while creating it never leaves
-    /// a half-initialised file at `path` (one that later opens would refuse).
+    /// then renamed into place (mode 0600), so a process killed while creating it
+    /// never leaves a half-initialised file at `path` (one that later opens would
+    /// refuse).
     pub fn open(path: &Path, options: &RedbOptions) -> StoreResult<Self> {
         if !path.exists() {
             Self::create_in_place(path, options)?;
@@ -152,6 +158,13 @@ impl RedbStore {
             _ => {}
         }
         drop(Self::open_at(&creating, options, false)?);
+        // Readable by the owner only: it will hold every trust record and document.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&creating, std::fs::Permissions::from_mode(0o600))
+                .map_err(io_error)?;
+        }
         std::fs::rename(&creating, path).map_err(io_error)?;
         // Make the rename itself durable.
         if let Some(parent) = path

@@ -1,0 +1,116 @@
+//! `btps restore` run by root keeps the owner and mode of the database it
+//! replaces, so that the service user can still open it; run by another user it
+//! refuses to leave a database its owner could not read.
+
+use std::os::unix::fs::MetadataExt;
+
+use super::{btps, mode, ok, ok_json, set_mode, stderr};
+
+/// A user and group that are not root (`nobody` on Debian).
+const SERVICE_ID: u32 = 65534;
+
+#[test]
+fn restore_keeps_the_owner_and_mode_of_the_database() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    ok(&btps(
+        dir,
+        &[
+            "identity",
+            "add",
+            "finance$client.test",
+            "--data-dir",
+            "data",
+            "--create",
+        ],
+    ));
+    ok(&btps(
+        dir,
+        &["backup", "--data-dir", "data", "--out", "backup.redb"],
+    ));
+    ok(&btps(
+        dir,
+        &["identity", "add", "later$client.test", "--data-dir", "data"],
+    ));
+    let data = dir.join("data");
+    let database = data.join("btps.redb");
+
+    if !btps::server::permissions::running_as_root() {
+        // Not root: the restored database is the restoring user's own, as the one
+        // it replaces, with mode 0600.
+        set_mode(&database, 0o640);
+        let restored = ok_json(&btps(
+            dir,
+            &["restore", "backup.redb", "--data-dir", "data", "--json"],
+        ));
+        assert_eq!(restored["mode"], "0600");
+        assert_eq!(mode(&database), 0o600);
+        eprintln!("not root: the change of owner is not tried");
+        return;
+    }
+
+    // As the service user's data would be: owned by it, mode 0700/0600.
+    for path in [&data, &database] {
+        std::os::unix::fs::chown(path, Some(SERVICE_ID), Some(SERVICE_ID)).unwrap();
+    }
+    let restored = ok_json(&btps(
+        dir,
+        &["restore", "backup.redb", "--data-dir", "data", "--json"],
+    ));
+    assert_eq!(restored["owner"], format!("{SERVICE_ID}:{SERVICE_ID}"));
+    assert_eq!(restored["mode"], "0600");
+    let metadata = std::fs::metadata(&database).unwrap();
+    assert_eq!((metadata.uid(), metadata.gid()), (SERVICE_ID, SERVICE_ID));
+    assert_eq!(mode(&database), 0o600);
+    // It is the backup: the identity added after it is gone.
+    let listed = ok_json(&btps(
+        dir,
+        &["identity", "list", "--data-dir", "data", "--json"],
+    ));
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    // The replaced database is kept, with its owner.
+    let kept = std::path::PathBuf::from(restored["previous"].as_str().unwrap());
+    let kept = dir.join(kept);
+    assert_eq!(std::fs::metadata(&kept).unwrap().uid(), SERVICE_ID);
+
+    // Into a data directory without a database: the directory's owner.
+    let fresh = dir.join("fresh");
+    std::fs::create_dir(&fresh).unwrap();
+    std::os::unix::fs::chown(&fresh, Some(SERVICE_ID), Some(SERVICE_ID)).unwrap();
+    let restored = ok_json(&btps(
+        dir,
+        &["restore", "backup.redb", "--data-dir", "fresh", "--json"],
+    ));
+    assert_eq!(restored["owner"], format!("{SERVICE_ID}:{SERVICE_ID}"));
+    assert_eq!(
+        std::fs::metadata(fresh.join("btps.redb")).unwrap().uid(),
+        SERVICE_ID
+    );
+
+    // The service user itself can open what was restored.
+    set_mode(dir, 0o711);
+    let output = std::process::Command::new("setpriv")
+        .args([
+            &format!("--reuid={SERVICE_ID}"),
+            &format!("--regid={SERVICE_ID}"),
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_btps"),
+            "check",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .current_dir("/")
+        .env_remove("BTPS_CONFIG")
+        .env_remove("BTPS_DATA_DIR")
+        .output();
+    match output {
+        Ok(output) if stderr(&output).contains("failed to execute") => {
+            eprintln!(
+                "the service user cannot run the test binary: {}",
+                stderr(&output)
+            );
+        }
+        Ok(output) => assert!(output.status.success(), "{}", stderr(&output)),
+        Err(error) => eprintln!("setpriv not run: {error}"),
+    }
+}
