@@ -2,6 +2,7 @@
 //! loopback, real redb files.
 
 mod bad_input;
+mod crash_campaign;
 mod disk_full;
 mod flows;
 mod hooks;
