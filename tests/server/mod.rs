@@ -2,6 +2,8 @@
 //! loopback, real redb files.
 
 mod bad_input;
+mod crash_campaign;
+mod disk_full;
 mod flows;
 mod hooks;
 mod json_storage;
