@@ -162,6 +162,11 @@ pub(super) fn internal(error: impl std::fmt::Display) -> ProtocolError {
     ProtocolError::new(ErrorCode::Unknown, error.to_string()).with_reason("internal error")
 }
 
+/// The storage failed: `Unknown error` on the wire, counted as `storage_failure`.
+pub(super) fn storage_failure(error: impl std::fmt::Display) -> ProtocolError {
+    ProtocolError::storage(error.to_string())
+}
+
 impl Pipeline {
     /// A pipeline from its parts; starts the group-commit thread.
     pub fn new(parts: PipelineParts) -> std::io::Result<Self> {
@@ -389,7 +394,7 @@ impl Pipeline {
             Err(Halt::Answer(answer)) => Some(answer),
             _ => None,
         };
-        metrics::artifact(label(artifact), Outcome::Refused(error.code));
+        metrics::artifact(label(artifact), Outcome::of(&error));
         let parties = request.parties();
         let (from, to) = parties.unwrap_or(("", ""));
         tracing::info!(
@@ -475,7 +480,7 @@ impl Pipeline {
             .identities()
             .get_by_identity(identity.as_str())
             .await
-            .map_err(internal)
+            .map_err(storage_failure)
     }
 
     /// The hosted check of every transporter and agent artifact. Answers are
@@ -583,7 +588,7 @@ impl Pipeline {
             Err(AcceptError::Refused(error)) => Err(error),
             Err(AcceptError::Store(error)) => {
                 tracing::error!(error = %error, "storing an artifact failed; nothing was committed");
-                Err(internal(error))
+                Err(storage_failure(error))
             }
         };
         self.run_after_hooks(Phase::AfterTrustVerification, request, &outcome)

@@ -2,6 +2,7 @@
 //! loopback, real redb files.
 
 mod bad_input;
+mod failure_metrics;
 mod flows;
 mod hooks;
 mod json_storage;

@@ -81,6 +81,8 @@ pub struct TestOptions {
     /// Trust and identity records in the reference's JSON files instead of the
     /// redb file (`STORAGE_TYPE=json`).
     pub json_records: Option<(JsonTrustStore, JsonIdentityStore)>,
+    /// Wraps the storage the server is given (to inject failures).
+    pub wrap_storage: Option<fn(Arc<dyn Storage>) -> Arc<dyn Storage>>,
 }
 
 impl Default for TestOptions {
@@ -97,6 +99,7 @@ impl Default for TestOptions {
             lifecycle: Vec::new(),
             on_error: None,
             json_records: None,
+            wrap_storage: None,
         }
     }
 }
@@ -193,6 +196,10 @@ impl TestServer {
                 identities,
                 Arc::new(store.clone()),
             )),
+        };
+        let storage = match options.wrap_storage {
+            Some(wrap) => wrap(storage),
+            None => storage,
         };
         let mut builder = Server::builder()
             .storage(storage)
