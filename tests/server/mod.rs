@@ -2,6 +2,7 @@
 //! loopback, real redb files.
 
 mod bad_input;
+mod clock;
 mod failure_metrics;
 mod flows;
 mod hooks;

@@ -21,7 +21,7 @@ use btps::server::events::Events;
 use btps::server::hooks::{ErrorCallback, Lifecycle};
 use btps::server::middleware::Middleware;
 use btps::server::trust::TrustPolicy;
-use btps::server::{ConnectionLimits, ListenerSettings, Server, bootstrap};
+use btps::server::{ClockPolicy, ConnectionLimits, ListenerSettings, Server, bootstrap};
 use btps::signing::{self, DnsKeys, KeySource, TransporterDraft};
 use btps::store::{
     IdentityRecord, JsonFilesStorage, JsonIdentityStore, JsonTrustStore, NewTrustRecord,
@@ -72,6 +72,8 @@ pub struct TestOptions {
     pub max_connections: usize,
     /// Trust policy.
     pub policy: TrustPolicy,
+    /// How far `issuedAt` may be from the clock.
+    pub clock: ClockPolicy,
     /// Extra middleware.
     pub middleware: Vec<Arc<dyn Middleware>>,
     /// Lifecycle hooks.
@@ -95,6 +97,7 @@ impl Default for TestOptions {
             max_line_bytes: 1 << 20,
             max_connections: 2048,
             policy: TrustPolicy::default(),
+            clock: ClockPolicy::default(),
             middleware: Vec::new(),
             lifecycle: Vec::new(),
             on_error: None,
@@ -207,6 +210,7 @@ impl TestServer {
             .tls(prepared.tls)
             .key_source(keys)
             .trust_policy(options.policy)
+            .clock_policy(options.clock)
             .listener_settings(ListenerSettings {
                 connection: ConnectionLimits {
                     max_line_bytes: options.max_line_bytes,
@@ -300,6 +304,19 @@ pub fn artifact_with_id(
     document: &str,
     id: Option<&str>,
 ) -> String {
+    artifact_issued_at(kind, from, key, to, document, id, None)
+}
+
+/// Same, with a chosen id and `issuedAt` (now when `None`).
+pub fn artifact_issued_at(
+    kind: TransporterType,
+    from: &str,
+    key: &str,
+    to: &str,
+    document: &str,
+    id: Option<&str>,
+    issued_at: Option<&str>,
+) -> String {
     let draft = TransporterDraft {
         kind,
         from: Identity::parse(from).unwrap(),
@@ -307,7 +324,7 @@ pub fn artifact_with_id(
         selector: "btps1".to_owned(),
         document: json::parse(document).unwrap(),
         id: id.map(str::to_owned),
-        issued_at: None,
+        issued_at: issued_at.map(str::to_owned),
     };
     signing::build_transporter(draft, &vector_key(key), None)
         .unwrap()
