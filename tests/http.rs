@@ -794,6 +794,8 @@ fn spawn_serve(args: &[&str], cwd: &Path) -> (std::process::Child, SocketAddr) {
         .env_remove("BTPS_DATA_DIR")
         .env_remove("BTPS_HTTP_LISTEN")
         .env_remove("BTPS_HTTP_TOKEN")
+        // Ephemeral unless the caller's --listen says otherwise.
+        .env("BTPS_LISTEN", "127.0.0.1:0")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
