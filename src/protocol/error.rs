@@ -206,6 +206,17 @@ impl fmt::Display for ErrorCode {
     }
 }
 
+/// A failure of the server's own means rather than of the artifact: what an
+/// `Unknown error` answer stood for, for metrics and logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Failure {
+    /// A DNS lookup failed for a reason that may pass (timeout, SERVFAIL).
+    Dns,
+    /// The storage failed (a read or a commit).
+    Storage,
+}
+
 /// A refusal of an artifact: what the wire says, and precisely why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProtocolError {
@@ -218,6 +229,8 @@ pub struct ProtocolError {
     pub message_override: Option<String>,
     /// A short phrase for `status.reason` when the cause has no constant of its own.
     pub reason_phrase: Option<Cow<'static, str>>,
+    /// Set when the server's own means failed (DNS, storage), not the artifact.
+    pub failure: Option<Failure>,
 }
 
 impl ProtocolError {
@@ -228,6 +241,7 @@ impl ProtocolError {
             detail: detail.into(),
             message_override: None,
             reason_phrase: None,
+            failure: None,
         }
     }
 
@@ -244,6 +258,14 @@ impl ProtocolError {
             "Temporary DNS failure while resolving {name}, retry later"
         ));
         error.reason_phrase = Some(Cow::Borrowed("temporary dns failure"));
+        error.failure = Some(Failure::Dns);
+        error
+    }
+
+    /// A failure of the storage (`Unknown error`, reason `storage failure`).
+    pub fn storage(detail: impl Into<Cow<'static, str>>) -> Self {
+        let mut error = Self::new(ErrorCode::Unknown, detail).with_reason("storage failure");
+        error.failure = Some(Failure::Storage);
         error
     }
 
@@ -252,8 +274,10 @@ impl ProtocolError {
     /// (`spec/01-wire.md` §5.3, `08-delivery.md` §5.4); `status.reason` is
     /// `storage temporarily unavailable: <reason>`.
     pub fn storage_unavailable(reason: &str, detail: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(ErrorCode::Unknown, detail)
-            .with_reason(format!("storage temporarily unavailable: {reason}"))
+        let mut error = Self::new(ErrorCode::Unknown, detail)
+            .with_reason(format!("storage temporarily unavailable: {reason}"));
+        error.failure = Some(Failure::Storage);
+        error
     }
 
     /// Sets the `status.reason` phrase.
