@@ -31,7 +31,7 @@ use metrics_exporter_prometheus::{
 };
 
 pub use crate::identity::dns::DnsCacheEvent;
-use crate::protocol::ErrorCode;
+use crate::protocol::{ErrorCode, Failure, ProtocolError};
 
 /// Open TLS connections (gauge).
 pub const CONNECTIONS_OPEN: &str = "btps_connections_open";
@@ -129,15 +129,35 @@ pub enum Outcome {
     /// Refused with this error; the label is the precise code (`BTP_ERROR_SIG_MISMATCH`),
     /// not the coarser one written on the wire.
     Refused(ErrorCode),
+    /// Answered with a temporary DNS failure (`dns_failure`): the sender retries.
+    DnsFailure,
+    /// Answered with an error because the storage failed (`storage_failure`).
+    StorageFailure,
 }
 
-const OUTCOMES: usize = 2 + ErrorCode::ALL.len();
+/// accepted, duplicate, every error code, dns_failure, storage_failure.
+const OUTCOMES: usize = 4 + ErrorCode::ALL.len();
+const DNS_FAILURE_SLOT: usize = 2 + ErrorCode::ALL.len();
+const STORAGE_FAILURE_SLOT: usize = DNS_FAILURE_SLOT + 1;
 
 impl Outcome {
+    /// The outcome of an answered error: DNS and storage failures have labels of
+    /// their own (on the wire both are `Unknown error`, like any other internal
+    /// failure, which keeps the label `BTP_UNKNOWN_ERROR`).
+    pub fn of(error: &ProtocolError) -> Outcome {
+        match error.failure {
+            Some(Failure::Dns) => Outcome::DnsFailure,
+            Some(Failure::Storage) => Outcome::StorageFailure,
+            _ => Outcome::Refused(error.code),
+        }
+    }
+
     fn index(self) -> usize {
         match self {
             Outcome::Accepted => 0,
             Outcome::Duplicate => 1,
+            Outcome::DnsFailure => DNS_FAILURE_SLOT,
+            Outcome::StorageFailure => STORAGE_FAILURE_SLOT,
             // ALL lists every constant (the protocol tests hold it to the enum); were
             // one missing, it would be counted as BTP_UNKNOWN_ERROR, never mislabelled.
             Outcome::Refused(code) => {
@@ -155,6 +175,8 @@ impl Outcome {
         match index {
             0 => "accepted",
             1 => "duplicate",
+            DNS_FAILURE_SLOT => "dns_failure",
+            STORAGE_FAILURE_SLOT => "storage_failure",
             other => ErrorCode::ALL
                 .get(other - 2)
                 .map_or("BTP_UNKNOWN_ERROR", |code| code.code()),
@@ -166,6 +188,8 @@ impl Outcome {
         match self {
             Outcome::Accepted => "accepted",
             Outcome::Duplicate => "duplicate",
+            Outcome::DnsFailure => "dns_failure",
+            Outcome::StorageFailure => "storage_failure",
             Outcome::Refused(code) => code.code(),
         }
     }
@@ -306,7 +330,7 @@ impl Metrics {
             ),
             (
                 ARTIFACTS,
-                "Lines handled, by artifact kind and outcome (accepted, duplicate or the error code).",
+                "Lines handled, by artifact kind and outcome (accepted, duplicate, dns_failure, storage_failure or the error code).",
             ),
             (
                 DNS_CACHE_HITS,
@@ -451,6 +475,8 @@ mod tests {
         let mut seen = std::collections::BTreeSet::new();
         assert!(seen.insert(Outcome::Accepted.index()));
         assert!(seen.insert(Outcome::Duplicate.index()));
+        assert!(seen.insert(Outcome::DnsFailure.index()));
+        assert!(seen.insert(Outcome::StorageFailure.index()));
         for code in ErrorCode::ALL {
             assert!(seen.insert(Outcome::Refused(code).index()), "{code:?}");
         }
@@ -459,6 +485,8 @@ mod tests {
             Outcome::Accepted,
             Outcome::Duplicate,
             Outcome::Refused(ErrorCode::SigMismatch),
+            Outcome::DnsFailure,
+            Outcome::StorageFailure,
         ] {
             assert_eq!(Outcome::label_of(outcome.index()), outcome.as_str());
         }

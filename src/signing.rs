@@ -716,7 +716,13 @@ mod dns_keys_tests {
             || std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors"),
             std::path::PathBuf::from,
         );
-        let pem = std::fs::read_to_string(vectors.join("keys/billing.pub.pem")).unwrap();
+        let pem =
+            std::fs::read_to_string(vectors.join("keys/billing.pub.pem")).unwrap_or_else(|_| {
+                panic!(
+                    "the interoperability vectors are missing: expected {} (set BTPS_VECTORS)",
+                    vectors.display()
+                )
+            });
         let key = PublicKey::from_pem(&pem).unwrap();
         let resolver = Arc::new(Counting {
             record: format!("v=BTP1; k=rsa; p={}", key.to_base64()).into_bytes(),

@@ -161,6 +161,8 @@ fn bench_measures_a_prepared_target_server() {
         .arg("--data-dir")
         .arg(&data)
         .args(["--listen", "127.0.0.1:0", "--dns-server", &dns.to_string()])
+        // Not the endpoint's fixed default port, which a developer's server may hold.
+        .env("BTPS_HTTP_LISTEN", "off")
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())

@@ -79,6 +79,11 @@ fn no_file_and_no_environment_give_the_development_defaults() {
     assert_eq!(config.limits.line_timeout, Duration::from_secs(20));
     assert_eq!(config.trust.cooling_off, Duration::from_secs(86_400));
     assert_eq!(config.trust.default_privacy, PrivacyType::Mixed);
+    assert_eq!(
+        config.trust.max_future_skew,
+        Some(Duration::from_secs(3600))
+    );
+    assert_eq!(config.trust.max_age, None);
     assert!(!config.rate_limit.enabled);
     assert_eq!(config.rate_limit.per_ip.burst, 50);
     assert_eq!(config.rate_limit.per_sender.rate_per_second, 30.0);
@@ -269,6 +274,12 @@ fn every_environment_name_is_read() {
         }),
         ("BTPS_TRUST_ENFORCE_PRIVACY", "false", |c| {
             !c.trust.enforce_privacy
+        }),
+        ("BTPS_MAX_FUTURE_SKEW_MS", "0", |c| {
+            c.trust.max_future_skew.is_none()
+        }),
+        ("BTPS_MAX_AGE_MS", "604800000", |c| {
+            c.trust.max_age == Some(Duration::from_secs(7 * 86_400))
         }),
         ("BTPS_RATE_LIMIT", "1", |c| c.rate_limit.enabled),
         ("BTPS_RATE_LIMIT_IP_RATE", "2.5", |c| {

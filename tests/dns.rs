@@ -476,3 +476,59 @@ fn responder_stops_on_drop_and_frees_its_port() {
     let again = DnsResponder::start(address).unwrap();
     assert_eq!(again.local_addr(), address);
 }
+
+/// A name server that reads every query and never answers; counts the queries.
+fn silent_name_server() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let address = socket.local_addr().unwrap();
+    let queries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&queries);
+    std::thread::spawn(move || {
+        let mut buffer = [0_u8; 4096];
+        while socket.recv_from(&mut buffer).is_ok() {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    (address, queries)
+}
+
+/// `dns.timeout_ms × dns.attempts` is the whole budget of a lookup: a name server that
+/// never answers is asked `attempts` times and the failure comes back within
+/// timeout × attempts (plus a margin well under one more timeout).
+#[tokio::test]
+async fn a_silent_name_server_fails_within_timeout_times_attempts() {
+    assert_eq!(
+        ResolverOptions::default().deadline(),
+        Duration::from_secs(4),
+        "the documented default: 2 s x 2 attempts"
+    );
+    let (address, queries) = silent_name_server();
+    let timeout = Duration::from_millis(400);
+    for attempts in [1_usize, 2, 3] {
+        let options = ResolverOptions { timeout, attempts };
+        let resolver = HickoryTxtResolver::with_name_servers(&[address], options);
+        let before = queries.load(std::sync::atomic::Ordering::SeqCst);
+        let name = format!("btps1._btps.identity.silent{attempts}.vendor.test");
+        let started = Instant::now();
+        let error = resolver.lookup_txt(&name).await.unwrap_err();
+        let elapsed = started.elapsed();
+        assert!(
+            matches!(error, DnsError::Temporary { .. }),
+            "{attempts}: {error:?}"
+        );
+        let budget = options.deadline();
+        assert_eq!(budget, timeout * u32::try_from(attempts).unwrap());
+        assert!(
+            elapsed < budget + timeout / 2,
+            "{attempts} attempts of {timeout:?} took {elapsed:?}"
+        );
+        assert!(
+            elapsed >= budget - timeout / 2,
+            "{attempts} attempts gave up after {elapsed:?}"
+        );
+        // Late datagrams of this lookup would only raise the count.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let sent = queries.load(std::sync::atomic::Ordering::SeqCst) - before;
+        assert_eq!(sent, attempts, "queries sent with {attempts} attempts");
+    }
+}

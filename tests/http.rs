@@ -35,7 +35,7 @@ const SENDER: &str = "billing$vendor.test";
 const RECEIVER: &str = "finance$client.test";
 const TOKEN: &str = "0123456789abcdef-test-token";
 
-fn state_for(server: &TestServer, token: Option<&str>) -> HttpState {
+pub(crate) fn state_for(server: &TestServer, token: Option<&str>) -> HttpState {
     HttpState::new(
         std::sync::Arc::new(server.store.clone()),
         Arc::clone(&server.stats),
@@ -118,7 +118,7 @@ async fn bind(state: HttpState) -> (SocketAddr, tokio::sync::oneshot::Sender<()>
 
 /// One sample line: name, labels, value.
 #[derive(Debug, Clone)]
-struct Sample {
+pub(crate) struct Sample {
     name: String,
     labels: BTreeMap<String, String>,
     value: f64,
@@ -135,7 +135,7 @@ fn is_metric_name(name: &str) -> bool {
 /// Parses the text exposition format (version 0.0.4) and checks its rules: valid
 /// names and label syntax, one TYPE per family before its samples, samples of a
 /// family together, histogram buckets cumulative and ending in `+Inf` = `_count`.
-fn parse_prometheus(text: &str) -> Vec<Sample> {
+pub(crate) fn parse_prometheus(text: &str) -> Vec<Sample> {
     let mut types: BTreeMap<String, String> = BTreeMap::new();
     let mut samples = Vec::new();
     let mut finished_families: Vec<String> = Vec::new();
@@ -294,7 +294,7 @@ fn parse_prometheus(text: &str) -> Vec<Sample> {
 }
 
 /// The value of the sample `name` with exactly these labels (0 when absent).
-fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
     let wanted: BTreeMap<String, String> = labels
         .iter()
         .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
@@ -305,7 +305,7 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
         .map_or(0.0, |sample| sample.value)
 }
 
-async fn scrape(state: &HttpState) -> Vec<Sample> {
+pub(crate) async fn scrape(state: &HttpState) -> Vec<Sample> {
     let (status, body) = call_text(state, "/metrics").await;
     assert_eq!(status, StatusCode::OK);
     parse_prometheus(&body)
@@ -794,6 +794,8 @@ fn spawn_serve(args: &[&str], cwd: &Path) -> (std::process::Child, SocketAddr) {
         .env_remove("BTPS_DATA_DIR")
         .env_remove("BTPS_HTTP_LISTEN")
         .env_remove("BTPS_HTTP_TOKEN")
+        // Ephemeral unless the caller's --listen says otherwise.
+        .env("BTPS_LISTEN", "127.0.0.1:0")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()

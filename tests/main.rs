@@ -12,6 +12,7 @@ mod config;
 mod crypto;
 mod dns;
 mod http;
+mod hygiene;
 mod interop;
 mod operator;
 mod ops;

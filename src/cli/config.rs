@@ -55,6 +55,13 @@ fn summary(config: &Config) -> Vec<String> {
         format!("data dir:        {}", presence(&config.data_dir)),
         format!("listen:          {}", config.listen),
         format!(
+            "HTTP endpoint:   {}",
+            config
+                .http
+                .listen
+                .map_or_else(|| "off".to_owned(), |address| address.to_string())
+        ),
+        format!(
             "server identity: {} (selector {})",
             config
                 .server

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use btps::config::{Config, StorageKind};
 use btps::http::{HttpAuth, HttpService};
+use btps::server::ClockPolicy;
 use btps::server::middleware::{BucketSpec, IpFilter, RateLimiter};
 use btps::server::trust::TrustPolicy;
 use btps::server::{ListenerSettings, Server, Service, bootstrap};
@@ -164,6 +165,10 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
             cooling_off: config.trust.cooling_off,
             default_privacy: config.trust.default_privacy.clone(),
             enforce_privacy: config.trust.enforce_privacy,
+        })
+        .clock_policy(ClockPolicy {
+            max_future_skew: config.trust.max_future_skew,
+            max_age: config.trust.max_age,
         })
         .listener_settings(ListenerSettings {
             connection: btps::server::ConnectionLimits {

@@ -53,6 +53,8 @@ pub const SETTINGS: &[(&str, Option<&str>)] = &[
     ("trust.cooling_off_ms", Some("BTPS_TRUST_COOLING_OFF_MS")),
     ("trust.default_privacy", Some("BTPS_TRUST_DEFAULT_PRIVACY")),
     ("trust.enforce_privacy", Some("BTPS_TRUST_ENFORCE_PRIVACY")),
+    ("trust.max_future_skew_ms", Some("BTPS_MAX_FUTURE_SKEW_MS")),
+    ("trust.max_age_ms", Some("BTPS_MAX_AGE_MS")),
     ("rate_limit.enabled", Some("BTPS_RATE_LIMIT")),
     (
         "rate_limit.per_ip.rate_per_second",

@@ -1,5 +1,6 @@
 //! `[trust]`: trust policy defaults: the cooling-off period of a pending trust
-//! record, its default privacy type, and whether that privacy is enforced.
+//! record, its default privacy type, whether that privacy is enforced, and how far
+//! an artifact's `issuedAt` may be from the clock.
 
 use std::time::Duration;
 
@@ -16,6 +17,11 @@ pub struct TrustSettings {
     pub default_privacy: PrivacyType,
     /// Whether a document under an `encrypted` trust must arrive encrypted.
     pub enforce_privacy: bool,
+    /// How far in the future `issuedAt` may lie; `None` (0 in the file): no limit.
+    pub max_future_skew: Option<Duration>,
+    /// How far in the past `issuedAt` may lie; `None` (0 in the file, the default):
+    /// no limit.
+    pub max_age: Option<Duration>,
 }
 
 impl TrustSettings {
@@ -25,8 +31,16 @@ impl TrustSettings {
             cooling_off: Duration::from_secs(24 * 60 * 60),
             default_privacy: PrivacyType::Mixed,
             enforce_privacy: true,
+            max_future_skew: Some(Duration::from_secs(60 * 60)),
+            max_age: None,
         }
     }
+}
+
+/// Milliseconds, `0` meaning "no limit".
+fn limit_ms(raw: Raw) -> Result<Option<Duration>, String> {
+    let millis = raw.unsigned()?;
+    Ok((millis > 0).then(|| Duration::from_millis(millis)))
 }
 
 impl Loader<'_> {
@@ -60,6 +74,20 @@ impl Loader<'_> {
             Some("BTPS_TRUST_ENFORCE_PRIVACY"),
             Raw::boolean,
             &mut trust.enforce_privacy,
+        );
+        self.setting(
+            &mut section,
+            "max_future_skew_ms",
+            Some("BTPS_MAX_FUTURE_SKEW_MS"),
+            limit_ms,
+            &mut trust.max_future_skew,
+        );
+        self.setting(
+            &mut section,
+            "max_age_ms",
+            Some("BTPS_MAX_AGE_MS"),
+            limit_ms,
+            &mut trust.max_age,
         );
         self.finish(section);
     }

@@ -132,9 +132,77 @@ pub const CURRENCIES: [&str; 160] = [
     "YER", "ZAR", "ZMW", "ZWL",
 ];
 
+/// Milliseconds since the Unix epoch of a datetime accepted by [`is_datetime`]
+/// (digits below the millisecond are dropped); `None` for any other text. Pure
+/// arithmetic: no clock, no time zone database.
+pub fn datetime_millis(text: &str) -> Option<i64> {
+    if !is_datetime(text) {
+        return None;
+    }
+    let bytes = text.as_bytes();
+    let number = |range: std::ops::Range<usize>| -> i64 {
+        bytes[range]
+            .iter()
+            .fold(0, |value, digit| value * 10 + i64::from(digit - b'0'))
+    };
+    let (year, month, day) = (number(0..4), number(5..7), number(8..10));
+    let (hour, minute) = (number(11..13), number(14..16));
+    // `is_datetime` guarantees ":SS" (and maybe ".f+") or nothing before the `Z`.
+    let (second, millis) = if bytes[16] == b':' {
+        let fraction = bytes.get(20..bytes.len() - 1).unwrap_or(&[]);
+        let millis = (0..3).fold(0, |value, index| {
+            value * 10
+                + fraction
+                    .get(index)
+                    .map_or(0, |digit| i64::from(digit - b'0'))
+        });
+        (number(17..19), millis)
+    } else {
+        (0, 0)
+    };
+    // Days from 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
+    // `days_from_civil`).
+    let shifted = if month <= 2 { year - 1 } else { year };
+    let era = shifted.div_euclid(400);
+    let year_of_era = shifted - era * 400;
+    let month_index = (month + 9) % 12;
+    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    Some((((days * 24 + hour) * 60 + minute) * 60 + second) * 1000 + millis)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn datetime_millis_counts_from_the_epoch() {
+        assert_eq!(datetime_millis("1970-01-01T00:00Z"), Some(0));
+        assert_eq!(datetime_millis("1970-01-01T00:00:00.001Z"), Some(1));
+        assert_eq!(
+            datetime_millis("2000-01-01T00:00:00Z"),
+            Some(946_684_800_000)
+        );
+        assert_eq!(
+            datetime_millis("2025-01-15T10:30:00.123456Z"),
+            Some(1_736_937_000_123)
+        );
+        assert_eq!(
+            datetime_millis("2024-02-29T23:59:59.9Z"),
+            Some(1_709_251_199_900)
+        );
+        assert_eq!(
+            datetime_millis("9999-12-31T23:59:59.999Z"),
+            Some(253_402_300_799_999)
+        );
+        assert_eq!(
+            datetime_millis("0000-01-01T00:00:00Z"),
+            Some(-62_167_219_200_000)
+        );
+        assert_eq!(datetime_millis("2025-02-30T00:00:00Z"), None);
+        assert_eq!(datetime_millis("yesterday"), None);
+    }
 
     #[test]
     fn datetime_examples_of_the_spec() {

@@ -17,5 +17,5 @@ pub use artifact::{
     SignatureObject, TransporterArtifact, TransporterType,
 };
 pub use artifact::{DELIVERY_FAILURE_TYPE, DeliveryFailureArtifact};
-pub use error::{ErrorCode, ProtocolError};
+pub use error::{ErrorCode, Failure, ProtocolError};
 pub use validate::{classify, delivery_failure, parse_line, validate};

@@ -18,6 +18,7 @@ use crate::identity::Identity;
 use crate::identity::dns::{
     CacheConfig, CachingResolver, HickoryTxtResolver, KeyDirectory, ResolverOptions,
 };
+use crate::server::clock::ClockPolicy;
 use crate::server::events::Events;
 use crate::server::hooks::{ErrorCallback, ErrorEvent, Lifecycle, StartInfo};
 use crate::server::listener::{Listener, ListenerSettings, ListenerStats};
@@ -105,6 +106,7 @@ pub struct ServerBuilder {
     dns_servers: Vec<SocketAddr>,
     lookup_signer: Option<LookupSigner>,
     policy: TrustPolicy,
+    clock: ClockPolicy,
     settings: ListenerSettings,
     committer_nice: u8,
     middleware: Vec<Arc<dyn Middleware>>,
@@ -184,6 +186,13 @@ impl ServerBuilder {
     /// The trust policy (cooling-off, default privacy, privacy enforcement).
     pub fn trust_policy(mut self, policy: TrustPolicy) -> Self {
         self.policy = policy;
+        self
+    }
+
+    /// How far an artifact's `issuedAt` may be from the clock (default: one hour
+    /// ahead, any age; never before 2000).
+    pub fn clock_policy(mut self, clock: ClockPolicy) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -273,6 +282,7 @@ impl ServerBuilder {
             server_selector: self.server_selector,
             lookup_signer,
             policy: self.policy,
+            clock: self.clock,
             middleware: self.middleware,
             lifecycle: self.lifecycle.clone(),
             on_error: self.on_error,
@@ -340,6 +350,7 @@ impl Server {
             dns_servers: Vec::new(),
             lookup_signer: None,
             policy: TrustPolicy::default(),
+            clock: ClockPolicy::default(),
             settings: ListenerSettings::default(),
             committer_nice: 10,
             middleware: Vec::new(),

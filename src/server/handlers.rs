@@ -12,7 +12,7 @@ use crate::protocol::{
 };
 use crate::server::hooks::ErrorStage;
 use crate::server::middleware::{Phase, Request};
-use crate::server::pipeline::{After, Halt, Pipeline, Reply, internal};
+use crate::server::pipeline::{After, Halt, Pipeline, Reply, internal, storage_failure};
 use crate::signing;
 use crate::store::{Perspective, Timestamp, TrustRecord};
 
@@ -35,7 +35,7 @@ impl Pipeline {
                 .trust()
                 .get(Perspective::Inbound, &id)
                 .await
-                .map_err(|error| signature(internal(error)))?
+                .map_err(|error| signature(storage_failure(error)))?
         };
         // Only agent records verify agent artifacts; a partner's record never does.
         let record = record.filter(|record| !is_schema_identity(&record.sender_id));
@@ -89,7 +89,7 @@ impl Pipeline {
                 tokio::task::spawn_blocking(move || storage.check_ready())
                     .await
                     .map_err(internal)?
-                    .map_err(internal)?;
+                    .map_err(storage_failure)?;
                 let mut document = Object::new();
                 document.insert("status", "healthy");
                 document.insert("timestamp", now_iso());

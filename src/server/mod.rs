@@ -9,6 +9,7 @@
 
 pub mod bootstrap;
 mod builder;
+pub mod clock;
 pub mod connection;
 pub mod events;
 mod handlers;
@@ -22,6 +23,7 @@ pub mod tls;
 pub mod trust;
 
 pub use builder::{BuildError, RunError, Server, ServerBuilder, Service, ServiceContext};
+pub use clock::ClockPolicy;
 pub use connection::ConnectionLimits;
 pub use events::Subscription;
 pub use listener::{ListenerSettings, ListenerStats};

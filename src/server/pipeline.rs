@@ -1,8 +1,9 @@
 //! The inbound pipeline: one line in, at most one response line out, in the reference's
 //! order with the appliance's additions (`spec/01-wire.md` §4, "Appliance order"):
 //!
-//! parse → classify → validate → hosted check → signature verification (keys from DNS)
-//! → duplicate check → trust check → handler → commit → response.
+//! parse → classify → validate → clock sanity (`issuedAt`, [`super::clock`]) → hosted
+//! check → signature verification (keys from DNS) → duplicate check → trust check →
+//! handler → commit → response.
 //!
 //! Middleware runs at every phase of the reference (`spec/08-delivery.md` §7.3): for
 //! a transporter artifact the trust check and the store are one transaction, so
@@ -22,13 +23,14 @@ use crate::protocol::response;
 use crate::protocol::{
     Artifact, ControlAction, ErrorCode, ProtocolError, TransporterArtifact, TransporterType,
 };
+use crate::server::clock::ClockPolicy;
 use crate::server::events::Events;
 use crate::server::hooks::{ErrorCallback, ErrorEvent, ErrorStage, Lifecycle, ResponseSent};
 use crate::server::inbound::{AcceptError, Accepted, Committer, Content, VerifiedArtifact};
 use crate::server::middleware::{Middleware, Phase, Request, Verdict};
 use crate::server::trust::{TrustPolicy, VerifyingKey};
 use crate::signing::{self, KeySource, VerifiedSigner};
-use crate::store::{IdentityRecord, NewInboxEntry, Storage, Timestamp};
+use crate::store::{IdentityRecord, NewInboxEntry, Storage, StoreError, Timestamp};
 
 /// What the connection does after writing the reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,6 +131,7 @@ pub struct Pipeline {
     by_phase: [Vec<usize>; Phase::ALL.len()],
     lifecycle: Vec<Arc<dyn Lifecycle>>,
     on_error: Option<ErrorCallback>,
+    clock: ClockPolicy,
     /// Woken after every group commit that stored something.
     committed: Arc<tokio::sync::Notify>,
 }
@@ -147,6 +150,8 @@ pub struct PipelineParts {
     pub lookup_signer: LookupSigner,
     /// The trust policy.
     pub policy: TrustPolicy,
+    /// How far `issuedAt` may be from the clock.
+    pub clock: ClockPolicy,
     /// Hooks, in registration order (they run by priority, then this order).
     pub middleware: Vec<Arc<dyn Middleware>>,
     /// Lifecycle hooks (`on_response_sent` is called by the pipeline).
@@ -160,6 +165,11 @@ pub struct PipelineParts {
 
 pub(super) fn internal(error: impl std::fmt::Display) -> ProtocolError {
     ProtocolError::new(ErrorCode::Unknown, error.to_string()).with_reason("internal error")
+}
+
+/// The storage failed: `Unknown error` on the wire, counted as `storage_failure`.
+pub(super) fn storage_failure(error: impl std::fmt::Display) -> ProtocolError {
+    ProtocolError::storage(error.to_string())
 }
 
 impl Pipeline {
@@ -194,6 +204,7 @@ impl Pipeline {
             by_phase,
             lifecycle: parts.lifecycle,
             on_error: parts.on_error,
+            clock: parts.clock,
             committed,
         })
     }
@@ -332,6 +343,9 @@ impl Pipeline {
         request: &Request<'_>,
     ) -> Result<Reply, Halt> {
         self.run_hooks(Phase::AfterParsing, request).await?;
+        self.clock
+            .check(artifact, Timestamp::now().millis())
+            .map_err(Halt::at(ErrorStage::Parsing))?;
         match artifact {
             Artifact::Control(control) => {
                 self.run_hooks(Phase::BeforeOnArtifact, request).await?;
@@ -389,7 +403,7 @@ impl Pipeline {
             Err(Halt::Answer(answer)) => Some(answer),
             _ => None,
         };
-        metrics::artifact(label(artifact), Outcome::Refused(error.code));
+        metrics::artifact(label(artifact), Outcome::of(&error));
         let parties = request.parties();
         let (from, to) = parties.unwrap_or(("", ""));
         tracing::info!(
@@ -475,7 +489,7 @@ impl Pipeline {
             .identities()
             .get_by_identity(identity.as_str())
             .await
-            .map_err(internal)
+            .map_err(storage_failure)
     }
 
     /// The hosted check of every transporter and agent artifact. Answers are
@@ -581,9 +595,21 @@ impl Pipeline {
         let outcome = match self.committer.accept(verified).await {
             Ok(accepted) => Ok(accepted),
             Err(AcceptError::Refused(error)) => Err(error),
+            // A full disk: a temporary error the sender retries; the store recovers
+            // by itself once writes succeed again.
+            Err(AcceptError::Store(StoreError::Unavailable { path, reason })) => {
+                tracing::warn!(path = %path.display(), %reason, id = %artifact.id, "storage temporarily unavailable; the artifact was refused with a temporary error, nothing was committed");
+                Err(ProtocolError::storage_unavailable(
+                    &reason,
+                    format!(
+                        "{}: storage temporarily unavailable: {reason}",
+                        path.display()
+                    ),
+                ))
+            }
             Err(AcceptError::Store(error)) => {
                 tracing::error!(error = %error, "storing an artifact failed; nothing was committed");
-                Err(internal(error))
+                Err(storage_failure(error))
             }
         };
         self.run_after_hooks(Phase::AfterTrustVerification, request, &outcome)

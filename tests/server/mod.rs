@@ -2,6 +2,10 @@
 //! loopback, real redb files.
 
 mod bad_input;
+mod clock;
+mod crash_campaign;
+mod disk_full;
+mod failure_metrics;
 mod flows;
 mod hooks;
 mod json_storage;

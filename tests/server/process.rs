@@ -34,7 +34,11 @@ pub(super) fn spawn_with_env(args: &[&str], cwd: &Path, env: &[(&str, &str)]) ->
         .current_dir(cwd)
         .env("RUST_LOG", "warn")
         .env_remove("BTPS_DATA_DIR")
-        // Parallel processes would contend for the endpoint's fixed default port.
+        .env_remove("BTPS_CONFIG")
+        // No test binds a fixed port: a developer's server may hold the defaults
+        // (127.0.0.1:3443, 127.0.0.1:3480), and parallel processes would contend for
+        // them. A --listen among `args` overrides this.
+        .env("BTPS_LISTEN", "127.0.0.1:0")
         .env("BTPS_HTTP_LISTEN", "off")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -253,11 +257,37 @@ fn the_committer_thread_runs_at_the_configured_lower_priority() {
     terminate(process);
 }
 
+/// With no configuration file and no options, `btps serve` prepares `./btps-data`
+/// and serves. The listen addresses it would use are checked without binding them
+/// (a developer's server may hold them): `check-config` loads the configuration
+/// exactly as `serve` does; the server itself is moved to ephemeral ports through
+/// the environment.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_with_no_configuration_prepares_its_data_directory() {
     let temp = tempfile::tempdir().unwrap();
+    let defaults = Command::new(env!("CARGO_BIN_EXE_btps"))
+        .arg("check-config")
+        .current_dir(temp.path())
+        .env_remove("BTPS_CONFIG")
+        .env_remove("BTPS_DATA_DIR")
+        .env_remove("BTPS_LISTEN")
+        .env_remove("PORT")
+        .env_remove("BTPS_HTTP_LISTEN")
+        .output()
+        .unwrap();
+    let summary = String::from_utf8_lossy(&defaults.stdout);
+    assert!(defaults.status.success(), "{summary}");
+    for expected in [
+        "data dir:        ./btps-data (will be created)",
+        "listen:          127.0.0.1:3443",
+        "HTTP endpoint:   127.0.0.1:3480",
+    ] {
+        assert!(summary.contains(expected), "{expected:?} in {summary}");
+    }
+
     let process = spawn(&[], temp.path());
-    assert_eq!(process.address, "127.0.0.1:3443".parse().unwrap());
+    assert!(process.address.ip().is_loopback());
+    assert_ne!(process.address.port(), 3443);
     let data = temp.path().join("btps-data");
     for file in [
         "keys/server.key.pem",

@@ -5,14 +5,37 @@
 pub mod server;
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// The first words of the failure of every test that needs the vectors when they
+/// are missing.
+pub const VECTORS_MISSING: &str = "the interoperability vectors are missing";
 
 /// The interoperability vectors produced by the reference implementation:
 /// `$BTPS_VECTORS`, or `../shared/vectors` beside the crate.
+///
+/// Their presence is checked once per process; without them every test that needs
+/// them fails with the same one-line message naming the folder expected.
 pub fn vectors_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("BTPS_VECTORS") {
-        return PathBuf::from(dir);
+    static FOUND: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let found = FOUND.get_or_init(|| {
+        let dir = std::env::var_os("BTPS_VECTORS").map_or_else(
+            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors"),
+            PathBuf::from,
+        );
+        if dir.join("keys").is_dir() {
+            Ok(dir)
+        } else {
+            Err(format!(
+                "{VECTORS_MISSING}: expected {} (set BTPS_VECTORS)",
+                dir.display()
+            ))
+        }
+    });
+    match found {
+        Ok(dir) => dir.clone(),
+        Err(message) => panic!("{message}"),
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors")
 }
 
 /// Reads a vector file as a `serde_json::Value`.

@@ -21,7 +21,7 @@ use btps::server::events::Events;
 use btps::server::hooks::{ErrorCallback, Lifecycle};
 use btps::server::middleware::Middleware;
 use btps::server::trust::TrustPolicy;
-use btps::server::{ConnectionLimits, ListenerSettings, Server, bootstrap};
+use btps::server::{ClockPolicy, ConnectionLimits, ListenerSettings, Server, bootstrap};
 use btps::signing::{self, DnsKeys, KeySource, TransporterDraft};
 use btps::store::{
     IdentityRecord, JsonFilesStorage, JsonIdentityStore, JsonTrustStore, NewTrustRecord,
@@ -72,6 +72,8 @@ pub struct TestOptions {
     pub max_connections: usize,
     /// Trust policy.
     pub policy: TrustPolicy,
+    /// How far `issuedAt` may be from the clock.
+    pub clock: ClockPolicy,
     /// Extra middleware.
     pub middleware: Vec<Arc<dyn Middleware>>,
     /// Lifecycle hooks.
@@ -81,6 +83,8 @@ pub struct TestOptions {
     /// Trust and identity records in the reference's JSON files instead of the
     /// redb file (`STORAGE_TYPE=json`).
     pub json_records: Option<(JsonTrustStore, JsonIdentityStore)>,
+    /// Wraps the storage the server is given (to inject failures).
+    pub wrap_storage: Option<fn(Arc<dyn Storage>) -> Arc<dyn Storage>>,
 }
 
 impl Default for TestOptions {
@@ -93,10 +97,12 @@ impl Default for TestOptions {
             max_line_bytes: 1 << 20,
             max_connections: 2048,
             policy: TrustPolicy::default(),
+            clock: ClockPolicy::default(),
             middleware: Vec::new(),
             lifecycle: Vec::new(),
             on_error: None,
             json_records: None,
+            wrap_storage: None,
         }
     }
 }
@@ -194,12 +200,17 @@ impl TestServer {
                 Arc::new(store.clone()),
             )),
         };
+        let storage = match options.wrap_storage {
+            Some(wrap) => wrap(storage),
+            None => storage,
+        };
         let mut builder = Server::builder()
             .storage(storage)
             .server_key(prepared.server_key)
             .tls(prepared.tls)
             .key_source(keys)
             .trust_policy(options.policy)
+            .clock_policy(options.clock)
             .listener_settings(ListenerSettings {
                 connection: ConnectionLimits {
                     max_line_bytes: options.max_line_bytes,
@@ -293,6 +304,19 @@ pub fn artifact_with_id(
     document: &str,
     id: Option<&str>,
 ) -> String {
+    artifact_issued_at(kind, from, key, to, document, id, None)
+}
+
+/// Same, with a chosen id and `issuedAt` (now when `None`).
+pub fn artifact_issued_at(
+    kind: TransporterType,
+    from: &str,
+    key: &str,
+    to: &str,
+    document: &str,
+    id: Option<&str>,
+    issued_at: Option<&str>,
+) -> String {
     let draft = TransporterDraft {
         kind,
         from: Identity::parse(from).unwrap(),
@@ -300,7 +324,7 @@ pub fn artifact_with_id(
         selector: "btps1".to_owned(),
         document: json::parse(document).unwrap(),
         id: id.map(str::to_owned),
-        issued_at: None,
+        issued_at: issued_at.map(str::to_owned),
     };
     signing::build_transporter(draft, &vector_key(key), None)
         .unwrap()

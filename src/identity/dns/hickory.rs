@@ -4,6 +4,12 @@
 //! hickory's own cache is switched off: [`super::CachingResolver`] caches with the
 //! policy the server needs (bounded, negative answers briefly, failures never), and a
 //! second cache underneath would make TTLs and invalidation hard to reason about.
+//!
+//! A lookup never takes longer than `timeout × attempts` (the documented bound of
+//! `dns.timeout_ms` and `dns.attempts`): hickory counts its `attempts` as retries
+//! after the first query (2 meant three queries, 6 s with the defaults), so it is
+//! given one fewer, and the whole lookup runs under one deadline besides, because a
+//! query may also go to several name servers in turn or over TCP.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -27,6 +33,14 @@ pub struct ResolverOptions {
     pub attempts: usize,
 }
 
+impl ResolverOptions {
+    /// The longest a lookup may take: `timeout × attempts` (at least one attempt).
+    pub fn deadline(&self) -> Duration {
+        let attempts = u32::try_from(self.attempts.max(1)).unwrap_or(u32::MAX);
+        self.timeout.saturating_mul(attempts)
+    }
+}
+
 impl Default for ResolverOptions {
     /// 2 s × 2 attempts: a lookup that does not succeed within about 4 s is reported as
     /// a temporary failure, well inside a sender's patience.
@@ -43,6 +57,8 @@ impl Default for ResolverOptions {
 /// Must be used inside a Tokio runtime.
 pub struct HickoryTxtResolver {
     resolver: TokioResolver,
+    /// `timeout × attempts`: no lookup waits longer.
+    deadline: Duration,
 }
 
 impl HickoryTxtResolver {
@@ -61,6 +77,7 @@ impl HickoryTxtResolver {
         builder.options_mut().use_hosts_file = ResolveHosts::Never;
         HickoryTxtResolver {
             resolver: builder.build(),
+            deadline: options.deadline(),
         }
     }
 
@@ -71,6 +88,7 @@ impl HickoryTxtResolver {
         configure(builder.options_mut(), options);
         Ok(HickoryTxtResolver {
             resolver: builder.build(),
+            deadline: options.deadline(),
         })
     }
 
@@ -79,11 +97,19 @@ impl HickoryTxtResolver {
             name: name.to_owned(),
             reason: error.to_string(),
         })?;
-        let lookup = self
-            .resolver
-            .lookup(query_name, RecordType::TXT)
-            .await
-            .map_err(|error| classify(name, &error))?;
+        let lookup = tokio::time::timeout(
+            self.deadline,
+            self.resolver.lookup(query_name, RecordType::TXT),
+        )
+        .await
+        .map_err(|_| DnsError::Temporary {
+            name: name.to_owned(),
+            reason: format!(
+                "no answer within {} ms (timeout x attempts)",
+                self.deadline.as_millis()
+            ),
+        })?
+        .map_err(|error| classify(name, &error))?;
         let mut records = Vec::new();
         let mut ttl: Option<u32> = None;
         for record in lookup.records() {
@@ -130,7 +156,8 @@ fn query_name(name: &str) -> Result<Name, ProtoError> {
 
 fn configure(options: &mut ResolverOpts, ours: ResolverOptions) {
     options.timeout = ours.timeout;
-    options.attempts = ours.attempts.max(1);
+    // hickory sends a query once and then retries it `attempts` more times.
+    options.attempts = ours.attempts.max(1) - 1;
     // 0 disables hickory's cache (see the module comment).
     options.cache_size = 0;
     // Key records are ~420 bytes, RSA-4096 ones ~800: EDNS avoids a TCP retry for most.
