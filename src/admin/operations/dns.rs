@@ -106,40 +106,13 @@ pub(super) fn host_address(
         }
         return Ok(host.to_owned());
     }
-    Ok(listen_address(
-        config,
-        warnings,
-        "pass --host with the public HOST:PORT",
-    ))
-}
-
-/// The `u=` value of the host record printed by `identity add` and `rotate-key`,
-/// which have no `--host`: the configured listen address, with a warning naming the
-/// command that prints the records for another address.
-pub(super) fn default_host_address(
-    config: &Config,
-    identity: &Identity,
-    warnings: &mut Vec<String>,
-) -> String {
-    listen_address(
-        config,
-        warnings,
-        &format!(
-            "print the records with the public address: btps identity dns-records '{identity}' --host HOST:PORT"
-        ),
-    )
-}
-
-/// The listen address, with a warning ending in `advice` when other machines
-/// cannot reach it.
-fn listen_address(config: &Config, warnings: &mut Vec<String>, advice: &str) -> String {
     let listen = config.listen;
     if listen.ip().is_loopback() || listen.ip().is_unspecified() {
         warnings.push(format!(
-            "the host record names the listen address {listen}, which other machines cannot reach; {advice}"
+            "the host record names the listen address {listen}, which other machines cannot reach; pass --host with the public HOST:PORT"
         ));
     }
-    listen.to_string()
+    Ok(listen.to_string())
 }
 
 pub(super) fn key_record(

@@ -11,7 +11,6 @@ use serde_json::json;
 
 use super::output::{print_json, print_table, text};
 use super::{Admin, OutputArgs, unexpected};
-use crate::cli::store::Missing;
 
 /// Arguments of `btps inbox`.
 #[derive(Debug, clap::Args)]
@@ -59,7 +58,7 @@ pub(crate) fn inbox(args: &InboxArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn inbox_list(args: &InboxListArgs) -> anyhow::Result<ExitCode> {
-    let mut admin = Admin::connect(&args.output.data, Missing::Refuse)?;
+    let mut admin = Admin::connect(&args.output.data, false)?;
     let response = admin.run(AdminRequest::InboxList {
         identity: args.identity.clone(),
         limit: args.limit,
@@ -119,7 +118,7 @@ fn inbox_list(args: &InboxListArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn inbox_show(args: &InboxShowArgs) -> anyhow::Result<ExitCode> {
-    let mut admin = Admin::connect(&args.output.data, Missing::Refuse)?;
+    let mut admin = Admin::connect(&args.output.data, false)?;
     let response = admin.run(AdminRequest::InboxShow {
         entry_id: args.entry_id,
     })?;

@@ -10,7 +10,6 @@ use serde_json::{Value, json};
 
 use super::output::{print_fields, print_json, print_table, text};
 use super::{Admin, OutputArgs, unexpected};
-use crate::cli::store::Missing;
 
 /// Arguments of `btps trust`.
 #[derive(Debug, clap::Args)]
@@ -121,7 +120,7 @@ pub(crate) fn trust(args: &TrustArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn trust_list(args: &TrustListArgs) -> anyhow::Result<ExitCode> {
-    let mut admin = Admin::connect(&args.output.data, Missing::Refuse)?;
+    let mut admin = Admin::connect(&args.output.data, false)?;
     let response = admin.run(AdminRequest::TrustList {
         outbound: args.outbound,
         receiver: args.receiver.clone(),
@@ -169,7 +168,7 @@ fn trust_list(args: &TrustListArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn trust_show(args: &TrustPairArgs) -> anyhow::Result<ExitCode> {
-    let mut admin = Admin::connect(&args.output.data, Missing::Refuse)?;
+    let mut admin = Admin::connect(&args.output.data, false)?;
     let response = admin.run(AdminRequest::TrustShow {
         sender: args.sender.clone(),
         receiver: args.receiver.clone(),
@@ -216,7 +215,7 @@ fn print_trust(perspective: &str, record: &Value) {
 }
 
 fn trust_decide(args: &TrustDecisionArgs, decision: Decision) -> anyhow::Result<ExitCode> {
-    let mut admin = Admin::connect(&args.output.data, Missing::Refuse)?;
+    let mut admin = Admin::connect(&args.output.data, false)?;
     let response = admin.run(AdminRequest::TrustDecide {
         sender: args.sender.clone(),
         receiver: args.receiver.clone(),
@@ -237,7 +236,7 @@ fn trust_decide(args: &TrustDecisionArgs, decision: Decision) -> anyhow::Result<
 }
 
 fn trust_delete(args: &TrustDeleteArgs) -> anyhow::Result<ExitCode> {
-    let mut admin = Admin::connect(&args.output.data, Missing::Refuse)?;
+    let mut admin = Admin::connect(&args.output.data, false)?;
     let response = admin.run(AdminRequest::TrustDelete {
         sender: args.sender.clone(),
         receiver: args.receiver.clone(),
