@@ -300,6 +300,10 @@ pub(crate) fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     let incoming = temporary_beside(database, "restore");
     let outcome = copy_and_check(&args.file, &incoming).and_then(|report| {
         let (owner, mode) = take_over_ownership(&incoming, database, parent)?;
+        // The new owner and mode are durable before the name is.
+        fs::File::open(&incoming)
+            .and_then(|file| file.sync_all())
+            .with_context(|| format!("syncing {}", incoming.display()))?;
         Ok((report, owner, mode))
     });
     let (report, owner, mode) = match outcome {

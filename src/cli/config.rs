@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use btps::config::{Config, process_env};
+use serde_json::json;
+
+use super::admin::print_json;
 
 /// Arguments of `btps check-config`.
 #[derive(Debug, clap::Args)]
@@ -13,11 +16,36 @@ pub(crate) struct CheckConfigArgs {
     /// defaults and environment only (as `btps serve`).
     #[arg(long, env = "BTPS_CONFIG")]
     config: Option<PathBuf>,
+    /// Print JSON instead of text: `{"ok": true, "summary": [{"area", "value"}]}`,
+    /// or `{"ok": false, "problems": [{"setting", "message"}]}`.
+    #[arg(long)]
+    json: bool,
 }
 
 pub(crate) fn check_config(args: &CheckConfigArgs) -> anyhow::Result<ExitCode> {
     let file = super::serve::config_file(args.config.clone());
     match Config::load(file.as_deref(), &process_env) {
+        Ok(config) if args.json => {
+            // The summary's `area: value` lines as objects.
+            let summary: Vec<_> = summary(&config)
+                .iter()
+                .map(|line| {
+                    let (area, value) = line.split_once(':').unwrap_or((line.as_str(), ""));
+                    json!({"area": area, "value": value.trim()})
+                })
+                .collect();
+            print_json(&json!({"ok": true, "summary": summary}));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) if args.json => {
+            let problems: Vec<_> = errors
+                .0
+                .iter()
+                .map(|error| json!({"setting": error.setting, "message": error.message}))
+                .collect();
+            print_json(&json!({"ok": false, "problems": problems}));
+            Ok(ExitCode::from(2))
+        }
         Ok(config) => {
             println!("configuration OK");
             for line in summary(&config) {

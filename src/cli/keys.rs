@@ -11,7 +11,7 @@ use btps::identity::Identity;
 use btps::identity::dns::key_record_text;
 use btps::server::permissions;
 
-use super::store::{DataDirArg, Missing};
+use super::store::{DataDirArg, Missing, create_key_directory};
 
 /// Arguments of `btps keygen`.
 #[derive(Debug, clap::Args)]
@@ -59,17 +59,22 @@ fn parse_bits(text: &str) -> Result<usize, String> {
     }
 }
 
-/// The directory `keygen` writes into: `--out`, else the data directory's `keys/`
-/// (the data directory must exist, or `--create` creates it).
+/// Creates the directory `keygen` writes into and returns it: `--out` (0700), else
+/// the data directory's `keys/` (the data directory must exist, or `--create`
+/// creates it; see [`create_key_directory`]).
 fn output_directory(args: &KeygenArgs) -> anyhow::Result<PathBuf> {
     if let Some(out) = &args.out {
+        permissions::create_private_dir(out)
+            .with_context(|| format!("creating {}", out.display()))?;
         return Ok(out.clone());
     }
     let config = args.data.config()?;
     args.data
         .existing_data_dir(&config, Missing::CreateIf(args.create))
         .context("no --out DIR for the key files")?;
-    Ok(config.data_dir.join("keys"))
+    let keys = config.data_dir.join("keys");
+    create_key_directory(&keys, &config.data_dir)?;
+    Ok(keys)
 }
 
 pub(crate) fn keygen(args: &KeygenArgs) -> anyhow::Result<ExitCode> {
@@ -84,7 +89,6 @@ pub(crate) fn keygen(args: &KeygenArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    permissions::create_private_dir(&out).with_context(|| format!("creating {}", out.display()))?;
     let key = PrivateKey::generate(args.bits).context("generating the key pair")?;
     write_private(&private_path, &key.to_pkcs8_pem())?;
     let mut public_pem = key.public_key().to_pem();

@@ -11,6 +11,7 @@ use btps::config::Config;
 use btps::server::permissions;
 use btps::store::transfer::{self, ImportOptions};
 use btps::store::{RedbStore, StoreError};
+use serde_json::json;
 
 /// Where the stored state lives: shared by every command that touches it. The
 /// database and the admin socket are found through the configuration, exactly as
@@ -147,6 +148,26 @@ pub(crate) fn open_database(config: &Config, create: bool) -> anyhow::Result<Red
     Ok(store)
 }
 
+/// Creates `dir`, where a command writes private keys, with mode 0700. The data
+/// directory's own `keys/`, created by root in a data directory that belongs to
+/// the service user, is given to that user: `btps serve` keeps its own key there.
+/// (The private key written into it stays the writer's, for the operator to hand
+/// over.)
+pub(crate) fn create_key_directory(dir: &Path, data_dir: &Path) -> anyhow::Result<()> {
+    let created = permissions::create_private_dir(dir)
+        .with_context(|| format!("creating {} for the private key", dir.display()))?;
+    if created && permissions::running_as_root() && dir == data_dir.join("keys") {
+        permissions::give_to_owner_of(dir, data_dir).with_context(|| {
+            format!(
+                "giving {} to the owner of {}",
+                dir.display(),
+                data_dir.display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
 /// Why the admin socket did not help: it does not exist, or it does not answer.
 pub(crate) fn socket_state(config: &Config) -> String {
     let socket = &config.admin.socket;
@@ -177,6 +198,9 @@ pub(crate) struct ImportArgs {
     /// Create the data directory (mode 0700) if it does not exist.
     #[arg(long)]
     pub(crate) create: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
     /// The reference's trust store file (JsonTrustStore).
     #[arg(long, value_name = "FILE")]
     pub(crate) trust: Option<PathBuf>,
@@ -207,6 +231,9 @@ pub(crate) struct ImportArgs {
 pub(crate) struct ExportArgs {
     #[command(flatten)]
     pub(crate) data: DataDirArg,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub(crate) json: bool,
     /// Where to write the trust store file.
     #[arg(long, value_name = "FILE")]
     pub(crate) trust: Option<PathBuf>,
@@ -234,6 +261,25 @@ pub(crate) fn import(args: &ImportArgs) -> anyhow::Result<ExitCode> {
         args.identities.as_deref(),
         &options,
     )?;
+    if args.json {
+        let warnings: Vec<String> = report.warnings.iter().map(ToString::to_string).collect();
+        super::admin::print_json(&json!({
+            "ok": true,
+            "identities": {
+                "imported": report.identities_inserted,
+                "unchanged": report.identities_unchanged,
+                "replaced": report.identities_replaced,
+            },
+            "trust": {
+                "imported": report.trust_inserted,
+                "unchanged": report.trust_unchanged,
+                "replaced": report.trust_replaced,
+                "skipped": report.trust_skipped,
+            },
+            "warnings": warnings,
+        }));
+        return Ok(ExitCode::SUCCESS);
+    }
     for warning in &report.warnings {
         eprintln!("warning: {warning}");
     }
@@ -257,6 +303,14 @@ pub(crate) fn export(args: &ExportArgs) -> anyhow::Result<ExitCode> {
     args.data.existing_data_dir(&config, Missing::Refuse)?;
     let store = open_database(&config, false)?;
     let report = transfer::export(&store, args.trust.as_deref(), args.identities.as_deref())?;
+    if args.json {
+        super::admin::print_json(&json!({
+            "ok": true,
+            "trust": {"file": args.trust, "records": report.trust},
+            "identities": {"file": args.identities, "records": report.identities},
+        }));
+        return Ok(ExitCode::SUCCESS);
+    }
     println!(
         "exported {} trust record(s) and {} identity record(s)",
         report.trust, report.identities

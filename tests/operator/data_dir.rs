@@ -17,7 +17,44 @@ const COMMANDS: &[(&[&str], bool)] = &[
     (&["identity", "rotate-key", "finance$client.test"], false),
     (&["identity", "dns-records", "finance$client.test"], false),
     (&["trust", "list"], false),
+    (
+        &[
+            "trust",
+            "show",
+            "billing$vendor.test",
+            "finance$client.test",
+        ],
+        false,
+    ),
+    (
+        &[
+            "trust",
+            "accept",
+            "billing$vendor.test",
+            "finance$client.test",
+        ],
+        false,
+    ),
+    (
+        &[
+            "trust",
+            "block",
+            "billing$vendor.test",
+            "finance$client.test",
+        ],
+        false,
+    ),
+    (
+        &[
+            "trust",
+            "delete",
+            "billing$vendor.test",
+            "finance$client.test",
+        ],
+        false,
+    ),
     (&["inbox", "list", "finance$client.test"], false),
+    (&["inbox", "show", "1"], false),
     (&["keygen", "--name", "k"], true),
     (&["backup", "--out", "backup.redb"], false),
     (&["check"], false),

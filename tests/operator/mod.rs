@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 mod data_dir;
 mod http_token;
+mod json;
 mod permissions;
 mod restore;
 

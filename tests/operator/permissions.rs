@@ -166,3 +166,72 @@ fn serve_tightens_what_it_finds_open_and_says_so() {
     assert!(!server.printed("tightened"), "{:?}", server.printed);
     server.stop();
 }
+
+#[test]
+fn stray_private_keys_are_ignored_by_git() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ignored = |path: &str| {
+        std::process::Command::new("git")
+            .args(["check-ignore", "--no-index", "-q", path])
+            .current_dir(root)
+            .status()
+            .ok()
+            .and_then(|status| status.code())
+    };
+    match ignored("finance.client.test.btps1.key.pem") {
+        // Exit 128: not a git checkout; None: no git. The pattern is read instead.
+        Some(128) | None => {
+            let patterns = std::fs::read_to_string(root.join(".gitignore")).unwrap();
+            assert!(patterns.lines().any(|line| line.trim() == "*.key.pem"));
+        }
+        Some(code) => {
+            // `--key-out .` or `keygen --out DIR` inside a checkout.
+            assert_eq!(code, 0, "a private key in the checkout is not ignored");
+            assert_eq!(ignored("mine/own.key.pem"), Some(0));
+            // The spec's test key is a fixture and stays tracked.
+            assert_eq!(ignored("tests/fixtures/spec-test-key.key.pem"), Some(1));
+            assert_eq!(ignored("keys/server.pub.pem"), Some(1));
+        }
+    }
+}
+
+#[test]
+fn keys_created_by_root_leave_the_data_directory_to_its_owner() {
+    use std::os::unix::fs::MetadataExt;
+    if !btps::server::permissions::running_as_root() {
+        eprintln!("not root: the change of owner is not tried");
+        return;
+    }
+    // A user and group that are not root (`nobody` on Debian).
+    const SERVICE_ID: u32 = 65534;
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    let data = dir.join("data");
+    std::fs::create_dir(&data).unwrap();
+    set_mode(&data, 0o700);
+    std::os::unix::fs::chown(&data, Some(SERVICE_ID), Some(SERVICE_ID)).unwrap();
+    // As `sudo btps identity add` on a data directory whose server has not made
+    // keys/ yet: keys/ is the service's (its own key goes there), the database too,
+    // and the private key stays root's, for the operator to hand over.
+    let added = ok_json(&btps(
+        dir,
+        &[
+            "identity",
+            "add",
+            "finance$client.test",
+            "--data-dir",
+            "data",
+            "--json",
+        ],
+    ));
+    let owner = |path: &std::path::Path| {
+        let metadata = std::fs::metadata(path).unwrap();
+        (metadata.uid(), metadata.gid())
+    };
+    assert_eq!(owner(&data.join("keys")), (SERVICE_ID, SERVICE_ID));
+    assert_eq!(mode(&data.join("keys")), 0o700);
+    assert_eq!(owner(&data.join("btps.redb")), (SERVICE_ID, SERVICE_ID));
+    let key = dir.join(added["privateKeyFile"].as_str().unwrap());
+    assert_eq!(owner(&key), (0, 0));
+    assert_eq!(mode(&key), 0o600);
+}

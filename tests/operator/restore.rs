@@ -114,3 +114,72 @@ fn restore_keeps_the_owner_and_mode_of_the_database() {
         Err(error) => eprintln!("setpriv not run: {error}"),
     }
 }
+
+#[test]
+fn restore_is_refused_while_a_server_holds_the_database() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    ok(&btps(
+        dir,
+        &[
+            "identity",
+            "add",
+            "finance$client.test",
+            "--data-dir",
+            "data",
+            "--create",
+        ],
+    ));
+    ok(&btps(
+        dir,
+        &["backup", "--data-dir", "data", "--out", "backup.redb"],
+    ));
+    let database = dir.join("data/btps.redb");
+    let listing = || {
+        let mut names: Vec<String> = std::fs::read_dir(dir.join("data"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+
+    // The admin socket turned off: the lock on the database is what gives the
+    // server away.
+    let server = super::Serve::start(dir, "data", &[("BTPS_ADMIN", "false")]);
+    let before = listing();
+    let inode = std::fs::metadata(&database).unwrap().ino();
+    let refused = btps(
+        dir,
+        &["restore", "backup.redb", "--data-dir", "data", "--json"],
+    );
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("in use by another process"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(listing(), before, "nothing was put in the data directory");
+    assert_eq!(std::fs::metadata(&database).unwrap().ino(), inode);
+    server.stop();
+
+    // Stopped, the same command replaces the file by a rename: a new file under
+    // the database's name, the old one kept under its second name, no scratch
+    // file left behind.
+    let restored = ok_json(&btps(
+        dir,
+        &["restore", "backup.redb", "--data-dir", "data", "--json"],
+    ));
+    assert_eq!(restored["ok"], true);
+    assert_eq!(restored["report"]["identities"], 1);
+    assert_ne!(std::fs::metadata(&database).unwrap().ino(), inode);
+    let kept = dir.join(restored["previous"].as_str().unwrap());
+    assert_eq!(std::fs::metadata(&kept).unwrap().ino(), inode);
+    let after = listing();
+    assert!(
+        after
+            .iter()
+            .all(|name| !name.contains(".restore") && !name.contains("tmp")),
+        "{after:?}"
+    );
+}

@@ -4,12 +4,14 @@
 
 use serde_json::Value;
 
+use crate::config::Config;
 use crate::crypto::PublicKey;
+use crate::identity::Identity;
 use crate::store::{IdentityRecord, PageRequest, PublicKeyRecord, StoreError, Timestamp};
 use crate::wire::identity_to_json;
 
 use super::args::{check_selector, parse_identity, parse_public_key};
-use super::dns::{default_host_address, host_record, key_record};
+use super::dns::{host_record, key_record};
 use super::{AdminContext, AdminError, AdminResponse, AdminResult, FULL_LISTING_PAGE, object_json};
 
 /// Version label of keys the appliance adds to identity records.
@@ -35,6 +37,24 @@ fn new_key_record(selector: &str, key: &PublicKey) -> PublicKeyRecord {
         created_at: Timestamp::now(),
         source: None,
     }
+}
+
+/// The `u=` value of the host record printed by `identity add` and `rotate-key`:
+/// the configured listen address. These commands have no `--host`, so when other
+/// machines cannot reach that address the warning names the command that prints
+/// the records with another one (`identity dns-records --host`).
+fn default_host_address(
+    config: &Config,
+    identity: &Identity,
+    warnings: &mut Vec<String>,
+) -> String {
+    let listen = config.listen;
+    if listen.ip().is_loopback() || listen.ip().is_unspecified() {
+        warnings.push(format!(
+            "the host record names the listen address {listen}, which other machines cannot reach; print the records with the public address: btps identity dns-records '{identity}' --host HOST:PORT"
+        ));
+    }
+    listen.to_string()
 }
 
 pub(super) fn identity_add(

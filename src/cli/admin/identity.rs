@@ -14,14 +14,13 @@ use btps::admin::operations::{
 use btps::config::Config;
 use btps::crypto::{PrivateKey, PublicKey};
 use btps::identity::Identity;
-use btps::server::permissions;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
 use super::output::{print_fields, print_json, print_table, text};
 use super::{Admin, OutputArgs, unexpected};
 use crate::cli::keys::write_private;
-use crate::cli::store::Missing;
+use crate::cli::store::{Missing, create_key_directory};
 
 /// Arguments of `btps identity`.
 #[derive(Debug, clap::Args)]
@@ -137,11 +136,13 @@ fn key_directory(given: Option<&Path>, config: &Config) -> PathBuf {
 
 /// Generates a key pair for `identity` under `selector`, writes the private key to
 /// `DIR/<account>.<domain>.<selector>.key.pem` (mode 0600, never overwritten; DIR
-/// created 0700) and returns the public key PEM and the file.
+/// created 0700, see [`create_key_directory`]) and returns the public key PEM and
+/// the file.
 fn generate_key(
     identity: &Identity,
     selector: &str,
     key_out: &Path,
+    data_dir: &Path,
 ) -> anyhow::Result<(String, PathBuf)> {
     let file_name = format!(
         "{}.{}.{selector}.key.pem",
@@ -155,12 +156,8 @@ fn generate_key(
             path.display()
         );
     }
-    permissions::create_private_dir(key_out).with_context(|| {
-        format!(
-            "creating {} for the private key (--key-out DIR writes it elsewhere)",
-            key_out.display()
-        )
-    })?;
+    create_key_directory(key_out, data_dir)
+        .context("--key-out DIR writes the private key elsewhere")?;
     let key = PrivateKey::generate(2048).context("generating the key pair")?;
     write_private(&path, &key.to_pkcs8_pem())
         .context("writing the private key (--key-out DIR writes it elsewhere)")?;
@@ -196,6 +193,7 @@ fn identity_add(args: &IdentityAddArgs) -> anyhow::Result<ExitCode> {
     let config = target.config()?;
     let missing = Missing::CreateIf(args.create);
     let key_out = key_directory(args.key_out.as_deref(), &config);
+    let data_dir = config.data_dir.clone();
     if given.is_none() && args.key_out.is_none() {
         target.existing_data_dir(&config, missing)?;
     }
@@ -211,7 +209,7 @@ fn identity_add(args: &IdentityAddArgs) -> anyhow::Result<ExitCode> {
     let (public_key, private_file) = match given {
         Some(pem) => (pem, None),
         None => {
-            let (pem, path) = generate_key(&identity, &args.selector, &key_out)?;
+            let (pem, path) = generate_key(&identity, &args.selector, &key_out, &data_dir)?;
             (pem, Some(path))
         }
     };
@@ -270,7 +268,7 @@ fn identity_add(args: &IdentityAddArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn identity_list(args: &IdentityListArgs) -> anyhow::Result<ExitCode> {
-    let mut admin = Admin::connect(&args.output.data, Missing::Refuse)?;
+    let mut admin = Admin::connect(&args.output.data, false)?;
     let response = admin.run(AdminRequest::IdentityList)?;
     let AdminResponse::Identities { records } = response else {
         return Err(unexpected(&response));
@@ -306,7 +304,7 @@ fn identity_list(args: &IdentityListArgs) -> anyhow::Result<ExitCode> {
 
 fn identity_show(args: &IdentityShowArgs) -> anyhow::Result<ExitCode> {
     let identity = parse_identity(&args.identity)?;
-    let mut admin = Admin::connect(&args.output.data, Missing::Refuse)?;
+    let mut admin = Admin::connect(&args.output.data, false)?;
     let response = admin.run(AdminRequest::IdentityShow {
         identity: identity.as_str().to_owned(),
     })?;
@@ -378,6 +376,7 @@ fn identity_rotate_key(args: &IdentityRotateArgs) -> anyhow::Result<ExitCode> {
         .transpose()?;
     let config = args.output.data.config()?;
     let key_out = key_directory(args.key_out.as_deref(), &config);
+    let data_dir = config.data_dir.clone();
     if given.is_none() && args.key_out.is_none() {
         args.output
             .data
@@ -409,7 +408,7 @@ fn identity_rotate_key(args: &IdentityRotateArgs) -> anyhow::Result<ExitCode> {
     let (public_key, private_file) = match given {
         Some(pem) => (pem, None),
         None => {
-            let (pem, path) = generate_key(&identity, &selector, &key_out)?;
+            let (pem, path) = generate_key(&identity, &selector, &key_out, &data_dir)?;
             (pem, Some(path))
         }
     };
@@ -472,7 +471,7 @@ fn identity_rotate_key(args: &IdentityRotateArgs) -> anyhow::Result<ExitCode> {
 
 fn identity_dns_records(args: &IdentityDnsArgs) -> anyhow::Result<ExitCode> {
     let identity = parse_identity(&args.identity)?;
-    let mut admin = Admin::connect(&args.output.data, Missing::Refuse)?;
+    let mut admin = Admin::connect(&args.output.data, false)?;
     let response = admin.run(AdminRequest::IdentityDnsRecords {
         identity: identity.as_str().to_owned(),
         host: args.host.clone(),

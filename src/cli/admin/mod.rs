@@ -6,7 +6,8 @@
 //! database itself and runs the same operation (`btps::admin::operations`). Output
 //! is a table, or JSON with `--json`. The appliance never keeps a hosted user's
 //! private key: `identity add` and `identity rotate-key` write a generated one to a
-//! file for its owner, here, and send only the public key.
+//! file for its owner (in the data directory's `keys/`, or `--key-out DIR`) and
+//! send only the public key.
 //!
 //! This module holds what every command shares: the output options and the way to
 //! the database ([`Admin`]). Each command group has its own file (`identity`,
@@ -51,14 +52,21 @@ pub(crate) enum Admin {
 
 impl Admin {
     /// The server's admin socket if it answers, else the database itself. The data
-    /// directory must exist unless `missing` allows creating it; the database is
-    /// created in it only by a command that has `--create`. A database held by a
-    /// process whose socket does not answer is an error saying so.
-    pub(crate) fn connect(target: &DataDirArg, missing: Missing) -> anyhow::Result<Admin> {
+    /// directory must exist; `create` (the command's `--create`) allows creating it
+    /// (mode 0700) and the database in it. A database held by a process whose socket
+    /// does not answer is an error saying so.
+    pub(crate) fn connect(target: &DataDirArg, create: bool) -> anyhow::Result<Admin> {
+        let missing = if create {
+            Missing::CreateIf(true)
+        } else {
+            Missing::Refuse
+        };
         Self::connect_with(target, target.config()?, missing)
     }
 
-    /// Like [`Admin::connect`], with the configuration already loaded.
+    /// Like [`Admin::connect`], with the configuration already loaded and what to do
+    /// when the data directory does not exist spelled out. The database is created
+    /// in an existing data directory only by a command that has `--create`.
     pub(crate) fn connect_with(
         target: &DataDirArg,
         config: Config,
