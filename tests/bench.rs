@@ -151,11 +151,15 @@ fn bench_measures_a_prepared_target_server() {
     assert!(prepared.status.success(), "{prepared:?}");
 
     // The operator's server resolves keys from the benchmark's DNS responder, at a
-    // fixed address chosen here from a port that was free a moment ago.
-    let dns = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // fixed address chosen here from a port that was free a moment ago, for UDP and
+    // TCP both: the responder binds both.
+    let dns = loop {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let address = udp.local_addr().unwrap();
+        if std::net::TcpListener::bind(address).is_ok() {
+            break address;
+        }
+    };
     let mut server = Command::new(env!("CARGO_BIN_EXE_btps"))
         .arg("serve")
         .arg("--data-dir")
