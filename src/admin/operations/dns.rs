@@ -13,7 +13,8 @@ use crate::identity::dns::{host_record_text, key_record_text};
 
 use super::args::{parse_identity, parse_public_key};
 use super::identity::identity_record;
-use super::{AdminContext, AdminError, AdminResponse, AdminResult};
+use super::{AdminContext, AdminError, AdminResponse, AdminResult, FULL_LISTING_PAGE};
+use crate::store::PageRequest;
 
 /// One DNS TXT record to publish.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +39,68 @@ impl DnsRecord {
             purpose: purpose.into(),
         }
     }
+}
+
+/// The records to publish for every hosted identity (or only `identity`): each
+/// identity's key records, each domain's host record and lookup-signer key record,
+/// every name once. Identities of one domain whose current selectors differ would
+/// need two host records for one name; the first is kept and a warning says so.
+pub(super) fn dns_records(
+    context: &AdminContext,
+    identity: Option<&str>,
+    host: Option<&str>,
+) -> AdminResult<AdminResponse> {
+    let identities = match identity {
+        Some(identity) => vec![identity.to_owned()],
+        None => all_identities(context)?,
+    };
+    let mut records: Vec<DnsRecord> = Vec::new();
+    let mut warnings: Vec<String> = Vec::new();
+    if identities.is_empty() {
+        warnings.push(String::from(
+            "no identity is hosted here yet: add one with btps identity add",
+        ));
+    }
+    for identity in identities {
+        let AdminResponse::DnsRecords {
+            records: found,
+            warnings: said,
+            ..
+        } = identity_dns_records(context, &identity, host)?
+        else {
+            continue;
+        };
+        for record in found {
+            match records.iter().find(|known| known.name == record.name) {
+                None => records.push(record),
+                Some(known) if known.value == record.value => {}
+                Some(known) => warnings.push(format!(
+                    "{}: {identity} needs \"{}\" but \"{}\" is already listed (one record per name); make the current selectors of the domain's identities agree",
+                    record.name, record.value, known.value
+                )),
+            }
+        }
+        for warning in said {
+            if !warnings.contains(&warning) {
+                warnings.push(warning);
+            }
+        }
+    }
+    Ok(AdminResponse::DnsRecordSet { records, warnings })
+}
+
+fn all_identities(context: &AdminContext) -> AdminResult<Vec<String>> {
+    let mut identities = Vec::new();
+    let mut request = PageRequest::first(FULL_LISTING_PAGE);
+    loop {
+        let page = context.store().read(|s| s.list_identities(&request))?;
+        identities.extend(page.items.iter().map(|record| record.identity.clone()));
+        match page.next {
+            Some(cursor) => request = PageRequest::after(cursor, FULL_LISTING_PAGE),
+            None => break,
+        }
+    }
+    Ok(identities)
 }
 
 pub(super) fn identity_dns_records(
