@@ -8,9 +8,11 @@
 //! future completes.
 //!
 //! * `GET /healthz` — 200 while the process runs.
-//! * `GET /readyz` — 200 when the BTPS listener accepts connections and the
-//!   database answers a read; 503 with the reason otherwise (before the listener
-//!   starts, during shutdown, on a database failure).
+//! * `GET /readyz` — 200 when the BTPS listener accepts connections, the
+//!   database answers a read and, after a write failed (a full disk), a write
+//!   commits again; 503 with the reason otherwise (before the listener starts,
+//!   during shutdown, while writes fail: `writes to the database fail: <file>:
+//!   storage temporarily unavailable: no space left on device`).
 //! * `GET /metrics` — Prometheus text format (`docs/metrics.md`).
 //! * `GET /backup` — a consistent snapshot of the whole database as one redb file,
 //!   streamed while the server keeps committing ([`Maintenance`]); a storage without
@@ -182,10 +184,15 @@ async fn readyz(State(state): State<HttpState>) -> Response {
         return not_ready("the BTPS listener is not accepting connections".to_owned());
     }
     let storage = Arc::clone(&state.inner.storage);
-    let read = blocking(move || storage.check_ready());
+    let read = blocking(move || {
+        Ok(storage.check_ready().map_err(|error| match error {
+            StoreError::Unavailable { .. } => format!("writes to the database fail: {error}"),
+            other => format!("the database read failed: {other}"),
+        }))
+    });
     match tokio::time::timeout(READINESS_TIMEOUT, read).await {
-        Ok(Ok(_)) => text(StatusCode::OK, "ready\n"),
-        Ok(Err(error)) => not_ready(format!("the database read failed: {error}")),
+        Ok(Ok(Ok(()))) => text(StatusCode::OK, "ready\n"),
+        Ok(Ok(Err(reason)) | Err(reason)) => not_ready(reason),
         Err(_) => not_ready(format!(
             "the database did not answer a read within {} ms",
             READINESS_TIMEOUT.as_millis()

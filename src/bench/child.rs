@@ -54,6 +54,8 @@ impl ServerProcess {
             .env_clear()
             .env("RUST_LOG", "warn")
             .env("BTPS_MAX_CONNECTIONS", max_connections.to_string())
+            // Every client of the bench comes from 127.0.0.1.
+            .env("BTPS_MAX_CONNECTIONS_PER_IP", max_connections.to_string())
             // The bench measures the BTPS listener only; the HTTP endpoint's fixed
             // port could clash with another server on the machine.
             .env("BTPS_HTTP_LISTEN", "off")

@@ -228,7 +228,7 @@ pub struct ProtocolError {
     /// temporary DNS failure, whose text names the DNS name).
     pub message_override: Option<String>,
     /// A short phrase for `status.reason` when the cause has no constant of its own.
-    pub reason_phrase: Option<&'static str>,
+    pub reason_phrase: Option<Cow<'static, str>>,
     /// Set when the server's own means failed (DNS, storage), not the artifact.
     pub failure: Option<Failure>,
 }
@@ -257,7 +257,7 @@ impl ProtocolError {
         error.message_override = Some(format!(
             "Temporary DNS failure while resolving {name}, retry later"
         ));
-        error.reason_phrase = Some("temporary dns failure");
+        error.reason_phrase = Some(Cow::Borrowed("temporary dns failure"));
         error.failure = Some(Failure::Dns);
         error
     }
@@ -269,9 +269,20 @@ impl ProtocolError {
         error
     }
 
+    /// The storage cannot write now (a full disk): nothing was stored. Answered
+    /// `"Unknown error"` (500), which senders treat as transient and retry
+    /// (`spec/01-wire.md` §5.3, `08-delivery.md` §5.4); `status.reason` is
+    /// `storage temporarily unavailable: <reason>`.
+    pub fn storage_unavailable(reason: &str, detail: impl Into<Cow<'static, str>>) -> Self {
+        let mut error = Self::new(ErrorCode::Unknown, detail)
+            .with_reason(format!("storage temporarily unavailable: {reason}"));
+        error.failure = Some(Failure::Storage);
+        error
+    }
+
     /// Sets the `status.reason` phrase.
-    pub fn with_reason(mut self, phrase: &'static str) -> Self {
-        self.reason_phrase = Some(phrase);
+    pub fn with_reason(mut self, phrase: impl Into<Cow<'static, str>>) -> Self {
+        self.reason_phrase = Some(phrase.into());
         self
     }
 
@@ -286,7 +297,7 @@ impl ProtocolError {
     /// The `status.reason` value: the precise constant's code when the wire message
     /// is shared with other causes, or the phrase given for this refusal.
     pub fn reason(&self) -> Option<&str> {
-        if let Some(phrase) = self.reason_phrase {
+        if let Some(phrase) = &self.reason_phrase {
             return Some(phrase);
         }
         (self.code.on_the_wire() != self.code).then(|| self.code.code())

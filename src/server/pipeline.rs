@@ -30,7 +30,7 @@ use crate::server::inbound::{AcceptError, Accepted, Committer, Content, Verified
 use crate::server::middleware::{Middleware, Phase, Request, Verdict};
 use crate::server::trust::{TrustPolicy, VerifyingKey};
 use crate::signing::{self, KeySource, VerifiedSigner};
-use crate::store::{IdentityRecord, NewInboxEntry, Storage, Timestamp};
+use crate::store::{IdentityRecord, NewInboxEntry, Storage, StoreError, Timestamp};
 
 /// What the connection does after writing the reply.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -595,6 +595,18 @@ impl Pipeline {
         let outcome = match self.committer.accept(verified).await {
             Ok(accepted) => Ok(accepted),
             Err(AcceptError::Refused(error)) => Err(error),
+            // A full disk: a temporary error the sender retries; the store recovers
+            // by itself once writes succeed again.
+            Err(AcceptError::Store(StoreError::Unavailable { path, reason })) => {
+                tracing::warn!(path = %path.display(), %reason, id = %artifact.id, "storage temporarily unavailable; the artifact was refused with a temporary error, nothing was committed");
+                Err(ProtocolError::storage_unavailable(
+                    &reason,
+                    format!(
+                        "{}: storage temporarily unavailable: {reason}",
+                        path.display()
+                    ),
+                ))
+            }
             Err(AcceptError::Store(error)) => {
                 tracing::error!(error = %error, "storing an artifact failed; nothing was committed");
                 Err(storage_failure(error))

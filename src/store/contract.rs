@@ -59,7 +59,10 @@ pub trait Storage: Send + Sync + 'static {
     /// then found as a duplicate and acknowledged again, never stored twice.
     fn commit_inbound(&self, group: &mut dyn InboundGroup) -> StoreResult<()>;
 
-    /// Answers when the backend can serve a read now (readiness). Blocking.
+    /// Answers when the backend can serve a read now and, after a write failed,
+    /// write again (readiness). Blocking. A backend whose writes fail for now (a
+    /// full disk) returns [`StoreError::Unavailable`](super::StoreError::Unavailable)
+    /// here until a write succeeds.
     fn check_ready(&self) -> StoreResult<()> {
         Ok(())
     }

@@ -123,6 +123,17 @@ pub enum StoreError {
         /// API; its message is kept whole.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The storage cannot write now — the disk is full, the file system failed a
+    /// write — and nothing of the failed operation was kept. Temporary: the backend
+    /// recovers by itself (the redb store reopens its file), so a later attempt
+    /// succeeds once the cause is gone (space freed).
+    #[error("{path}: storage temporarily unavailable: {reason}", path = path.display())]
+    Unavailable {
+        /// The database file.
+        path: PathBuf,
+        /// Why, in a few lower-case words ("no space left on device").
+        reason: String,
+    },
     /// A file could not be read or written.
     #[error("{path}: {source}", path = path.display())]
     Io {

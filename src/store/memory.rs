@@ -19,6 +19,31 @@ use super::{
 };
 
 /// An in-memory [`Storage`]. Cloning gives another handle on the same data.
+///
+/// ```
+/// use btps::store::{IdentityRecord, MemoryStorage, PublicKeyRecord, Storage, Timestamp};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), btps::store::StoreError> {
+/// let storage = MemoryStorage::new();
+/// let key = PublicKeyRecord {
+///     selector: "btps1".to_owned(),
+///     public_key: "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA".to_owned(),
+///     key_type: "rsa".to_owned(),
+///     version: "1.0.0".to_owned(),
+///     created_at: Timestamp::now(),
+///     source: None,
+/// };
+/// // Hosting an identity is having its record.
+/// storage
+///     .identities()
+///     .create(IdentityRecord::new("finance$client.example", key, Timestamp::now()))
+///     .await?;
+/// let found = storage.identities().get_by_identity("Finance$Client.example").await?;
+/// assert_eq!(found.map(|record| record.current_selector), Some("btps1".to_owned()));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Default)]
 pub struct MemoryStorage {
     inner: Arc<Inner>,

@@ -37,8 +37,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 pub use self::redb::{
-    BackupReport, DATABASE_FILE_NAME, InboxWriter, PreparedInboxEntry, RedbOptions, RedbStore,
-    SCHEMA_VERSION, Snapshot, WriteBatch,
+    BackupReport, DATABASE_FILE_NAME, InboxWriter, PreparedInboxEntry, REOPEN_INTERVAL,
+    RedbOptions, RedbStore, SCHEMA_VERSION, Snapshot, WriteBatch,
 };
 pub use contract::{InboundGroup, InboundTransaction, MailboxStore, Maintenance, Storage};
 pub use error::{RecordKind, RecordProblem, StoreError, StoreResult};

@@ -45,6 +45,20 @@ async fn read_line(stream: &mut BufReader<TlsStream<tokio::net::TcpStream>>) -> 
     }
 }
 
+type Connection = BufReader<TlsStream<tokio::net::TcpStream>>;
+
+/// Sends a PING on `stream`; whether it was answered with success.
+async fn pinged(stream: &mut Connection) -> bool {
+    stream
+        .get_mut()
+        .write_all(format!("{PING}\n").as_bytes())
+        .await
+        .unwrap();
+    parse_response(&read_line(stream).await.unwrap())
+        .unwrap()
+        .ok
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trickling_line_is_cut_off_at_the_line_timeout() {
     let server = TestServer::start(TestOptions {
@@ -100,16 +114,7 @@ async fn one_address_cannot_take_every_connection_slot() {
     for _ in 0..3 {
         let mut stream = BufReader::new(connect_from(greedy, server.address).await);
         // Each of the three is served.
-        stream
-            .get_mut()
-            .write_all(format!("{PING}\n").as_bytes())
-            .await
-            .unwrap();
-        assert!(
-            parse_response(&read_line(&mut stream).await.unwrap())
-                .unwrap()
-                .ok
-        );
+        assert!(pinged(&mut stream).await);
         held.push(stream);
     }
     let mut fourth = BufReader::new(connect_from(greedy, server.address).await);
@@ -125,16 +130,7 @@ async fn one_address_cannot_take_every_connection_slot() {
     // Another address is served meanwhile.
     let mut other =
         BufReader::new(connect_from("127.0.0.2".parse().unwrap(), server.address).await);
-    other
-        .get_mut()
-        .write_all(format!("{PING}\n").as_bytes())
-        .await
-        .unwrap();
-    assert!(
-        parse_response(&read_line(&mut other).await.unwrap())
-            .unwrap()
-            .ok
-    );
+    assert!(pinged(&mut other).await);
 
     // A slot given back is taken again.
     drop(held.pop());

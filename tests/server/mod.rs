@@ -3,6 +3,8 @@
 
 mod bad_input;
 mod clock;
+mod crash_campaign;
+mod disk_full;
 mod failure_metrics;
 mod flows;
 mod hooks;

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod bad_input;
+mod check;
 mod concurrency;
 mod contract;
 mod crash;

@@ -59,9 +59,12 @@ pub fn temporary_beside(path: &Path, purpose: &str) -> PathBuf {
 /// btps database of a schema this build reads, pass redb's integrity check (every
 /// page checksum), and every identity and trust record must decode.
 ///
-/// A damaged or foreign file is refused before anything is written to it. A file
-/// left by a crash is recovered, as opening it would; a file of an older schema is
-/// migrated forward, as the server would do.
+/// The check never writes to the file (its size, bytes and time stamps stay as
+/// they were; a read-only file can be checked): it opens the file read-only and
+/// keeps in memory what redb writes while checking ([`RedbStore::open_unwritten`]).
+/// A file left by a crash is recovered there, as opening it would (and reported as
+/// `recovered`); a file of an older schema is read as the server would after
+/// migrating it.
 pub fn check_file(path: &Path) -> AdminResult<CheckReport> {
     let metadata = fs::metadata(path).map_err(|error| {
         if error.kind() == std::io::ErrorKind::NotFound {
@@ -76,16 +79,14 @@ pub fn check_file(path: &Path) -> AdminResult<CheckReport> {
             path.display()
         )));
     }
+    // `open_unwritten` runs redb's full check itself.
     let options = RedbOptions {
         cache_size: 4 << 20,
-        check_integrity_on_open: true,
+        check_integrity_on_open: false,
     };
-    let (identities, trust_inbound, trust_outbound) = {
-        let store = RedbStore::open(path, &options)?;
-        count_records(&store)?
-    };
-    // The file opened as a btps database; redb's full check once it is closed again.
-    let intact = RedbStore::check_file_integrity(path)?;
+    let (store, intact) = RedbStore::open_unwritten(path, &options)?;
+    let (identities, trust_inbound, trust_outbound) = count_records(&store)?;
+    drop(store);
     let bytes = fs::metadata(path)
         .map_err(|error| AdminError::Storage(format!("{}: {error}", path.display())))?
         .len();

@@ -46,10 +46,63 @@ pub(super) fn inconsistent(path: &Path) -> StoreError {
     }
 }
 
-/// A failure of redb during a transaction on the file at `path`.
+/// A failure of redb during a transaction on the file at `path`. An I/O error
+/// beneath it (a full disk, a failed write) is [`StoreError::Unavailable`]: redb
+/// refuses every later transaction of that handle until it is reopened, which
+/// [`RedbStore`](super::RedbStore) does by itself.
 pub(super) fn database_error(path: &Path, error: impl Into<redb::Error>) -> StoreError {
-    StoreError::Backend {
-        path: path.to_owned(),
-        source: Box::new(error.into()),
+    let error = error.into();
+    match io_failure(&error) {
+        Some(reason) => StoreError::Unavailable {
+            path: path.to_owned(),
+            reason,
+        },
+        None => StoreError::Backend {
+            path: path.to_owned(),
+            source: Box::new(error),
+        },
+    }
+}
+
+/// What an earlier failure latched: the handle refuses transactions until reopened.
+pub(super) const EARLIER_FAILURE: &str = "an earlier write failed";
+
+/// The reason of an I/O failure of the storage, or `None` for another error. A
+/// file cut short or holding bytes that are not redb's is damage, not a temporary
+/// failure.
+fn io_failure(error: &redb::Error) -> Option<String> {
+    match error {
+        redb::Error::Io(source)
+            if !matches!(
+                source.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+            ) =>
+        {
+            Some(describe_io(source))
+        }
+        redb::Error::PreviousIo => Some(EARLIER_FAILURE.to_owned()),
+        _ => None,
+    }
+}
+
+/// An I/O error in the words of `status.reason` and `/readyz`: lower case, no
+/// error number.
+pub(super) fn describe_io(error: &std::io::Error) -> String {
+    use std::io::ErrorKind;
+    match error.kind() {
+        ErrorKind::StorageFull => "no space left on device".to_owned(),
+        ErrorKind::QuotaExceeded => "disk quota exceeded".to_owned(),
+        ErrorKind::ReadOnlyFilesystem => "read-only file system".to_owned(),
+        ErrorKind::FileTooLarge => "file too large".to_owned(),
+        _ => {
+            let text = error.to_string();
+            // "Input/output error (os error 5)" → "input/output error"
+            let text = text.split(" (os error").next().unwrap_or(&text);
+            let mut chars = text.chars();
+            match chars.next() {
+                Some(first) => first.to_lowercase().chain(chars).collect(),
+                None => String::from("i/o error"),
+            }
+        }
     }
 }

@@ -25,9 +25,8 @@ use super::{RedbStore, SCHEMA_VERSION, WriteBatch};
 impl RedbStore {
     /// Creates the tables of a new file, migrates an older one, refuses a newer one.
     pub(super) fn prepare_schema(&self) -> StoreResult<()> {
-        let txn = self
-            .inner
-            .database
+        let database = self.database(true)?;
+        let txn = database
             .begin_write()
             .map_err(|error| self.db_error(error))?;
         let path = &self.inner.path;

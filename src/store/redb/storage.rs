@@ -64,7 +64,7 @@ impl Storage for RedbStore {
     }
 
     fn check_ready(&self) -> StoreResult<()> {
-        self.read(|snapshot| snapshot.identity_count()).map(drop)
+        RedbStore::check_ready(self)
     }
 
     fn maintenance(&self) -> Option<&dyn Maintenance> {

@@ -129,6 +129,8 @@ pub(super) mod legacy {
 pub(super) const META_SCHEMA_VERSION: &str = "schema_version";
 pub(super) const META_DATABASE_ID: &str = "database_id";
 pub(super) const META_CREATED_AT: &str = "created_at";
+/// When readiness last tried a write after a write failure (ISO timestamp text).
+pub(super) const META_WRITE_PROBE: &str = "write_probe";
 pub(super) const SEQ_TRUST: &str = "trust_seq";
 pub(super) const SEQ_IDENTITY: &str = "identity_seq";
 /// Counter of entry ids handed out; entry ids start at 1.
