@@ -317,6 +317,8 @@ fn kill_while_starting(args: &[&str], cwd: &Path, after_ms: u64) {
         .current_dir(cwd)
         .env("RUST_LOG", "warn")
         .env_remove("BTPS_DATA_DIR")
+        // `args` names the listen address too; an ephemeral port in any case.
+        .env("BTPS_LISTEN", "127.0.0.1:0")
         .env("BTPS_HTTP_LISTEN", "off")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
