@@ -84,8 +84,11 @@ pub struct TestOptions {
     /// redb file (`STORAGE_TYPE=json`).
     pub json_records: Option<(JsonTrustStore, JsonIdentityStore)>,
     /// Wraps the storage the server is given (to inject failures).
-    pub wrap_storage: Option<fn(Arc<dyn Storage>) -> Arc<dyn Storage>>,
+    pub wrap_storage: Option<StorageWrapper>,
 }
+
+/// A function that wraps a server's storage in another (to inject failures).
+pub type StorageWrapper = fn(Arc<dyn Storage>) -> Arc<dyn Storage>;
 
 impl Default for TestOptions {
     fn default() -> Self {
