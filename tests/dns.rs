@@ -532,3 +532,62 @@ async fn a_silent_name_server_fails_within_timeout_times_attempts() {
         assert_eq!(sent, attempts, "queries sent with {attempts} attempts");
     }
 }
+
+/// `btps dns serve`'s mode: the zone is read from its source before every answer,
+/// so a change is seen by the very next query; a source with nothing to say keeps
+/// the records served; failures injected by name stay.
+#[tokio::test]
+async fn a_followed_zone_is_read_before_every_answer() {
+    let dns = responder();
+    dns.set_txt("stale.test", vec![String::from("replaced")]);
+    let zone = Arc::new(std::sync::Mutex::new(Some(vec![(
+        String::from("_btps.host.vendor.test"),
+        vec![String::from("v=1.0.0; u=127.0.0.1:1; s=btps1")],
+    )])));
+    let source = Arc::clone(&zone);
+    dns.follow(move || source.lock().unwrap().clone());
+    let lookup = resolver(&dns);
+
+    let answer = lookup.lookup_txt("_btps.host.vendor.test").await.unwrap();
+    assert_eq!(
+        answer.records,
+        [[b"v=1.0.0; u=127.0.0.1:1; s=btps1".to_vec()]]
+    );
+    assert!(matches!(
+        lookup.lookup_txt("stale.test").await,
+        Err(DnsError::NotFound { .. })
+    ));
+
+    *zone.lock().unwrap() = Some(vec![(
+        String::from("btps1._btps.identity.billing.vendor.test"),
+        vec![String::from("v=1.0.0; k=rsa; p=QUJDRA")],
+    )]);
+    let answer = lookup
+        .lookup_txt("btps1._btps.identity.billing.vendor.test")
+        .await
+        .unwrap();
+    assert_eq!(answer.records, [[b"v=1.0.0; k=rsa; p=QUJDRA".to_vec()]]);
+    assert!(matches!(
+        lookup.lookup_txt("_btps.host.vendor.test").await,
+        Err(DnsError::NotFound { .. })
+    ));
+
+    // Nothing from the source: the last zone stays.
+    *zone.lock().unwrap() = None;
+    assert!(
+        lookup
+            .lookup_txt("btps1._btps.identity.billing.vendor.test")
+            .await
+            .is_ok()
+    );
+    dns.set_failure(
+        "btps1._btps.identity.billing.vendor.test",
+        Failure::ServFail,
+    );
+    assert!(matches!(
+        lookup
+            .lookup_txt("btps1._btps.identity.billing.vendor.test")
+            .await,
+        Err(DnsError::Temporary { .. })
+    ));
+}

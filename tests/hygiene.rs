@@ -45,13 +45,22 @@ fn starts_fn(line: &str) -> bool {
 /// The functions of `text` (by line ranges) that start `btps serve` without choosing
 /// both its BTPS and its HTTP address: such a server binds the defaults
 /// 127.0.0.1:3443 and 127.0.0.1:3480, which a developer's own server may hold.
+/// Any function naming the subcommand (`"serve"`) counts as starting one, whether it
+/// passes it as an argument or recognises it in commands read from elsewhere (the
+/// walkthrough of docs/try-it.md). `btps dns serve` (`"dns", "serve"`) binds one
+/// address, 127.0.0.1:8053 by default, so it must name `--listen`.
 fn default_port_servers(text: &str) -> Vec<usize> {
     let lines: Vec<&str> = text.lines().collect();
     let mut problems = Vec::new();
     for (number, line) in lines.iter().enumerate() {
-        if !(line.contains(r#".arg("serve")"#) || line.contains(r#"(["serve""#)) {
+        let mut servers = line.match_indices(r#""serve""#).map(|(at, _)| {
+            let before = line[..at].trim_end().trim_end_matches(',').trim_end();
+            before.ends_with(r#""dns""#)
+        });
+        let Some(dns_only) = servers.next() else {
             continue;
-        }
+        };
+        let dns_only = dns_only && servers.all(|dns| dns);
         let start = (0..=number)
             .rev()
             .find(|&at| starts_fn(lines[at]))
@@ -62,7 +71,7 @@ fn default_port_servers(text: &str) -> Vec<usize> {
         let body = lines[start..end].join("\n");
         let listen = body.contains(r#""--listen""#) || body.contains(r#""BTPS_LISTEN""#);
         let http = body.contains(r#""--http-listen""#) || body.contains(r#""BTPS_HTTP_LISTEN""#);
-        if !(listen && http) {
+        if !(listen && (http || dns_only)) {
             problems.push(number + 1);
         }
     }
@@ -102,7 +111,7 @@ fn no_test_binds_a_fixed_port() {
         }
         for line in default_port_servers(&text) {
             problems.push(format!(
-                "{}:{line}: btps serve without both --listen/BTPS_LISTEN and --http-listen/BTPS_HTTP_LISTEN",
+                "{}:{line}: btps serve without both --listen/BTPS_LISTEN and --http-listen/BTPS_HTTP_LISTEN (btps dns serve: without --listen)",
                 path.display()
             ));
         }
@@ -119,6 +128,10 @@ fn the_fixed_port_checks_catch_what_they_should() {
     assert_eq!(default_port_servers(unsafe_server), [2]);
     let safe_server = "fn start() {\n    Command::new(btps)\n        .arg(\"serve\")\n        .args([\"--listen\", \"127.0.0.1:0\"])\n        .env(\"BTPS_HTTP_LISTEN\", \"off\");\n}\n";
     assert!(default_port_servers(safe_server).is_empty());
+    let read_elsewhere = "fn run(words: &[&str]) {\n    if words[1] == \"serve\" {\n        spawn(words);\n    }\n}\n";
+    assert_eq!(default_port_servers(read_elsewhere), [2]);
+    let dns_responder = "fn dns() {\n    btps(&[\"dns\", \"serve\", \"--json\"]);\n}\nfn named() {\n    btps(&[\"dns\", \"serve\", \"--listen\", \"127.0.0.1:0\"]);\n}\n";
+    assert_eq!(default_port_servers(dns_responder), [2]);
     assert_eq!(
         fixed_bindings(
             "x.args([\"--listen\",\n \"127.0.0.1:3443\"]); TcpListener::bind(\"0.0.0.0:3480\")"

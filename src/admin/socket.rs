@@ -392,6 +392,15 @@ impl AdminClient {
         })
     }
 
+    /// Gives up on a request or reply after `timeout` instead of the default (ten
+    /// minutes, which a backup of a large database may need): for a caller that
+    /// must answer someone else in time, such as `btps dns serve` answering a query.
+    pub fn set_timeout(&self, timeout: Duration) -> std::io::Result<()> {
+        let stream = self.reader.get_ref();
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))
+    }
+
     fn failed(&self, what: &str, error: impl std::fmt::Display) -> AdminError {
         AdminError::Protocol(format!(
             "admin socket {}: {what}: {error}",

@@ -9,6 +9,7 @@ mod backup;
 mod backup_http;
 mod bench;
 mod config;
+mod dns;
 mod keys;
 mod logging;
 mod send;
@@ -44,6 +45,9 @@ enum Command {
     Trust(admin::TrustArgs),
     /// Inboxes of hosted identities: list entries, show an artifact as received.
     Inbox(admin::InboxArgs),
+    /// DNS TXT records of the hosted identities and domains: print them to publish,
+    /// or serve them on loopback for trying btps on one machine (development only).
+    Dns(dns::DnsArgs),
     /// Write a consistent, checked copy of the database (from the running server
     /// through its admin socket, or from the file).
     Backup(backup::BackupArgs),
@@ -76,6 +80,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Identity(args) => admin::identity(&args),
         Command::Trust(args) => admin::trust(&args),
         Command::Inbox(args) => admin::inbox(&args),
+        Command::Dns(args) => dns::dns(&args),
         Command::Backup(args) => backup::backup(&args),
         Command::Restore(args) => backup::restore(&args),
         Command::Check(args) => backup::check(&args),

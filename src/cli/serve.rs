@@ -352,7 +352,7 @@ fn report(outcome: Result<(), btps::systemd::NotifyError>) {
 
 /// Registers for SIGTERM and SIGINT (Ctrl-C) now, and returns what completes on the
 /// first of them. Must be called inside the runtime.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};

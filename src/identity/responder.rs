@@ -4,7 +4,8 @@
 //! port: BTPS key and host records are published with [`DnsResponder::publish_key`]
 //! and [`DnsResponder::publish_host`], failures are injected per name with
 //! [`DnsResponder::set_failure`], and [`DnsResponder::query_count`] shows whether a
-//! cache really saved a query.
+//! cache really saved a query. `btps dns serve` runs one for trying btps on one
+//! machine, its records following a running server's ([`DnsResponder::follow`]).
 //!
 //! It answers every name (it is authoritative for the whole tree): TXT records where
 //! set, NODATA (NOERROR, no answer) for a name that exists without TXT records or that
@@ -60,10 +61,16 @@ pub struct DnsResponder {
     thread: Option<JoinHandle<()>>,
 }
 
+/// Where [`DnsResponder::follow`] reads the zone from before each answer: every
+/// name with its TXT records (one string per record), or `None` to keep the records
+/// the responder has.
+pub type ZoneSource = dyn Fn() -> Option<Vec<(String, Vec<String>)>> + Send + Sync;
+
 struct Shared {
     zone: Mutex<Zone>,
     ttl: AtomicU32,
     queries: AtomicU64,
+    source: Mutex<Option<Arc<ZoneSource>>>,
 }
 
 #[derive(Default)]
@@ -90,6 +97,7 @@ impl DnsResponder {
             zone: Mutex::new(Zone::default()),
             ttl: AtomicU32::new(Self::DEFAULT_TTL),
             queries: AtomicU64::new(0),
+            source: Mutex::new(None),
         });
         let (stop, stopped) = watch::channel(false);
         let (ready_sender, ready) = std::sync::mpsc::sync_channel::<io::Result<()>>(1);
@@ -178,6 +186,29 @@ impl DnsResponder {
         self.zone().records.insert(zone_key(name), records);
     }
 
+    /// Replaces every TXT record with `records` (name, one string per record): the
+    /// names not listed answer NXDOMAIN again. Injected failures stay.
+    pub fn replace_all(&self, records: Vec<(String, Vec<String>)>) {
+        self.shared.install(records);
+    }
+
+    /// Makes the answers follow a zone kept elsewhere: before each query is
+    /// answered, `source` is asked for the whole zone, and what it returns replaces
+    /// every TXT record ([`DnsResponder::replace_all`]); `None` keeps the records
+    /// as they are. `source` runs on the responder's thread, one query at a time,
+    /// so a slow source delays the answers (it should time out well within a
+    /// resolver's patience).
+    pub fn follow(
+        &self,
+        source: impl Fn() -> Option<Vec<(String, Vec<String>)>> + Send + Sync + 'static,
+    ) {
+        *self
+            .shared
+            .source
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(source));
+    }
+
     /// Removes `name` (it answers NXDOMAIN again, unless names exist below it).
     pub fn remove(&self, name: &str) {
         self.zone().records.remove(&zone_key(name));
@@ -253,8 +284,37 @@ impl std::fmt::Debug for DnsResponder {
 
 impl Shared {
     fn zone(&self) -> MutexGuard<'_, Zone> {
-        // Test infrastructure: a panic while holding the lock leaves the zone usable.
+        // A panic while holding the lock leaves the zone usable: every change to it
+        // is a single insert, remove or replacement.
         self.zone.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Asks the followed source, if any, for the zone and installs what it returns.
+    /// The source runs without the zone's lock held.
+    fn refresh(&self) {
+        let source = self
+            .source
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(records) = source.and_then(|source| source()) {
+            self.install(records);
+        }
+    }
+
+    /// Replaces every TXT record (see [`DnsResponder::replace_all`]).
+    fn install(&self, records: Vec<(String, Vec<String>)>) {
+        let records = records
+            .into_iter()
+            .map(|(name, texts)| {
+                let texts = texts
+                    .into_iter()
+                    .map(|text| split_character_strings(text.as_bytes()))
+                    .collect();
+                (zone_key(&name), texts)
+            })
+            .collect();
+        self.zone().records = records;
     }
 }
 
@@ -374,6 +434,7 @@ fn respond(shared: &Shared, query_bytes: &[u8], transport: Transport) -> Option<
         return response.to_vec().ok();
     }
 
+    shared.refresh();
     let key = wire_zone_key(query.name());
     let answers = {
         let mut zone = shared.zone();

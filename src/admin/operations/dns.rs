@@ -1,6 +1,8 @@
 //! The DNS TXT records an identity publishes: one key record per selector, the
 //! domain's host record naming this server and the current selector, and the key
-//! record of the domain's lookup signer (the server key).
+//! record of the domain's lookup signer (the server key). `DnsRecords` gathers them
+//! for every hosted identity at once, each name once (`btps dns records`, and what
+//! `btps dns serve` answers).
 
 use std::fs;
 
@@ -10,10 +12,11 @@ use crate::config::Config;
 use crate::crypto::PublicKey;
 use crate::identity::Identity;
 use crate::identity::dns::{host_record_text, key_record_text};
+use crate::store::PageRequest;
 
 use super::args::{parse_identity, parse_public_key};
 use super::identity::identity_record;
-use super::{AdminContext, AdminError, AdminResponse, AdminResult};
+use super::{AdminContext, AdminError, AdminResponse, AdminResult, FULL_LISTING_PAGE};
 
 /// One DNS TXT record to publish.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,11 +43,83 @@ impl DnsRecord {
     }
 }
 
+/// The records to publish for every hosted identity (or only `identity`): each
+/// identity's key records, each domain's host record and lookup-signer key record,
+/// every name once, in the order first needed. Identities of one domain whose
+/// current selectors differ would need two host records for one name; the first is
+/// kept and a warning says so.
+pub(super) fn dns_records(
+    context: &AdminContext,
+    identity: Option<&str>,
+    host: Option<&str>,
+) -> AdminResult<AdminResponse> {
+    let identities = match identity {
+        Some(identity) => vec![identity.to_owned()],
+        None => all_identities(context)?,
+    };
+    let mut records: Vec<DnsRecord> = Vec::new();
+    let mut warnings: Vec<String> = Vec::new();
+    if identities.is_empty() {
+        warnings.push(String::from(
+            "no identity is hosted here yet: add one with btps identity add",
+        ));
+    }
+    for identity in identities {
+        let (identity, found, said) = records_of(context, &identity, host)?;
+        for record in found {
+            match records.iter().find(|known| known.name == record.name) {
+                None => records.push(record),
+                Some(known) if known.value == record.value => {}
+                Some(known) => warnings.push(format!(
+                    "{}: {identity} needs \"{}\" but \"{}\" is already listed (one record per name); make the current selectors of the domain's identities agree",
+                    record.name, record.value, known.value
+                )),
+            }
+        }
+        for warning in said {
+            if !warnings.contains(&warning) {
+                warnings.push(warning);
+            }
+        }
+    }
+    Ok(AdminResponse::DnsRecordSet { records, warnings })
+}
+
+/// Every hosted identity, in the store's order.
+fn all_identities(context: &AdminContext) -> AdminResult<Vec<String>> {
+    let mut identities = Vec::new();
+    let mut request = PageRequest::first(FULL_LISTING_PAGE);
+    loop {
+        let page = context.store().read(|s| s.list_identities(&request))?;
+        identities.extend(page.items.iter().map(|record| record.identity.clone()));
+        match page.next {
+            Some(cursor) => request = PageRequest::after(cursor, FULL_LISTING_PAGE),
+            None => break,
+        }
+    }
+    Ok(identities)
+}
+
+/// The records to publish for one identity (see the module documentation).
 pub(super) fn identity_dns_records(
     context: &AdminContext,
     identity: &str,
     host: Option<&str>,
 ) -> AdminResult<AdminResponse> {
+    let (identity, records, warnings) = records_of(context, identity, host)?;
+    Ok(AdminResponse::DnsRecords {
+        identity,
+        records,
+        warnings,
+    })
+}
+
+/// One identity's records: its name as stored, the records, and warnings.
+fn records_of(
+    context: &AdminContext,
+    identity: &str,
+    host: Option<&str>,
+) -> AdminResult<(String, Vec<DnsRecord>, Vec<String>)> {
     let record = identity_record(context, identity)?;
     let identity = parse_identity(&record.identity)?;
     let mut warnings = Vec::new();
@@ -80,11 +155,7 @@ pub(super) fn identity_dns_records(
             server_key.display()
         )),
     }
-    Ok(AdminResponse::DnsRecords {
-        identity: record.identity,
-        records,
-        warnings,
-    })
+    Ok((record.identity, records, warnings))
 }
 
 /// The `u=` value of the host record: the given `host[:port]`, else the configured

@@ -39,7 +39,7 @@ pub use inbox::instant_text;
 pub use maintenance::{CheckReport, check_file, temporary_beside, write_backup};
 pub use trust::Decision;
 
-use dns::identity_dns_records;
+use dns::{dns_records, identity_dns_records};
 use identity::{identity_add, identity_json, identity_list, identity_record, identity_rotate_key};
 use inbox::{inbox_list, inbox_show};
 use maintenance::check_live;
@@ -114,6 +114,14 @@ pub enum AdminRequest {
         /// `account$domain`.
         identity: String,
         /// `host[:port]` for the host record; the listen address when absent.
+        host: Option<String>,
+    },
+    /// The DNS TXT records to publish for every hosted identity and its domain (or
+    /// for one identity), each name once.
+    DnsRecords {
+        /// Only this identity (`account$domain`).
+        identity: Option<String>,
+        /// `host[:port]` for the host records; the listen address when absent.
         host: Option<String>,
     },
     /// A page of trust records from one index.
@@ -244,6 +252,13 @@ pub enum AdminResponse {
         /// The identity.
         identity: String,
         /// The records.
+        records: Vec<DnsRecord>,
+        /// Things the operator should know.
+        warnings: Vec<String>,
+    },
+    /// The records to publish for the hosted identities and their domains.
+    DnsRecordSet {
+        /// The records, each name once.
         records: Vec<DnsRecord>,
         /// Things the operator should know.
         warnings: Vec<String>,
@@ -380,6 +395,9 @@ pub fn execute(context: &AdminContext, request: AdminRequest) -> AdminResult<Adm
         } => identity_rotate_key(context, &identity, selector.as_deref(), &public_key),
         AdminRequest::IdentityDnsRecords { identity, host } => {
             identity_dns_records(context, &identity, host.as_deref())
+        }
+        AdminRequest::DnsRecords { identity, host } => {
+            dns_records(context, identity.as_deref(), host.as_deref())
         }
         AdminRequest::TrustList {
             outbound,
