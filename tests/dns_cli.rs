@@ -207,6 +207,7 @@ fn identity_add(data: &Path, identity: &str) {
             identity,
             "--key-out",
             keys.to_str().unwrap(),
+            "--create",
         ],
     ));
 }
@@ -297,10 +298,15 @@ fn dns_records_without_a_server_read_the_database() {
     let temp = tempfile::tempdir().unwrap();
     let data = temp.path().join("appliance");
 
-    // No database yet: the command says where it looked.
+    // No data directory yet: the command names the path instead of creating it.
     let output = run(&data, &["dns", "records"]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("no database at"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("{} does not exist", data.display()))
+            && stderr.contains("--data-dir"),
+        "{stderr}"
+    );
 
     identity_add(&data, "finance$client.test");
     identity_add(&data, "billing$vendor.test");
