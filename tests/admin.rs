@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use btps::config::DEFAULT_LISTEN;
 use btps::crypto::{PrivateKey, PublicKey};
 use btps::identity::compute_trust_id;
 use btps::identity::dns::key_record_text;
@@ -188,7 +189,9 @@ fn identity_add_with_a_given_key_writes_no_private_key() {
         "{text}"
     );
     assert!(
-        text.contains("_btps.host.vendor.test. IN TXT \"v=1.0.0; u=127.0.0.1:3443; s=s2025\""),
+        text.contains(&format!(
+            "_btps.host.vendor.test. IN TXT \"v=1.0.0; u={DEFAULT_LISTEN}; s=s2025\""
+        )),
         "{text}"
     );
     assert!(text.contains(&fingerprint), "{text}");
@@ -647,7 +650,7 @@ fn identity_rotate_key_adds_a_current_key_and_keeps_the_old_one() {
     );
     assert_eq!(
         rotated["dns"][1]["value"],
-        "v=1.0.0; u=127.0.0.1:3443; s=btps2"
+        format!("v=1.0.0; u={DEFAULT_LISTEN}; s=btps2")
     );
     let record = open(dir.path())
         .read(|s| s.identity_by_name("pay$client.test"))
@@ -681,7 +684,9 @@ fn identity_rotate_key_adds_a_current_key_and_keeps_the_old_one() {
     ));
     assert!(table.contains("new selector: s2026"), "{table}");
     assert!(
-        table.contains("_btps.host.client.test. IN TXT \"v=1.0.0; u=127.0.0.1:3443; s=s2026\""),
+        table.contains(&format!(
+            "_btps.host.client.test. IN TXT \"v=1.0.0; u={DEFAULT_LISTEN}; s=s2026\""
+        )),
         "{table}"
     );
     let key_file = dir.path().join("keys/pay.client.test.s2026.key.pem");
@@ -808,7 +813,7 @@ fn identity_dns_records_name_every_key_the_host_and_the_lookup_signer() {
     );
     assert_eq!(
         records["records"][2]["value"],
-        "v=1.0.0; u=127.0.0.1:3443; s=btps2"
+        format!("v=1.0.0; u={DEFAULT_LISTEN}; s=btps2")
     );
     let warnings = records["warnings"].to_string();
     assert!(
@@ -836,13 +841,13 @@ fn identity_dns_records_name_every_key_the_host_and_the_lookup_signer() {
             "--config",
             "btps.toml",
             "--host",
-            "btps.client.test:3443",
+            "btps.client.test:4443",
         ],
     );
     let text = ok(&output);
     assert!(
         text.contains(
-            "_btps.host.client.test. IN TXT \"v=1.0.0; u=btps.client.test:3443; s=btps2\""
+            "_btps.host.client.test. IN TXT \"v=1.0.0; u=btps.client.test:4443; s=btps2\""
         ),
         "{text}"
     );

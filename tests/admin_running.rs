@@ -358,7 +358,7 @@ async fn every_admin_command_works_against_a_running_server() {
             "dns-records",
             RECEIVER,
             "--host",
-            "btps.client.test:3443",
+            "btps.client.test:4443",
             "--json",
         ],
     ));
@@ -370,7 +370,7 @@ async fn every_admin_command_works_against_a_running_server() {
     assert_eq!(records["records"][0]["value"], key_record_text(&finance));
     assert_eq!(
         records["records"][1]["value"],
-        "v=1.0.0; u=btps.client.test:3443; s=btps1"
+        "v=1.0.0; u=btps.client.test:4443; s=btps1"
     );
     let server_key =
         PublicKey::from_pem(&std::fs::read_to_string(data.join("keys/server.pub.pem")).unwrap())

@@ -519,7 +519,10 @@ async fn discover_reads_the_receivers_host_record() {
     let plain = discover(&directory, &Identity::parse("a$plain.test").unwrap())
         .await
         .unwrap();
-    assert_eq!((plain.host.as_str(), plain.port), ("plain.test", 3443));
+    assert_eq!(
+        (plain.host.as_str(), plain.port),
+        ("plain.test", btps::identity::dns::DEFAULT_BTPS_PORT)
+    );
 
     let missing = Identity::parse("x$nowhere.test").unwrap();
     match discover(&directory, &missing).await.unwrap_err() {

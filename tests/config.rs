@@ -53,10 +53,7 @@ fn no_file_and_no_environment_give_the_development_defaults() {
     let config = load(None, &[]).unwrap();
     assert_eq!(config, Config::default());
     assert_eq!(config.data_dir, PathBuf::from("./btps-data"));
-    assert_eq!(
-        config.listen,
-        "127.0.0.1:3443".parse::<SocketAddr>().unwrap()
-    );
+    assert_eq!(config.listen, btps::config::DEFAULT_LISTEN);
     assert_eq!(config.server.selector, "btps1");
     assert_eq!(config.server.identity, None);
     assert_eq!(

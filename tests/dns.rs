@@ -89,7 +89,7 @@ async fn host_record_is_found_and_checked() {
     // The docs' space-separated form leaves no `s`.
     dns.set_txt(
         "_btps.host.client.test",
-        vec!["v=1.0.0; u=btps.client.test:3443 s=btps1".into()],
+        vec!["v=1.0.0; u=btps.client.test:4443 s=btps1".into()],
     );
     assert_eq!(
         directory.host("client.test").await,
@@ -424,7 +424,7 @@ async fn vector_keys_resolve_to_their_pem_bodies() {
     let dns = responder();
     for (domain, settings) in index["domains"].as_object().unwrap() {
         let selector = settings["hostSelector"].as_str().unwrap();
-        dns.publish_host(domain, &format!("btps.{domain}:3443"), selector);
+        dns.publish_host(domain, &format!("btps.{domain}:4443"), selector);
     }
     let mut published = Vec::new();
     for (key_name, key) in index["keys"].as_object().unwrap() {
@@ -453,7 +453,7 @@ async fn vector_keys_resolve_to_their_pem_bodies() {
         // RSA-2048 SPKI: 294 bytes of DER, unpadded base64 (vectors README).
         assert!(!body.ends_with('='), "{key_name}");
         let host = directory.host(identity.domain()).await.unwrap();
-        assert_eq!(host.port, 3443);
+        assert_eq!(host.port, 4443);
         assert_eq!(
             Some(host.selector.as_str()),
             index["domains"][identity.domain()]["hostSelector"].as_str()

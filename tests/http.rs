@@ -664,14 +664,14 @@ fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, btps::config::Config
 fn a_non_loopback_endpoint_requires_a_token() {
     // Default: loopback, no token.
     let config = load("", &[]).unwrap();
-    assert_eq!(config.http.listen, Some("127.0.0.1:3480".parse().unwrap()));
+    assert_eq!(config.http.listen, Some(btps::config::DEFAULT_HTTP_LISTEN));
     assert!(config.http.token.is_none());
 
     // Any other address without a token is refused, naming the setting.
     for listen in [
-        "0.0.0.0:3480",
-        "[::]:3480",
-        "192.0.2.10:3480",
+        "0.0.0.0:9480",
+        "[::]:9480",
+        "192.0.2.10:9480",
         "[::ffff:192.0.2.10]:80",
     ] {
         let errors = load(&format!("[http]\nlisten = \"{listen}\""), &[]).unwrap_err();
@@ -683,12 +683,12 @@ fn a_non_loopback_endpoint_requires_a_token() {
                 .contains(listen.trim_start_matches('[').split(']').next().unwrap())
         );
     }
-    let errors = load("", &[("BTPS_HTTP_LISTEN", "0.0.0.0:3480")]).unwrap_err();
+    let errors = load("", &[("BTPS_HTTP_LISTEN", "0.0.0.0:9480")]).unwrap_err();
     assert_eq!(errors.0[0].setting, "http.token");
 
     // With a token it is accepted; the token never shows in Debug output.
     let config = load(
-        &format!("[http]\nlisten = \"0.0.0.0:3480\"\ntoken = \"{TOKEN}\""),
+        &format!("[http]\nlisten = \"0.0.0.0:9480\"\ntoken = \"{TOKEN}\""),
         &[],
     )
     .unwrap();
@@ -704,8 +704,8 @@ fn a_non_loopback_endpoint_requires_a_token() {
     .unwrap();
     assert!(config.http.token.is_some());
     // IPv6 and IPv4-mapped loopback count as loopback.
-    assert!(load("[http]\nlisten = \"[::1]:3480\"", &[]).is_ok());
-    assert!(load("[http]\nlisten = \"[::ffff:127.0.0.1]:3480\"", &[]).is_ok());
+    assert!(load("[http]\nlisten = \"[::1]:9480\"", &[]).is_ok());
+    assert!(load("[http]\nlisten = \"[::ffff:127.0.0.1]:9480\"", &[]).is_ok());
 
     // Off, and bad values.
     assert_eq!(

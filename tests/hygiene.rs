@@ -44,7 +44,7 @@ fn starts_fn(line: &str) -> bool {
 
 /// The functions of `text` (by line ranges) that start `btps serve` without choosing
 /// both its BTPS and its HTTP address: such a server binds the defaults
-/// 127.0.0.1:3443 and 127.0.0.1:3480, which a developer's own server may hold.
+/// addresses, which a developer's own server may hold.
 /// Any function naming the subcommand (`"serve"`) counts as starting one, whether it
 /// passes it as an argument or recognises it in commands read from elsewhere (the
 /// walkthrough of docs/try-it.md). `btps dns serve` (`"dns", "serve"`) binds one
@@ -134,9 +134,9 @@ fn the_fixed_port_checks_catch_what_they_should() {
     assert_eq!(default_port_servers(dns_responder), [2]);
     assert_eq!(
         fixed_bindings(
-            "x.args([\"--listen\",\n \"127.0.0.1:3443\"]); TcpListener::bind(\"0.0.0.0:3480\")"
+            "x.args([\"--listen\",\n \"127.0.0.1:4443\"]); TcpListener::bind(\"0.0.0.0:4480\")"
         ),
-        ["--listen 127.0.0.1:3443", "bind(0.0.0.0:3480)"]
+        ["--listen 127.0.0.1:4443", "bind(0.0.0.0:4480)"]
     );
     assert!(fixed_bindings("bind(\"127.0.0.1:0\"); [\"--listen\", \"[::1]:0\"]").is_empty());
 }

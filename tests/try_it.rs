@@ -589,7 +589,7 @@ fn the_interpreter_understands_the_walkthrough_and_refuses_the_rest() {
         "btps inbox list x | head",
         "btps send --key $KEY",
         "btps send --key \"$KEY\"",
-        "curl http://127.0.0.1:3480/healthz",
+        "curl http://127.0.0.1:9480/healthz",
         "btps serve > log &",
         "btps send --from 'billing",
     ] {

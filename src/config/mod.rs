@@ -263,3 +263,18 @@ fn unverifiable_signer() -> Identity {
     #[allow(clippy::expect_used)]
     Identity::parse("admin$unknown.invalid").expect("literal identity is valid")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The defaults the documentation and the reference name: BTPS on 3443
+    /// (`spec/04-identity-dns.md` §2), the HTTP endpoint on loopback 3480 (README).
+    #[test]
+    fn the_default_addresses_are_the_documented_ones() {
+        assert_eq!(DEFAULT_LISTEN.to_string(), "127.0.0.1:3443");
+        assert_eq!(DEFAULT_HTTP_LISTEN.to_string(), "127.0.0.1:3480");
+        assert_eq!(Config::default().listen, DEFAULT_LISTEN);
+        assert_eq!(Config::default().http.listen, Some(DEFAULT_HTTP_LISTEN));
+    }
+}

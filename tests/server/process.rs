@@ -35,8 +35,8 @@ pub(super) fn spawn_with_env(args: &[&str], cwd: &Path, env: &[(&str, &str)]) ->
         .env("RUST_LOG", "warn")
         .env_remove("BTPS_DATA_DIR")
         .env_remove("BTPS_CONFIG")
-        // No test binds a fixed port: a developer's server may hold the defaults
-        // (127.0.0.1:3443, 127.0.0.1:3480), and parallel processes would contend for
+        // No test binds a fixed port: a developer's server may hold the default
+        // addresses, and parallel processes would contend for
         // them. A --listen among `args` overrides this.
         .env("BTPS_LISTEN", "127.0.0.1:0")
         .env("BTPS_HTTP_LISTEN", "off")
@@ -278,16 +278,16 @@ async fn serve_with_no_configuration_prepares_its_data_directory() {
     let summary = String::from_utf8_lossy(&defaults.stdout);
     assert!(defaults.status.success(), "{summary}");
     for expected in [
-        "data dir:        ./btps-data (will be created)",
-        "listen:          127.0.0.1:3443",
-        "HTTP endpoint:   127.0.0.1:3480",
+        String::from("data dir:        ./btps-data (will be created)"),
+        format!("listen:          {}", btps::config::DEFAULT_LISTEN),
+        format!("HTTP endpoint:   {}", btps::config::DEFAULT_HTTP_LISTEN),
     ] {
-        assert!(summary.contains(expected), "{expected:?} in {summary}");
+        assert!(summary.contains(expected.as_str()), "{expected:?} in {summary}");
     }
 
     let process = spawn(&[], temp.path());
     assert!(process.address.ip().is_loopback());
-    assert_ne!(process.address.port(), 3443);
+    assert_ne!(process.address.port(), btps::config::DEFAULT_LISTEN.port());
     let data = temp.path().join("btps-data");
     for file in [
         "keys/server.key.pem",
