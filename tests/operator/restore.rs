@@ -3,16 +3,15 @@
 //! refuses to leave a database its owner could not read.
 
 use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 
 use super::{btps, mode, ok, ok_json, set_mode, stderr};
 
 /// A user and group that are not root (`nobody` on Debian).
 const SERVICE_ID: u32 = 65534;
 
-#[test]
-fn restore_keeps_the_owner_and_mode_of_the_database() {
-    let temp = tempfile::tempdir().unwrap();
-    let dir = temp.path();
+/// `dir/data` with one identity, and its backup `dir/backup.redb`.
+fn a_data_directory_and_its_backup(dir: &Path) {
     ok(&btps(
         dir,
         &[
@@ -28,6 +27,13 @@ fn restore_keeps_the_owner_and_mode_of_the_database() {
         dir,
         &["backup", "--data-dir", "data", "--out", "backup.redb"],
     ));
+}
+
+#[test]
+fn restore_keeps_the_owner_and_mode_of_the_database() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    a_data_directory_and_its_backup(dir);
     ok(&btps(
         dir,
         &["identity", "add", "later$client.test", "--data-dir", "data"],
@@ -119,21 +125,7 @@ fn restore_keeps_the_owner_and_mode_of_the_database() {
 fn restore_is_refused_while_a_server_holds_the_database() {
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path();
-    ok(&btps(
-        dir,
-        &[
-            "identity",
-            "add",
-            "finance$client.test",
-            "--data-dir",
-            "data",
-            "--create",
-        ],
-    ));
-    ok(&btps(
-        dir,
-        &["backup", "--data-dir", "data", "--out", "backup.redb"],
-    ));
+    a_data_directory_and_its_backup(dir);
     let database = dir.join("data/btps.redb");
     let listing = || {
         let mut names: Vec<String> = std::fs::read_dir(dir.join("data"))

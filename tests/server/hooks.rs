@@ -389,18 +389,7 @@ async fn the_memory_storage_serves_the_trust_flow() {
         .unwrap()
         .unwrap();
     assert_eq!(pending.status, TrustStatus::Pending);
-    storage
-        .trust()
-        .update(
-            Perspective::Inbound,
-            &id,
-            btps::store::TrustPatch {
-                status: Some(TrustStatus::Accepted),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    set_inbound_status(&storage, &id, TrustStatus::Accepted).await;
     let document = artifact(
         TransporterType::Document,
         VENDOR,
@@ -420,18 +409,7 @@ async fn the_memory_storage_serves_the_trust_flow() {
     assert_eq!(inbox.items[1].raw, document.as_bytes());
     // An operator's revocation through the store reaches the next document at once
     // (the committer's trust cache learns of writes made outside it).
-    storage
-        .trust()
-        .update(
-            Perspective::Inbound,
-            &id,
-            btps::store::TrustPatch {
-                status: Some(TrustStatus::Revoked),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    set_inbound_status(&storage, &id, TrustStatus::Revoked).await;
     let after_revocation = artifact(
         TransporterType::Document,
         VENDOR,
@@ -510,4 +488,20 @@ async fn a_subscription_is_at_least_once_from_its_durable_cursor() {
     assert_eq!(raw, late.as_bytes());
     server.stop().await;
     drop(temp);
+}
+
+/// An operator's decision on an inbound trust record, written through the store.
+async fn set_inbound_status(storage: &dyn Storage, id: &str, status: TrustStatus) {
+    storage
+        .trust()
+        .update(
+            Perspective::Inbound,
+            id,
+            btps::store::TrustPatch {
+                status: Some(status),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
 }

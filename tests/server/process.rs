@@ -282,7 +282,10 @@ async fn serve_with_no_configuration_prepares_its_data_directory() {
         format!("listen:          {}", btps::config::DEFAULT_LISTEN),
         format!("HTTP endpoint:   {}", btps::config::DEFAULT_HTTP_LISTEN),
     ] {
-        assert!(summary.contains(expected.as_str()), "{expected:?} in {summary}");
+        assert!(
+            summary.contains(expected.as_str()),
+            "{expected:?} in {summary}"
+        );
     }
 
     let process = spawn(&[], temp.path());
