@@ -70,20 +70,11 @@ fn start(data: &Path, dns: &DnsResponder) -> Server {
 impl Server {
     /// SIGTERM, then wait for a clean exit.
     fn stop(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        for _ in 0..100 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "btps serve exited with {status}");
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        panic!("btps serve did not stop within 10 s of SIGTERM");
+        let Some(status) = crate::util::sigterm_and_wait(&mut self.child, Duration::from_secs(10))
+        else {
+            panic!("btps serve did not stop within 10 s of SIGTERM");
+        };
+        assert!(status.success(), "btps serve exited with {status}");
     }
 
     async fn send(&self, line: &str) -> btps::protocol::response::ServerResponse {

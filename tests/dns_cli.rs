@@ -123,19 +123,11 @@ impl Background {
 
     /// SIGTERM, then a clean exit within 20 s.
     fn terminate(&mut self) {
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-        for _ in 0..400 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "exited with {status} after SIGTERM");
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("did not stop within 20 s of SIGTERM");
+        let Some(status) = crate::util::sigterm_and_wait(&mut self.child, Duration::from_secs(20))
+        else {
+            panic!("did not stop within 20 s of SIGTERM");
+        };
+        assert!(status.success(), "exited with {status} after SIGTERM");
     }
 }
 

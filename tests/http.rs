@@ -852,21 +852,8 @@ async fn btps_serve_runs_the_endpoint_and_stops_it_with_the_listener() {
     let samples = parse_prometheus(&String::from_utf8(body).unwrap());
     assert!(value(&samples, "btps_db_file_bytes", &[]) > 0.0);
 
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("btps serve did not stop");
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let Some(status) = crate::util::sigterm_and_wait(&mut child, Duration::from_secs(15)) else {
+        panic!("btps serve did not stop");
     };
     assert!(status.success(), "{status}");
     assert!(

@@ -60,21 +60,10 @@ fn serve_command(temp: &Path, dns: SocketAddr) -> Command {
 
 /// Sends SIGTERM and waits (at most 10 s) for a successful exit.
 fn terminate(child: &mut Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "btps serve exited with {status}");
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    panic!("btps serve did not stop within 10 s of SIGTERM");
+    let Some(status) = crate::util::sigterm_and_wait(child, Duration::from_secs(10)) else {
+        panic!("btps serve did not stop within 10 s of SIGTERM");
+    };
+    assert!(status.success(), "btps serve exited with {status}");
 }
 
 fn client_options() -> ClientOptions {

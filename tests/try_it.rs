@@ -223,20 +223,8 @@ impl Job {
 
     /// SIGTERM, then a clean exit within [`STOP_TIMEOUT`], having said so.
     fn stop(&mut self) {
-        let sent = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success(), "kill -TERM {}", self.name());
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                self.fail(&format!("did not stop within {STOP_TIMEOUT:?} of SIGTERM"));
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let Some(status) = crate::util::sigterm_and_wait(&mut self.child, STOP_TIMEOUT) else {
+            self.fail(&format!("did not stop within {STOP_TIMEOUT:?} of SIGTERM"));
         };
         self.stopped = true;
         // The reader thread ends with the process's output.

@@ -151,23 +151,11 @@ impl Serve {
 
     /// SIGTERM, then wait for a clean exit.
     fn stop(mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "btps serve exited with {status}");
-                return;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("btps serve did not stop within 15 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let Some(status) = crate::util::sigterm_and_wait(&mut self.child, Duration::from_secs(15))
+        else {
+            panic!("btps serve did not stop within 15 s of SIGTERM");
+        };
+        assert!(status.success(), "btps serve exited with {status}");
     }
 }
 

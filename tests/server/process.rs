@@ -14,6 +14,7 @@ use btps::protocol::TransporterType;
 use btps::store::{Mailbox, PageRequest, Perspective, RedbOptions, RedbStore, TrustStatus};
 
 use crate::util::server::{TRUST_REQUEST, TestOptions, TestServer, artifact, host, vector_dns};
+use crate::util::sigterm_and_wait;
 
 /// A running `btps serve` and the lines it printed up to "listening".
 pub(super) struct Process {
@@ -67,20 +68,10 @@ pub(super) fn spawn_with_env(args: &[&str], cwd: &Path, env: &[(&str, &str)]) ->
 }
 
 pub(super) fn terminate(mut process: Process) {
-    let status = Command::new("kill")
-        .args(["-TERM", &process.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    for _ in 0..100 {
-        if let Some(status) = process.child.try_wait().unwrap() {
-            assert!(status.success(), "btps serve exited with {status}");
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = process.child.kill();
-    panic!("btps serve did not stop within 10 s of SIGTERM");
+    let Some(status) = sigterm_and_wait(&mut process.child, Duration::from_secs(10)) else {
+        panic!("btps serve did not stop within 10 s of SIGTERM");
+    };
+    assert!(status.success(), "btps serve exited with {status}");
 }
 
 async fn client(address: SocketAddr) -> BtpsClient {

@@ -69,3 +69,26 @@ pub fn vector_files(folder: &str) -> Vec<(String, serde_json::Value)> {
         })
         .collect()
 }
+
+/// Sends SIGTERM to `child` and waits up to `within` for it to exit. `None` when it
+/// did not: it is then killed, and the caller fails with its own message.
+pub fn sigterm_and_wait(
+    child: &mut std::process::Child,
+    within: std::time::Duration,
+) -> Option<std::process::ExitStatus> {
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -TERM {}", child.id());
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
