@@ -12,6 +12,7 @@ mod record;
 
 pub use mailbox::{
     DELIVERY_FAILURE_TYPE, EntryKind, EntryMeta, Mailbox, MailboxEntry, NewInboxEntry,
+    NewOutboxEntry, OutboxState,
 };
 pub use record::{
     IdentityPatch, IdentityRecord, KeyHistoryEntry, NewTrustRecord, Perspective, PrivacyType,

@@ -24,8 +24,9 @@
 use std::path::Path;
 
 use super::{
-    BackupReport, BoxFuture, IdentityStore, Mailbox, MailboxEntry, NewTrustRecord, Page,
-    PageRequest, Perspective, PreparedInboxEntry, StoreResult, TrustPatch, TrustRecord, TrustStore,
+    BackupReport, BoxFuture, IdentityStore, Mailbox, MailboxEntry, NewOutboxEntry, NewTrustRecord,
+    Page, PageRequest, Perspective, PreparedInboxEntry, StoreResult, Timestamp, TrustPatch,
+    TrustRecord, TrustStore,
 };
 
 /// Everything a BTPS server keeps, behind one handle (`Arc<dyn Storage>`).
@@ -45,6 +46,25 @@ pub trait Storage: Send + Sync + 'static {
 
     /// The mailboxes.
     fn mailboxes(&self) -> &dyn MailboxStore;
+
+    /// The outbox's schedule: claiming due entries for delivery, listing the queue.
+    fn outbox(&self) -> &dyn OutboxStore;
+
+    /// Runs `work` inside one write transaction and commits it when `work` returns
+    /// `Ok`, **blocking** until the commit is durable; on `Err` nothing of it
+    /// remains. Every operator, agent and delivery change that is not an inbound
+    /// artifact goes through here: a trust decision together with the TRUST_RES it
+    /// queues, an outbox entry moving to the sentbox, a delivery-failure notice
+    /// replacing its entry.
+    ///
+    /// `owner` is the hosted identity whose data the work changes (a router picks
+    /// the tenant by it). Called from blocking contexts only (the server uses
+    /// `spawn_blocking`).
+    fn transact(
+        &self,
+        owner: &str,
+        work: &mut dyn FnMut(&mut dyn StoreTransaction) -> StoreResult<()>,
+    ) -> StoreResult<()>;
 
     /// Checks and applies every artifact of `group` inside one transaction and
     /// commits it, **blocking** until the commit is durable.
@@ -134,6 +154,108 @@ pub trait InboundTransaction {
     fn generation(&self) -> Option<u64> {
         None
     }
+}
+
+/// What [`Storage::transact`] work reads and writes. Every read sees the
+/// transaction's own earlier writes.
+pub trait StoreTransaction {
+    /// The trust record `id` (any case) from `perspective`, if any.
+    fn trust(&mut self, perspective: Perspective, id: &str) -> StoreResult<Option<TrustRecord>>;
+
+    /// Stores a new trust record under its computed id; fails with `AlreadyExists`.
+    fn create_trust(
+        &mut self,
+        perspective: Perspective,
+        record: NewTrustRecord,
+    ) -> StoreResult<TrustRecord>;
+
+    /// Applies `patch` to the trust record `id`, sets its `updatedAt` and returns it.
+    fn update_trust(
+        &mut self,
+        perspective: Perspective,
+        id: &str,
+        patch: TrustPatch,
+    ) -> StoreResult<TrustRecord>;
+
+    /// Removes the trust record `id`; whether it existed.
+    fn delete_trust(&mut self, perspective: Perspective, id: &str) -> StoreResult<bool>;
+
+    /// Whether `identity` (case-insensitive) has an identity record.
+    fn is_hosted(&mut self, identity: &str) -> StoreResult<bool>;
+
+    /// The mailbox entry `entry_id`, if any.
+    fn entry(&mut self, entry_id: u64) -> StoreResult<Option<MailboxEntry>>;
+
+    /// Stores `entry` under a fresh entry id (the one it carries is ignored) and
+    /// returns that id. No de-duplication: for entries the server makes itself
+    /// (outbox entries, delivery-failure notices, drafts).
+    fn insert_entry(&mut self, entry: MailboxEntry) -> StoreResult<u64>;
+
+    /// Replaces the stored entry with the same id (its mailbox, time, meta or
+    /// bytes may have changed) and updates every index; `NotFound` if there is none.
+    fn update_entry(&mut self, entry: &MailboxEntry) -> StoreResult<()>;
+
+    /// Removes the entry; the entry removed, if there was one.
+    fn remove_entry(&mut self, entry_id: u64) -> StoreResult<Option<MailboxEntry>>;
+
+    /// Queues an outbound artifact: a new outbox entry due at once, returned with
+    /// its entry id.
+    fn enqueue(&mut self, entry: NewOutboxEntry) -> StoreResult<MailboxEntry> {
+        let mut entry = entry
+            .into_entry()
+            .map_err(|reason| super::StoreError::Invalid {
+                kind: super::RecordKind::MailboxEntry,
+                reason,
+            })?;
+        entry.entry_id = self.insert_entry(entry.clone())?;
+        Ok(entry)
+    }
+}
+
+/// The outbox's queue, as the delivery worker and the operator see it
+/// (`08-delivery.md` §5). Moving an entry on (to the sentbox, back to the queue,
+/// out with a notice) is a [`Storage::transact`] of the server's.
+pub trait OutboxStore: Send + Sync {
+    /// Claims up to `limit` entries due at `now` for delivery until
+    /// `lease_until`, oldest due first, and returns them claimed. Only the first
+    /// entry of each (owner, receiver) queue is ever claimed, so a pair's
+    /// artifacts are attempted in the order they were queued. An entry whose claim
+    /// ran out (its node died) is due again. Each entry is claimed by one caller
+    /// only, also when several servers share the backend.
+    fn claim_due(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> BoxFuture<'_, StoreResult<Vec<MailboxEntry>>>;
+
+    /// Ends the claims this server held before it (re)started: each such entry is
+    /// due at once, its attempt count unchanged. How many. A backend shared by
+    /// several servers leaves other servers' claims alone (they run out instead).
+    fn release_claims(&self, now: Timestamp) -> BoxFuture<'_, StoreResult<u64>>;
+
+    /// When the next entry is due (milliseconds since the epoch), if any.
+    fn next_due(&self) -> BoxFuture<'_, StoreResult<Option<i64>>>;
+
+    /// Entries in the order they were queued, of `owner` (case-insensitive) only
+    /// when given.
+    fn list<'a>(
+        &'a self,
+        owner: Option<&'a str>,
+        page: PageRequest,
+    ) -> BoxFuture<'a, StoreResult<Page<MailboxEntry>>>;
+
+    /// How many entries wait and when the oldest was queued.
+    fn stats(&self) -> BoxFuture<'_, StoreResult<OutboxStats>>;
+}
+
+/// The size and age of the outbox.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OutboxStats {
+    /// Entries in the outbox (queued, in flight or waiting for a retry).
+    pub entries: u64,
+    /// When the oldest of them was queued.
+    pub oldest_queued_at: Option<Timestamp>,
 }
 
 /// Reading the mailboxes.

@@ -40,7 +40,10 @@ pub use self::redb::{
     BackupReport, DATABASE_FILE_NAME, InboxWriter, PreparedInboxEntry, REOPEN_INTERVAL,
     RedbOptions, RedbStore, SCHEMA_VERSION, Snapshot, WriteBatch,
 };
-pub use contract::{InboundGroup, InboundTransaction, MailboxStore, Maintenance, Storage};
+pub use contract::{
+    InboundGroup, InboundTransaction, MailboxStore, Maintenance, OutboxStats, OutboxStore, Storage,
+    StoreTransaction,
+};
 pub use error::{RecordKind, RecordProblem, StoreError, StoreResult};
 pub use json_storage::JsonFilesStorage;
 pub use json_store::{JsonFileShape, JsonIdentityStore, JsonTrustStore};
@@ -51,9 +54,9 @@ pub use memory::{MemoryMailboxes, MemoryStorage};
 // this module.
 pub use crate::model::{
     DELIVERY_FAILURE_TYPE, EntryKind, EntryMeta, IdentityPatch, IdentityRecord, KeyHistoryEntry,
-    Mailbox, MailboxEntry, NewInboxEntry, NewTrustRecord, Perspective, PrivacyType,
-    PublicKeyRecord, Source, Timestamp, TimestampError, TrustPatch, TrustRecord, TrustStatus,
-    validate_identity, validate_trust,
+    Mailbox, MailboxEntry, NewInboxEntry, NewOutboxEntry, NewTrustRecord, OutboxState, Perspective,
+    PrivacyType, PublicKeyRecord, Source, Timestamp, TimestampError, TrustPatch, TrustRecord,
+    TrustStatus, validate_identity, validate_trust,
 };
 
 /// The store traits return boxed futures so that they can be used as

@@ -34,6 +34,7 @@ mod contract;
 mod error;
 mod mailbox;
 mod migrate;
+mod outbox;
 mod read;
 mod storage;
 mod tables;
@@ -66,8 +67,9 @@ pub const DATABASE_FILE_NAME: &str = "btps.redb";
 ///
 /// Version 1 had no `trust_status_count` table; opening such a file adds it,
 /// filled from the status index, in one transaction. Version 2 had no mailbox
-/// tables; opening such a file creates them (empty).
-pub const SCHEMA_VERSION: u32 = 4;
+/// tables; opening such a file creates them (empty). Version 5 added the outbox
+/// indexes (empty: nothing was queued before).
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// How a [`RedbStore`] opens its file.
 #[derive(Clone, Debug)]

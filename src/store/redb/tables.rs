@@ -111,6 +111,18 @@ pub(super) const MAILBOX_ARTIFACT: TableDefinition<Bytes, ()> =
 /// `str(lower(owner)) ++ mailbox` → number of entries (absent when 0).
 pub(super) const MAILBOX_COUNT: TableDefinition<Bytes, u64> = TableDefinition::new("mailbox_count");
 
+// ---- Outbox tables (`08-delivery.md` §5, since v5) ----
+
+/// `instant(due) ++ u64be(entry_id)` → (): the delivery schedule. `due` is the
+/// end of the entry's claim while a delivery attempt holds it, else its next
+/// attempt time.
+pub(super) const OUTBOX_DUE: TableDefinition<Bytes, ()> = TableDefinition::new("outbox_due");
+/// `str(lower(owner)) ++ str(lower(to)) ++ u64be(entry_id)` → (): each (owner,
+/// receiver) pair's queue; its first entry is the only one of the pair attempted.
+pub(super) const OUTBOX_PAIR: TableDefinition<Bytes, ()> = TableDefinition::new("outbox_pair");
+/// `entry_id` → (): every outbox entry in the order it was queued.
+pub(super) const OUTBOX_ORDER: TableDefinition<u64, ()> = TableDefinition::new("outbox_order");
+
 /// Tables of schema version 3 that version 4 replaced with [`MAILBOX_ARTIFACT`];
 /// the migration deletes them.
 pub(super) mod legacy {
