@@ -1,0 +1,621 @@
+//! The PostgreSQL backend (cargo feature `postgres`): the whole storage contract on
+//! one database that several btps nodes share.
+//!
+//! * [`PgStorage`] is the handle: a connection pool (deadpool over tokio-postgres)
+//!   and a small runtime of its own on which every connection and query runs, so
+//!   that the blocking calls of the contract (`commit_inbound`, `transact`,
+//!   `check_ready`) work from any thread — the committer, a blocking-pool thread,
+//!   even a runtime thread — without a second runtime being entered.
+//! * `schema.rs` creates and migrates the tables at start, in one transaction,
+//!   and refuses a database written by a newer btps.
+//! * `records.rs` holds the trust and identity records (the reference's JSON form
+//!   beside indexed columns), `entries.rs` the mailbox entries and the
+//!   subscription cursors, `outbox.rs` the delivery queue, `transaction.rs` the
+//!   group commit and [`Storage::transact`], `error.rs` the mapping of driver
+//!   errors to [`StoreError`]s.
+//!
+//! Several nodes, one database:
+//!
+//! * every write transaction that inserts or moves mailbox entries (a group
+//!   commit, a `transact`) first locks the entry-id counter row, so such
+//!   transactions run one at a time across all nodes: entry ids are handed out and
+//!   become visible in increasing order (`docs/embedding.md` §5.4), and the second
+//!   node to receive an artifact finds the first one's entry (§5.3). The unique
+//!   index on (receiver, sender, artifact id) of inbox entries holds regardless;
+//! * outbox claims take queue heads with `FOR UPDATE SKIP LOCKED` and a lease
+//!   (`08-delivery.md` §5): one node per entry, a dead node's claims due again
+//!   when their lease runs out;
+//! * nothing read from the database is cached in the process, and
+//!   [`InboundTransaction::generation`](super::InboundTransaction::generation) is
+//!   `None`, so a trust decision made on one node applies to the next artifact on
+//!   every other node.
+//!
+//! A lost connection makes calls fail with [`StoreError::Unavailable`] (the server
+//! answers "storage temporarily unavailable", never an acknowledgement without a
+//! commit); the pool replaces broken connections on the next checkout, so the
+//! backend recovers by itself when the database returns.
+
+mod entries;
+mod error;
+mod outbox;
+mod records;
+mod schema;
+mod transaction;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+
+use super::contract::{InboundGroup, MailboxStore, OutboxStore, Storage, StoreTransaction};
+use super::{IdentityStore, StoreError, StoreResult, TrustStore};
+
+pub use schema::POSTGRES_SCHEMA_VERSION;
+
+use error::PgErrors;
+
+/// How to reach the database and which tables to use.
+#[derive(Clone)]
+pub struct PgOptions {
+    /// A libpq-style connection string: `postgres://user:password@host:port/db` or
+    /// `host=… user=… dbname=…`. `sslmode=require` uses TLS with the system's CAs;
+    /// the default, `prefer`, uses TLS when the server offers it.
+    pub uri: String,
+    /// The trust records' table (the reference's `POSTGRES_TABLE`).
+    pub trust_table: String,
+    /// The identity records' table (the reference's `POSTGRES_IDENTITY_TABLE`).
+    pub identity_table: String,
+    /// Connections in the pool.
+    pub pool_size: usize,
+    /// How long connecting (and waiting for a free pooled connection) may take.
+    pub connect_timeout: Duration,
+    /// How long one statement may take before the call fails as unavailable.
+    pub statement_timeout: Duration,
+    /// This node's name among the nodes sharing the database: the owner of its
+    /// outbox claims, released at its next start ([`OutboxStore::release_claims`]).
+    /// Keep it stable across restarts and distinct between nodes.
+    pub node: String,
+}
+
+impl PgOptions {
+    /// The reference's default table names (`btps_trust`, `btps_identity`), ten
+    /// connections, 5 s to connect, 30 s per statement, a node name that is new
+    /// for every process.
+    pub fn new(uri: impl Into<String>) -> Self {
+        PgOptions {
+            uri: uri.into(),
+            trust_table: DEFAULT_TRUST_TABLE.to_owned(),
+            identity_table: DEFAULT_IDENTITY_TABLE.to_owned(),
+            pool_size: 10,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
+            node: format!("node-{}", uuid::Uuid::new_v4()),
+        }
+    }
+}
+
+impl std::fmt::Debug for PgOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgOptions")
+            .field("uri", &redact_uri(&self.uri))
+            .field("trust_table", &self.trust_table)
+            .field("identity_table", &self.identity_table)
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("node", &self.node)
+            .finish()
+    }
+}
+
+/// The reference's default trust table.
+pub const DEFAULT_TRUST_TABLE: &str = "btps_trust";
+/// The reference's default identity table.
+pub const DEFAULT_IDENTITY_TABLE: &str = "btps_identity";
+
+/// Whether `name` may name a table: a lower-case SQL identifier of at most 48
+/// characters (room for the index names derived from it), not starting with a digit.
+pub fn valid_table_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some('a'..='z' | '_'))
+        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
+        && name.len() <= 48
+}
+
+/// The connection string with its password replaced by `***`, for logs and
+/// messages (both the URL form and the `key=value` form).
+pub fn redact_uri(uri: &str) -> String {
+    if uri.starts_with("postgres://") || uri.starts_with("postgresql://") {
+        // userinfo ends at the last '@' before the path.
+        let scheme_end = uri.find("://").map_or(0, |at| at + 3);
+        let rest = &uri[scheme_end..];
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let authority = &rest[..authority_end];
+        let mut out = uri[..scheme_end].to_owned();
+        match authority.rfind('@') {
+            Some(at) => {
+                let userinfo = &authority[..at];
+                match userinfo.find(':') {
+                    Some(colon) => {
+                        out.push_str(&userinfo[..colon]);
+                        out.push_str(":***");
+                    }
+                    None => out.push_str(userinfo),
+                }
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        out.push_str(&redact_query(&rest[authority_end..]));
+        out
+    } else {
+        redact_key_values(uri)
+    }
+}
+
+/// `?password=…` parameters of a URL's query.
+fn redact_query(tail: &str) -> String {
+    let Some((path, query)) = tail.split_once('?') else {
+        return tail.to_owned();
+    };
+    let parts: Vec<String> = query
+        .split('&')
+        .map(|part| match part.split_once('=') {
+            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+            _ => part.to_owned(),
+        })
+        .collect();
+    format!("{path}?{}", parts.join("&"))
+}
+
+/// `password=…` (quoted or not) of a `key=value` connection string.
+fn redact_key_values(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = find_password_key(rest) {
+        out.push_str(&rest[..at]);
+        out.push_str("password=***");
+        let mut value = rest[at + "password".len()..].trim_start();
+        value = value.strip_prefix('=').unwrap_or(value).trim_start();
+        rest = if let Some(quoted) = value.strip_prefix('\'') {
+            // Up to the closing quote that is not escaped.
+            let mut end = quoted.len();
+            let mut escaped = false;
+            for (index, c) in quoted.char_indices() {
+                match c {
+                    '\\' if !escaped => escaped = true,
+                    '\'' if !escaped => {
+                        end = index + 1;
+                        break;
+                    }
+                    _ => escaped = false,
+                }
+            }
+            &quoted[end.min(quoted.len())..]
+        } else {
+            let end = value.find(char::is_whitespace).unwrap_or(value.len());
+            &value[end..]
+        };
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Where a `password` key (followed by `=`) starts, at a word boundary.
+fn find_password_key(text: &str) -> Option<usize> {
+    let lower = text.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(found) = lower[from..].find("password") {
+        let at = from + found;
+        let boundary = at == 0 || lower.as_bytes()[at - 1].is_ascii_whitespace();
+        let after = lower[at + "password".len()..].trim_start();
+        if boundary && after.starts_with('=') {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
+}
+
+/// The pool, the runtime it runs on, and what every query needs to know.
+pub(crate) struct Db {
+    pool: Pool,
+    runtime: RuntimeHolder,
+    /// The redacted connection string: the `path` of every [`StoreError`].
+    name: Arc<str>,
+    tables: Arc<schema::Tables>,
+    node: Arc<str>,
+    statement_timeout: Duration,
+}
+
+/// The backend's own runtime, shut down in the background when the last handle
+/// goes (dropping a runtime inside another's async context would panic).
+struct RuntimeHolder(Option<tokio::runtime::Runtime>);
+
+impl RuntimeHolder {
+    fn handle(&self) -> Option<&tokio::runtime::Handle> {
+        self.0.as_ref().map(tokio::runtime::Runtime::handle)
+    }
+}
+
+impl Drop for RuntimeHolder {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Db {
+    fn errors(&self) -> PgErrors {
+        PgErrors {
+            name: Arc::clone(&self.name),
+        }
+    }
+
+    /// Runs `work` on the backend's runtime and waits for it from async code.
+    async fn run<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = StoreResult<T>> + Send + 'static,
+    {
+        let handle = self.runtime.handle().ok_or_else(stopped)?;
+        handle
+            .spawn(work)
+            .await
+            .map_err(|error| StoreError::TaskFailed(error.to_string()))?
+    }
+
+    /// Runs `work` on the backend's runtime and blocks the calling thread until it
+    /// ends. Allowed on any thread: the work runs elsewhere.
+    fn block<T, F>(&self, work: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = StoreResult<T>> + Send + 'static,
+    {
+        let handle = self.runtime.handle().ok_or_else(stopped)?;
+        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+        handle.spawn(async move {
+            // The receiver waits for this; it only goes if the caller panicked.
+            let _ = sender.send(work.await);
+        });
+        receiver
+            .recv()
+            .map_err(|_| StoreError::TaskFailed("a PostgreSQL task stopped".to_owned()))?
+    }
+
+    /// A pooled connection (to be used on the backend's runtime).
+    async fn connection(pool: &Pool, errors: &PgErrors) -> StoreResult<Object> {
+        pool.get().await.map_err(|error| errors.pool(&error))
+    }
+
+    /// The parts a task on the runtime needs, cloned out of `self`.
+    fn parts(&self) -> Parts {
+        Parts {
+            pool: self.pool.clone(),
+            errors: self.errors(),
+            tables: Arc::clone(&self.tables),
+            node: Arc::clone(&self.node),
+            timeout: self.statement_timeout,
+        }
+    }
+}
+
+fn stopped() -> StoreError {
+    StoreError::TaskFailed("the PostgreSQL runtime has stopped".to_owned())
+}
+
+/// What a task on the backend's runtime works with.
+#[derive(Clone)]
+pub(crate) struct Parts {
+    pool: Pool,
+    errors: PgErrors,
+    tables: Arc<schema::Tables>,
+    node: Arc<str>,
+    timeout: Duration,
+}
+
+impl Parts {
+    async fn connection(&self) -> StoreResult<Object> {
+        Db::connection(&self.pool, &self.errors).await
+    }
+
+    /// `work` with a pooled connection, within the statement timeout. A
+    /// connection whose work timed out is dropped, not returned to the pool.
+    async fn with<T, F, Fut>(&self, work: F) -> StoreResult<T>
+    where
+        F: FnOnce(Arc<Object>, Parts) -> Fut,
+        Fut: Future<Output = StoreResult<T>>,
+    {
+        let connection = Arc::new(self.connection().await?);
+        let outcome =
+            tokio::time::timeout(self.timeout, work(Arc::clone(&connection), self.clone())).await;
+        match outcome {
+            Ok(result) => result,
+            Err(_) => {
+                if let Ok(object) = Arc::try_unwrap(connection) {
+                    drop(Object::take(object));
+                }
+                Err(self.errors.timed_out())
+            }
+        }
+    }
+
+    /// `work` inside one transaction, committed when it returns `Ok`.
+    async fn in_transaction<T, F, Fut>(&self, work: F) -> StoreResult<T>
+    where
+        F: FnOnce(Arc<Object>, Parts) -> Fut,
+        Fut: Future<Output = StoreResult<T>>,
+    {
+        self.with(|client, parts| async move {
+            client
+                .batch_execute("BEGIN")
+                .await
+                .map_err(|e| parts.errors.query(&e))?;
+            match work(Arc::clone(&client), parts.clone()).await {
+                Ok(value) => {
+                    client
+                        .batch_execute("COMMIT")
+                        .await
+                        .map_err(|e| parts.errors.query(&e))?;
+                    Ok(value)
+                }
+                Err(error) => {
+                    // A failed rollback leaves the connection broken: it is closed.
+                    if client.batch_execute("ROLLBACK").await.is_err()
+                        && let Ok(object) = Arc::try_unwrap(client)
+                    {
+                        drop(Object::take(object));
+                    }
+                    Err(error)
+                }
+            }
+        })
+        .await
+    }
+}
+
+/// The PostgreSQL [`Storage`]: trust and identity records, mailboxes, the outbox.
+///
+/// Cloning gives another handle on the same pool.
+#[derive(Clone)]
+pub struct PgStorage {
+    db: Arc<Db>,
+    trust: records::PgTrust,
+    identities: records::PgIdentities,
+    mailboxes: entries::PgMailboxes,
+    outbox: outbox::PgOutbox,
+}
+
+impl std::fmt::Debug for PgStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStorage")
+            .field("database", &self.db.name)
+            .field("node", &self.db.node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgStorage {
+    /// Connects, creates or migrates the schema (one transaction, refusing a
+    /// database of a newer btps) and returns the handle. Blocking: call it outside
+    /// async code or through `spawn_blocking`.
+    pub fn connect(options: &PgOptions) -> StoreResult<Self> {
+        let name: Arc<str> = Arc::from(redact_uri(&options.uri));
+        let errors = PgErrors {
+            name: Arc::clone(&name),
+        };
+        for table in [&options.trust_table, &options.identity_table] {
+            if !valid_table_name(table) {
+                return Err(errors.config(format!(
+                    "{table:?} is not a table name this backend accepts (lower-case letters, digits and _, at most 48)"
+                )));
+            }
+        }
+        if options.trust_table == options.identity_table {
+            return Err(errors.config("the trust and identity tables must differ".to_owned()));
+        }
+        let mut config: tokio_postgres::Config =
+            options
+                .uri
+                .parse()
+                .map_err(|error: tokio_postgres::Error| {
+                    errors.config(format!("the connection string is not valid: {error}"))
+                })?;
+        config
+            .connect_timeout(options.connect_timeout)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30));
+        if config.get_application_name().is_none() {
+            config.application_name("btps");
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("btps-postgres")
+            .enable_all()
+            .build()
+            .map_err(|error| errors.config(format!("starting the database runtime: {error}")))?;
+        let manager = Manager::from_config(
+            config,
+            tls_connector(),
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(1))
+            .wait_timeout(Some(options.connect_timeout))
+            .create_timeout(Some(options.connect_timeout))
+            .recycle_timeout(Some(options.connect_timeout))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|error| errors.config(format!("building the connection pool: {error}")))?;
+        let tables = Arc::new(schema::Tables::new(
+            &options.trust_table,
+            &options.identity_table,
+        ));
+        let db = Arc::new(Db {
+            pool,
+            runtime: RuntimeHolder(Some(runtime)),
+            name,
+            tables,
+            node: Arc::from(options.node.as_str()),
+            statement_timeout: options.statement_timeout,
+        });
+        let parts = db.parts();
+        db.block(async move { schema::migrate(&parts).await })?;
+        Ok(PgStorage {
+            trust: records::PgTrust {
+                db: Arc::clone(&db),
+            },
+            identities: records::PgIdentities {
+                db: Arc::clone(&db),
+            },
+            mailboxes: entries::PgMailboxes {
+                db: Arc::clone(&db),
+            },
+            outbox: outbox::PgOutbox {
+                db: Arc::clone(&db),
+            },
+            db,
+        })
+    }
+
+    /// The connection string with its password hidden.
+    pub fn name(&self) -> &str {
+        &self.db.name
+    }
+
+    /// This node's name (the owner of its outbox claims).
+    pub fn node(&self) -> &str {
+        &self.db.node
+    }
+
+    /// How many rows each table holds (for `btps migrate` and operators), by table.
+    pub fn table_counts(&self) -> StoreResult<Vec<(String, u64)>> {
+        let parts = self.db.parts();
+        self.db
+            .block(async move { schema::table_counts(&parts).await })
+    }
+}
+
+impl Storage for PgStorage {
+    fn trust(&self) -> &dyn TrustStore {
+        &self.trust
+    }
+
+    fn identities(&self) -> &dyn IdentityStore {
+        &self.identities
+    }
+
+    fn mailboxes(&self) -> &dyn MailboxStore {
+        &self.mailboxes
+    }
+
+    fn outbox(&self) -> &dyn OutboxStore {
+        &self.outbox
+    }
+
+    fn transact(
+        &self,
+        _owner: &str,
+        work: &mut dyn FnMut(&mut dyn StoreTransaction) -> StoreResult<()>,
+    ) -> StoreResult<()> {
+        let mut transaction = transaction::PgTransaction::begin(&self.db)?;
+        work(&mut transaction)?;
+        transaction.commit()
+    }
+
+    fn commit_inbound(&self, group: &mut dyn InboundGroup) -> StoreResult<()> {
+        let mut transaction = transaction::PgTransaction::begin(&self.db)?;
+        let mut wrote = false;
+        for index in 0..group.len() {
+            // On error the transaction is dropped unfinished: rolled back.
+            wrote |= group.apply(index, &mut transaction)?;
+        }
+        if wrote {
+            transaction.commit()
+        } else {
+            transaction.roll_back()
+        }
+    }
+
+    fn check_ready(&self) -> StoreResult<()> {
+        let parts = self.db.parts();
+        self.db.block(async move {
+            parts
+                .with(|client, parts| async move {
+                    client
+                        .simple_query("SELECT 1")
+                        .await
+                        .map_err(|e| parts.errors.query(&e))?;
+                    Ok(())
+                })
+                .await
+        })
+    }
+}
+
+/// TLS for `sslmode=prefer|require`: rustls with ring and the system's CAs.
+fn tls_connector() -> tokio_postgres_rustls::MakeRustlsConnect {
+    let mut roots = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(found.certs);
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map(|builder| {
+            builder
+                .with_root_certificates(roots.clone())
+                .with_no_client_auth()
+        })
+        // ring supports the default versions; this branch is not reached.
+        .unwrap_or_else(|_| {
+            rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth()
+        });
+    tokio_postgres_rustls::MakeRustlsConnect::new(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_hidden_in_both_forms() {
+        assert_eq!(
+            redact_uri("postgres://btps:s3cret@db.example:5432/btps?sslmode=require"),
+            "postgres://btps:***@db.example:5432/btps?sslmode=require"
+        );
+        assert_eq!(
+            redact_uri("postgresql://btps@db/btps?password=s3cret&sslmode=disable"),
+            "postgresql://btps@db/btps?password=***&sslmode=disable"
+        );
+        assert_eq!(
+            redact_uri("postgres://u:p%40ss@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(
+            redact_uri("host=db user=btps password=s3cret dbname=btps"),
+            "host=db user=btps password=*** dbname=btps"
+        );
+        assert_eq!(
+            redact_uri("host=db password = 'it\\'s secret' dbname=btps"),
+            "host=db password=*** dbname=btps"
+        );
+        assert_eq!(redact_uri("host=/run/postgresql"), "host=/run/postgresql");
+    }
+
+    #[test]
+    fn table_names_are_plain_identifiers() {
+        assert!(valid_table_name("btps_trust"));
+        assert!(valid_table_name("_t1"));
+        assert!(!valid_table_name("1t"));
+        assert!(!valid_table_name("Trust"));
+        assert!(!valid_table_name("t; drop table x"));
+        assert!(!valid_table_name(""));
+        assert!(!valid_table_name(&"t".repeat(49)));
+    }
+}
