@@ -34,7 +34,6 @@ mod json_storage;
 mod json_store;
 mod keys;
 mod memory;
-#[cfg(feature = "postgres")]
 mod postgres;
 mod redb;
 pub mod transfer;
@@ -54,11 +53,9 @@ pub use error::{RecordKind, RecordProblem, StoreError, StoreResult};
 pub use json_storage::JsonFilesStorage;
 pub use json_store::{JsonFileShape, JsonIdentityStore, JsonTrustStore};
 pub use memory::{MemoryMailboxes, MemoryStorage};
+pub use postgres::{DEFAULT_IDENTITY_TABLE, DEFAULT_TRUST_TABLE, redact_uri, valid_table_name};
 #[cfg(feature = "postgres")]
-pub use postgres::{
-    DEFAULT_IDENTITY_TABLE, DEFAULT_TRUST_TABLE, POSTGRES_SCHEMA_VERSION, PgOptions, PgStorage,
-    redact_uri, valid_table_name,
-};
+pub use postgres::{POSTGRES_SCHEMA_VERSION, PgOptions, PgStorage};
 
 // The domain types the storage contract speaks in, defined in `crate::model` and
 // re-exported here so that a backend (and `btps::store::TrustRecord`) needs only
