@@ -10,6 +10,7 @@ mod cli;
 mod client;
 mod config;
 mod crypto;
+mod delivery;
 mod dns;
 mod dns_cli;
 mod http;

@@ -24,6 +24,7 @@
 // setting. Every other file is one section of the TOML file (`[dns]` in `dns.rs`):
 // its settings struct, defaults, keys, environment variables and value parsers.
 mod admin;
+mod delivery;
 mod dns;
 mod domains;
 mod environment;
@@ -46,6 +47,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use admin::{ADMIN_SOCKET_FILE_NAME, AdminSettings};
+pub use delivery::DeliverySettings;
 pub use dns::DnsSettings;
 pub use domains::DomainSettings;
 pub use environment::{EnvironmentNote, environment_report};
@@ -106,6 +108,8 @@ pub struct Config {
     pub admin: AdminSettings,
     /// The local HTTP endpoint.
     pub http: HttpSettings,
+    /// Outbound delivery.
+    pub delivery: DeliverySettings,
 }
 
 /// One invalid setting.
@@ -194,6 +198,7 @@ impl Config {
             log: LogSettings::defaults(),
             admin: AdminSettings::defaults_under(data_dir),
             http: HttpSettings::defaults(),
+            delivery: DeliverySettings::defaults(),
         }
     }
 
