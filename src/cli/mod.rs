@@ -13,6 +13,8 @@ mod delivery;
 mod dns;
 mod keys;
 mod logging;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod send;
 mod serve;
 mod store;

@@ -76,6 +76,9 @@ const UNSUPPORTED: &[(&str, &str)] = &[
 /// Families whose unknown members are reported.
 const FAMILIES: &[&str] = &["BTPS_", "POSTGRES_", "MONGODB_"];
 
+/// Variables of the test harness (`BTPS_TEST_POSTGRES_URI`), not the server's.
+const TEST_HARNESS: &str = "BTPS_TEST_";
+
 /// Sorts `vars` (name, value) into notes, in name order. Values are not looked at
 /// (some are secrets).
 pub fn environment_report<'a>(
@@ -117,7 +120,7 @@ fn note(name: &str) -> Option<EnvironmentNote> {
             message: "MongoDB is not supported; use postgres or redb".to_owned(),
         });
     }
-    if FAMILIES.iter().any(|family| name.starts_with(family)) {
+    if FAMILIES.iter().any(|family| name.starts_with(family)) && !name.starts_with(TEST_HARNESS) {
         let suggestion = SETTINGS
             .iter()
             .filter_map(|(_, env)| *env)
