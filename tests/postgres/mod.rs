@@ -55,10 +55,23 @@ pub(crate) fn fresh_schema(uri: &str) -> (String, String) {
     let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
     admin_sql(uri, &format!("CREATE SCHEMA {schema}"));
     let separator = if uri.contains('?') { '&' } else { '?' };
+    // The application name tells this test's connections apart from the others'
+    // (`cut_connections`).
     (
         schema.clone(),
-        format!("{uri}{separator}options=-csearch_path%3D{schema}"),
+        format!("{uri}{separator}options=-csearch_path%3D{schema}&application_name={schema}"),
     )
+}
+
+/// Ends every connection made to `schema`'s URI, as a database restart does.
+pub(crate) fn cut_connections(uri: &str, schema: &str) {
+    admin_sql(
+        uri,
+        &format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = '{schema}' AND pid <> pg_backend_pid()"
+        ),
+    );
 }
 
 /// Options for a node on `uri` named `node`.

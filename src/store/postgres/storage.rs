@@ -395,10 +395,22 @@ impl Storage for PgStorage {
         self.db.block(async move {
             parts
                 .with(|client, parts| async move {
-                    client
-                        .simple_query("SELECT 1")
-                        .await
-                        .map_err(|e| parts.errors.query(&e))?;
+                    // A read, and whether this server takes writes (a standby
+                    // after a fail-over does not).
+                    let rows = super::records::rows(
+                        &client,
+                        &parts.errors,
+                        "SELECT current_setting('transaction_read_only')",
+                        &[],
+                    )
+                    .await?;
+                    let read_only = rows
+                        .first()
+                        .and_then(|row| row.try_get::<_, String>(0).ok())
+                        .is_some_and(|value| value == "on");
+                    if read_only {
+                        return Err(parts.errors.unavailable("database is read-only"));
+                    }
                     Ok(())
                 })
                 .await
