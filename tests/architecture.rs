@@ -697,8 +697,14 @@ fn naming_the_postgres_crates_outside_their_folder_is_reported() {
     let problems = crate_problems(
         &files(&[
             ("server/x.rs", "use tokio_postgres::Client;"),
-            ("cli/y.rs", "fn f() { deadpool_postgres::Pool::builder(m); }"),
-            ("store/mod.rs", "mod postgres;\npub use postgres::PgStorage;"),
+            (
+                "cli/y.rs",
+                "fn f() { deadpool_postgres::Pool::builder(m); }",
+            ),
+            (
+                "store/mod.rs",
+                "mod postgres;\npub use postgres::PgStorage;",
+            ),
             ("store/postgres/mod.rs", "use tokio_postgres::Config;"),
         ]),
         POSTGRES_FOLDER,

@@ -31,6 +31,7 @@ pub(crate) fn options(settings: &PostgresSettings, uri: &str, data_dir: &Path) -
         connect_timeout: settings.connect_timeout,
         statement_timeout: settings.statement_timeout,
         node,
+        application_name: "btps".to_owned(),
     }
 }
 

@@ -55,7 +55,7 @@ pub use json_store::{JsonFileShape, JsonIdentityStore, JsonTrustStore};
 pub use memory::{MemoryMailboxes, MemoryStorage};
 pub use postgres::{DEFAULT_IDENTITY_TABLE, DEFAULT_TRUST_TABLE, redact_uri, valid_table_name};
 #[cfg(feature = "postgres")]
-pub use postgres::{POSTGRES_SCHEMA_VERSION, PgOptions, PgStorage};
+pub use postgres::{ImportBatch, POSTGRES_SCHEMA_VERSION, PgOptions, PgStorage};
 
 // The domain types the storage contract speaks in, defined in `crate::model` and
 // re-exported here so that a backend (and `btps::store::TrustRecord`) needs only

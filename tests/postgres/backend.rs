@@ -200,12 +200,10 @@ async fn a_dead_nodes_claims_are_taken_over_when_their_lease_runs_out() {
     let Some((_, one, two)) = two_nodes() else {
         return;
     };
-    let entry = one
-        .transact(OWNER, &mut |tx| {
-            tx.enqueue(outbound("pay$a.test", "x1")).map(drop)
-        })
-        .map(|()| ());
-    entry.unwrap();
+    one.transact(OWNER, &mut |tx| {
+        tx.enqueue(outbound("pay$a.test", "x1")).map(drop)
+    })
+    .unwrap();
     let claimed = one
         .outbox()
         .claim_due(at(T0), at(T0 + 30_000), 10)

@@ -39,6 +39,8 @@ mod names;
 pub use names::{DEFAULT_IDENTITY_TABLE, DEFAULT_TRUST_TABLE, redact_uri, valid_table_name};
 
 #[cfg(feature = "postgres")]
+mod bulk;
+#[cfg(feature = "postgres")]
 mod entries;
 #[cfg(feature = "postgres")]
 mod error;
@@ -53,6 +55,8 @@ mod storage;
 #[cfg(feature = "postgres")]
 mod transaction;
 
+#[cfg(feature = "postgres")]
+pub use bulk::ImportBatch;
 #[cfg(feature = "postgres")]
 pub use schema::POSTGRES_SCHEMA_VERSION;
 #[cfg(feature = "postgres")]

@@ -14,12 +14,12 @@ use tokio_postgres::Row;
 
 use super::error::{PgErrors, is_unique_violation};
 use super::{Db, Parts};
-use crate::protocol::json::{Value, parse};
+use crate::protocol::json::{Object, Value, parse};
 use crate::store::keys::{concat, id_bytes, id_text, instant_part};
 use crate::store::{
     BoxFuture, Cursor, IdentityPatch, IdentityRecord, IdentityStore, NewTrustRecord, Page,
-    PageRequest, Perspective, PublicKeyRecord, RecordKind, StoreError, StoreResult, Timestamp,
-    TrustPatch, TrustRecord, TrustStatus, TrustStore, validate_identity, validate_trust,
+    PageRequest, Perspective, PublicKeyRecord, RecordKind, Source, StoreError, StoreResult,
+    Timestamp, TrustPatch, TrustRecord, TrustStatus, TrustStore, validate_identity, validate_trust,
 };
 use crate::wire;
 
@@ -63,32 +63,104 @@ fn id_after(page: &PageRequest) -> StoreResult<String> {
     }
 }
 
+/// A record as stored: `{"record": <the reference's JSON form without the
+/// source>, "source": <the object it was read from>, "keySources": [...]}`.
+/// Keeping the source apart (as the redb codec does) gives back exactly the
+/// record that was stored, including whether it had a source.
+fn envelope(record: Object, source: Option<&Source>, key_sources: Option<Vec<Value>>) -> String {
+    let mut envelope = Object::new();
+    envelope.insert("record", Value::Object(record));
+    if let Some(source) = source {
+        envelope.insert("source", Value::Object(source.0.clone()));
+    }
+    if let Some(sources) = key_sources
+        && sources.iter().any(|source| !matches!(source, Value::Null))
+    {
+        envelope.insert("keySources", Value::Array(sources));
+    }
+    Value::Object(envelope).to_canonical()
+}
+
+/// A stored envelope: the record's object, its source, its keys' sources.
+type Envelope = (Object, Option<Source>, Vec<Option<Source>>);
+
+/// The parts of a stored envelope.
+fn open_envelope(text: &str) -> Result<Envelope, String> {
+    let Ok(Value::Object(mut envelope)) = parse(text) else {
+        return Err("the stored record is not a JSON object".to_owned());
+    };
+    let Some(Value::Object(record)) = envelope.remove("record") else {
+        return Err("the stored record has no record object".to_owned());
+    };
+    let source = match envelope.remove("source") {
+        None => None,
+        Some(Value::Object(object)) => Some(Source(object)),
+        Some(_) => return Err("source: expected an object".to_owned()),
+    };
+    let key_sources = match envelope.remove("keySources") {
+        None => Vec::new(),
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .map(|item| match item {
+                Value::Object(object) => Ok(Some(Source(object))),
+                Value::Null => Ok(None),
+                _ => Err("keySources: expected objects or null".to_owned()),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err("keySources: expected an array".to_owned()),
+    };
+    Ok((record, source, key_sources))
+}
+
 pub(crate) fn encode_trust(record: &TrustRecord) -> String {
-    Value::Object(wire::trust_to_json(record)).to_canonical()
+    let mut bare = record.clone();
+    bare.source = None;
+    envelope(wire::trust_to_json(&bare), record.source.as_ref(), None)
+}
+
+pub(crate) fn parse_trust(text: &str) -> Result<TrustRecord, String> {
+    let (object, source, _) = open_envelope(text)?;
+    let mut record = wire::trust_from_json(&object)?;
+    record.source = source;
+    Ok(record)
 }
 
 fn decode_trust(errors: &PgErrors, row: &Row, column: usize) -> StoreResult<TrustRecord> {
     let text: String = row.try_get(column).map_err(|e| errors.query(&e))?;
-    match parse(&text) {
-        Ok(Value::Object(object)) => {
-            wire::trust_from_json(&object).map_err(|reason| errors.decode("trust", reason))
-        }
-        _ => Err(errors.decode("trust", "the record is not a JSON object")),
-    }
+    parse_trust(&text).map_err(|reason| errors.decode("trust", reason))
 }
 
 pub(crate) fn encode_identity(record: &IdentityRecord) -> String {
-    Value::Object(wire::identity_to_json(record)).to_canonical()
+    let mut bare = record.clone();
+    bare.source = None;
+    let key_sources = bare
+        .public_keys
+        .iter_mut()
+        .map(|key| match key.source.take() {
+            Some(source) => Value::Object(source.0),
+            None => Value::Null,
+        })
+        .collect();
+    envelope(
+        wire::identity_to_json(&bare),
+        record.source.as_ref(),
+        Some(key_sources),
+    )
+}
+
+pub(crate) fn parse_identity(text: &str) -> Result<IdentityRecord, String> {
+    let (object, source, key_sources) = open_envelope(text)?;
+    let mut record = wire::identity_from_json(&object)?;
+    record.source = source;
+    for (position, key) in record.public_keys.iter_mut().enumerate() {
+        key.source = key_sources.get(position).cloned().flatten();
+    }
+    Ok(record)
 }
 
 fn decode_identity(errors: &PgErrors, row: &Row, column: usize) -> StoreResult<IdentityRecord> {
     let text: String = row.try_get(column).map_err(|e| errors.query(&e))?;
-    match parse(&text) {
-        Ok(Value::Object(object)) => {
-            wire::identity_from_json(&object).map_err(|reason| errors.decode("identity", reason))
-        }
-        _ => Err(errors.decode("identity", "the record is not a JSON object")),
-    }
+    parse_identity(&text).map_err(|reason| errors.decode("identity", reason))
 }
 
 /// Runs a statement (prepared once per connection) and returns its rows.
@@ -795,5 +867,53 @@ impl IdentityStore for PgIdentities {
                 })
                 .await
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{KeyHistoryEntry, PrivacyType};
+
+    fn record() -> TrustRecord {
+        let at = Timestamp::parse("2025-06-01T10:00:00.000Z").unwrap();
+        TrustRecord::from_new(
+            crate::identity::compute_trust_id("a$b.test", "c$d.test"),
+            NewTrustRecord {
+                sender_id: "a$b.test".to_owned(),
+                receiver_id: "c$d.test".to_owned(),
+                status: TrustStatus::Accepted,
+                created_at: at.clone(),
+                decided_by: "op".to_owned(),
+                decided_at: at.clone(),
+                expires_at: None,
+                public_key_base64: "MIIB".to_owned(),
+                public_key_fingerprint: "fp=".to_owned(),
+                key_history: vec![KeyHistoryEntry {
+                    fingerprint: "old=".to_owned(),
+                    first_seen: at.clone(),
+                    last_seen: at,
+                }],
+                privacy_type: PrivacyType::Encrypted,
+                retry_after_date: None,
+                metadata: None,
+            },
+        )
+    }
+
+    #[test]
+    fn records_come_back_exactly_with_or_without_a_source() {
+        let plain = record();
+        assert_eq!(parse_trust(&encode_trust(&plain)), Ok(plain.clone()));
+        let mut source = Object::new();
+        source.insert("unknownField", Value::Bool(true));
+        source.insert("status", Value::String("pending".into()));
+        let sourced = TrustRecord {
+            source: Some(Source(source)),
+            ..plain
+        };
+        assert_eq!(parse_trust(&encode_trust(&sourced)), Ok(sourced));
+        assert!(parse_trust("[]").is_err());
+        assert!(parse_trust(r#"{"record":1}"#).is_err());
     }
 }

@@ -34,6 +34,10 @@ pub struct PgOptions {
     /// outbox claims, released at its next start ([`OutboxStore::release_claims`]).
     /// Keep it stable across restarts and distinct between nodes.
     pub node: String,
+    /// The sessions' `application_name` unless the connection string sets one
+    /// (`btps`; `btps migrate` uses `btps-migrate` and refuses to copy while
+    /// `btps` sessions are open).
+    pub application_name: String,
 }
 
 impl PgOptions {
@@ -49,6 +53,7 @@ impl PgOptions {
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
             node: format!("node-{}", uuid::Uuid::new_v4()),
+            application_name: "btps".to_owned(),
         }
     }
 }
@@ -63,6 +68,7 @@ impl std::fmt::Debug for PgOptions {
             .field("connect_timeout", &self.connect_timeout)
             .field("statement_timeout", &self.statement_timeout)
             .field("node", &self.node)
+            .field("application_name", &self.application_name)
             .finish()
     }
 }
@@ -230,7 +236,7 @@ impl Parts {
 /// Cloning gives another handle on the same pool.
 #[derive(Clone)]
 pub struct PgStorage {
-    db: Arc<Db>,
+    pub(crate) db: Arc<Db>,
     trust: records::PgTrust,
     identities: records::PgIdentities,
     mailboxes: entries::PgMailboxes,
@@ -277,7 +283,7 @@ impl PgStorage {
             .keepalives(true)
             .keepalives_idle(Duration::from_secs(30));
         if config.get_application_name().is_none() {
-            config.application_name("btps");
+            config.application_name(&options.application_name);
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -339,6 +345,32 @@ impl PgStorage {
     /// This node's name (the owner of its outbox claims).
     pub fn node(&self) -> &str {
         &self.db.node
+    }
+
+    /// Sessions of btps servers (`application_name` `btps`) on this database other
+    /// than this handle's: a running node.
+    pub fn server_sessions(&self) -> StoreResult<u64> {
+        let parts = self.db.parts();
+        self.db.block(async move {
+            parts
+                .with(|client, parts| async move {
+                    let found = super::records::rows(
+                        &client,
+                        &parts.errors,
+                        "SELECT count(*) FROM pg_stat_activity
+                         WHERE datname = current_database() AND application_name = 'btps'
+                         AND pid <> pg_backend_pid()",
+                        &[],
+                    )
+                    .await?;
+                    let count: i64 = match found.first() {
+                        Some(row) => row.try_get(0).map_err(|e| parts.errors.query(&e))?,
+                        None => 0,
+                    };
+                    Ok(u64::try_from(count).unwrap_or(0))
+                })
+                .await
+        })
     }
 
     /// How many rows each table holds (for `btps migrate` and operators), by table.
