@@ -6,6 +6,7 @@
 
 mod backend;
 mod migrate;
+mod nodes;
 
 use std::sync::Arc;
 
