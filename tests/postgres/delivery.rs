@@ -13,9 +13,7 @@ use std::time::{Duration, Instant};
 use btps::admin::operations::{AdminRequest, AdminResponse, SendRequest};
 use btps::admin::socket::AdminClient;
 use btps::identity::Identity;
-use btps::store::{
-    Mailbox, PgStorage, PrivacyType, RedbOptions, RedbStore, Storage, TrustStatus,
-};
+use btps::store::{Mailbox, PgStorage, PrivacyType, RedbOptions, RedbStore, Storage, TrustStatus};
 
 use super::nodes::{Node, NodeSpec, host};
 use super::{fresh_schema, options, uri};
@@ -151,9 +149,7 @@ async fn run(kill_one: bool) {
     let (one_dir, two_dir) = (data("node-1"), data("node-2"));
     // The domain's host record names node 1 (a balancer's address in production).
     let one_listen = format!("127.0.0.1:{}", free_port());
-    world
-        .dns
-        .publish_host("vendor.test", &one_listen, "btps1");
+    world.dns.publish_host("vendor.test", &one_listen, "btps1");
     let env = |delivery: bool| {
         vec![
             ("BTPS_DELIVERY_ENABLED", delivery.to_string()),
@@ -165,10 +161,7 @@ async fn run(kill_one: bool) {
             ("BTPS_DNS_CACHE_NEGATIVE_TTL_MS", "1".to_owned()),
             ("BTPS_DELIVERY_CONNECT_TIMEOUT_MS", "1000".to_owned()),
             ("BTPS_DELIVERY_RESPONSE_TIMEOUT_MS", "2000".to_owned()),
-            (
-                "BTPS_DELIVERY_RETRY_SCHEDULE_MS",
-                vec!["300"; 30].join(","),
-            ),
+            ("BTPS_DELIVERY_RETRY_SCHEDULE_MS", vec!["300"; 30].join(",")),
         ]
     };
     let start = |name: &str, dir: &Path, delivery: bool| {
@@ -202,7 +195,10 @@ async fn run(kill_one: bool) {
                 artifact: None,
             }))
             .unwrap();
-        assert!(matches!(response, AdminResponse::OutboxEntry { .. }), "{response:?}");
+        assert!(
+            matches!(response, AdminResponse::OutboxEntry { .. }),
+            "{response:?}"
+        );
     }
     drop(admin);
     queuer.stop();

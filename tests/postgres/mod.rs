@@ -8,6 +8,7 @@ mod backend;
 mod delivery;
 mod migrate;
 mod nodes;
+mod restart;
 
 use std::sync::Arc;
 
