@@ -5,6 +5,7 @@
 //! tests instead of skipping them.
 
 mod backend;
+mod config;
 mod delivery;
 mod migrate;
 mod nodes;
