@@ -103,6 +103,8 @@ CREATE INDEX btps_entries_outbox_pair ON btps_entries (owner_lc, to_lc, entry_id
     WHERE mailbox = 1;
 CREATE INDEX btps_entries_outbox_due ON btps_entries (due_at, entry_id)
     WHERE mailbox = 1 AND queue_head;
+CREATE INDEX btps_entries_outbox_heads ON btps_entries (owner_lc, to_lc)
+    WHERE mailbox = 1 AND queue_head;
 CREATE INDEX btps_entries_outbox_claims ON btps_entries (claimed_by)
     WHERE mailbox = 1 AND claimed_by IS NOT NULL;
 
