@@ -199,3 +199,74 @@ fn a_decision_without_notify_sends_nothing_and_one_on_a_settled_record_says_why(
     vendor.stop();
     client.stop();
 }
+
+#[test]
+fn both_parties_on_one_appliance_are_served_in_process() {
+    let world = World::new();
+    let (mut vendor, _unused) = world.pair();
+    vendor.also_host(&world, "client.test", CLIENT, "finance");
+    vendor.start();
+    let one = &vendor;
+
+    one.json(&[
+        "trust",
+        "request",
+        VENDOR,
+        CLIENT,
+        "--name",
+        "V",
+        "--email",
+        "v@vendor.test",
+        "--reason",
+        "r",
+        "--phone",
+        "1",
+    ]);
+    let pending = eventually(
+        Duration::from_secs(20),
+        "the request is delivered in-process",
+        || {
+            let shown = one.json(&["trust", "show", VENDOR, CLIENT]);
+            (shown["inbound"]["status"] == "pending").then_some(shown)
+        },
+    );
+    // Both perspectives of one relationship live side by side (05-trust.md §6.6).
+    assert_eq!(pending["outbound"]["status"], "pending");
+    let accepted = one.json(&["trust", "accept", VENDOR, CLIENT]);
+    assert_eq!(accepted["notification"]["entry"]["type"], "TRUST_RES");
+    eventually(
+        Duration::from_secs(20),
+        "the answer is applied to the requesting side",
+        || {
+            let shown = one.json(&["trust", "show", VENDOR, CLIENT]);
+            (shown["outbound"]["status"] == "accepted").then_some(())
+        },
+    );
+    let mut admin = one.admin();
+    let queued = one.queue_invoice(&mut admin, VENDOR, CLIENT, "Local invoice");
+    let artifact = queued["artifactId"].as_str().unwrap().to_owned();
+    eventually(
+        Duration::from_secs(20),
+        "the invoice is in the client's inbox",
+        || {
+            let inbox = one.json(&["inbox", "list", CLIENT]);
+            inbox["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|entry| entry["artifactId"] == artifact.as_str())
+                .then_some(())
+        },
+    );
+    let sent = entries(&one.json(&["sentbox", "list", VENDOR]));
+    let types: Vec<&str> = sent
+        .iter()
+        .map(|entry| entry["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["BTPS_DOC", "TRUST_REQ"], "newest first");
+    let client_sent = entries(&one.json(&["sentbox", "list", CLIENT]));
+    assert_eq!(client_sent.len(), 1);
+    assert_eq!(client_sent[0]["type"], "TRUST_RES");
+    assert!(entries(&one.json(&["outbox", "list"])).is_empty());
+    vendor.stop();
+}
