@@ -15,6 +15,7 @@ fn entries(value: &Value) -> Vec<Value> {
 fn request_accept_and_an_invoice_travel_between_two_appliances() {
     let world = World::new();
     let (mut vendor, mut client) = world.pair();
+    vendor.set_env("BTPS_HTTP_LISTEN", "127.0.0.1:0");
     vendor.start();
     client.start();
 
@@ -152,6 +153,80 @@ fn request_accept_and_an_invoice_travel_between_two_appliances() {
 
     // The id of the client's answer is recorded.
     assert!(!stored["responseId"].as_str().unwrap().is_empty());
+
+    // Encrypted to the client's key from DNS: only its owner reads the document.
+    let encrypted = vendor.json(&[
+        "send",
+        "--from",
+        VENDOR,
+        "--to",
+        CLIENT,
+        "--type",
+        "BTPS_DOC",
+        "--document",
+        document.to_str().unwrap(),
+        "--encrypt",
+    ]);
+    let encrypted_id = encrypted["artifactId"].as_str().unwrap().to_owned();
+    let received = eventually(
+        Duration::from_secs(20),
+        "the encrypted invoice arrives",
+        || {
+            let inbox = client.json(&["inbox", "list", CLIENT]);
+            inbox["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|entry| entry["artifactId"] == encrypted_id.as_str())
+                .cloned()
+        },
+    );
+    let shown = client.json(&["inbox", "show", &received["entryId"].to_string()]);
+    let text = shown["artifact"].as_str().unwrap();
+    let artifact: Value = serde_json::from_str(text).unwrap();
+    assert_eq!(artifact["encryption"]["algorithm"], "aes-256-gcm");
+    assert!(artifact["document"].is_string(), "ciphertext");
+    let path = world.dir.join("encrypted.json");
+    std::fs::write(&path, text).unwrap();
+    let key = world.dir.join("finance.key.pem");
+    std::fs::write(&key, crate::util::vector_text("keys/finance.key.pem")).unwrap();
+    let decrypted = std::process::Command::new(env!("CARGO_BIN_EXE_btps"))
+        .args([
+            "verify",
+            path.to_str().unwrap(),
+            "--decrypt-key",
+            key.to_str().unwrap(),
+            "--dns-server",
+        ])
+        .arg(world.dns.local_addr().to_string())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&decrypted.stdout);
+    assert!(
+        decrypted.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&decrypted.stderr)
+    );
+    assert!(out.contains("Invoice 42"), "{out}");
+
+    // The vendor's metrics saw three deliveries and an empty outbox.
+    let samples = vendor.metrics();
+    let metric = |name: &str, labels: &[(&str, &str)]| crate::http::value(&samples, name, labels);
+    assert_eq!(
+        metric("btps_delivery_attempts_total", &[("class", "delivered")]),
+        3.0
+    );
+    assert_eq!(
+        metric("btps_outbox_events_total", &[("event", "delivered")]),
+        3.0
+    );
+    assert_eq!(
+        metric("btps_outbox_events_total", &[("event", "queued")]),
+        3.0
+    );
+    assert_eq!(metric("btps_outbox_entries", &[]), 0.0);
+    assert_eq!(metric("btps_outbox_in_flight", &[]), 0.0);
+    assert_eq!(metric("btps_outbox_oldest_age_seconds", &[]), 0.0);
 
     vendor.stop();
     client.stop();

@@ -92,6 +92,8 @@ pub(crate) struct Appliance {
     dns: SocketAddr,
     extra_env: Vec<(String, String)>,
     child: Option<Child>,
+    /// The HTTP endpoint's address, when it is on (`BTPS_HTTP_LISTEN`).
+    pub(crate) http: Option<SocketAddr>,
 }
 
 impl Appliance {
@@ -108,6 +110,12 @@ impl Appliance {
         let store = RedbStore::open_dir(&data, &RedbOptions::default()).unwrap();
         for (identity, key) in identities {
             host(&store, identity, key);
+            // The identity's own key record, for senders that encrypt to it.
+            world.dns.publish_key(
+                &Identity::parse(identity).unwrap(),
+                "btps1",
+                &vector_key(key).public_key().to_base64(),
+            );
         }
         drop(store);
         let key = vector_key(server_key);
@@ -144,6 +152,7 @@ impl Appliance {
                 ),
             ],
             child: None,
+            http: None,
         }
     }
 
@@ -201,6 +210,9 @@ impl Appliance {
                 .next()
                 .unwrap_or_else(|| panic!("btps serve of {} exited before listening", self.domain))
                 .unwrap();
+            if let Some(address) = line.strip_prefix("btps http endpoint on http://") {
+                self.http = Some(address.trim().parse().unwrap());
+            }
             if line.starts_with("btps listening on ") {
                 break;
             }
@@ -222,6 +234,21 @@ impl Appliance {
         let mut child = self.child.take().expect("running");
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    /// `GET /metrics` of the running server (its HTTP endpoint must be on).
+    pub(crate) fn metrics(&self) -> Vec<crate::http::Sample> {
+        use std::io::{Read, Write};
+        let address = self.http.expect("the HTTP endpoint is on");
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: btps\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        crate::http::parse_prometheus(body)
     }
 
     /// Runs the CLI against this appliance's data directory.
