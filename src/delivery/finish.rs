@@ -31,13 +31,24 @@ pub enum Finished {
     Gone,
 }
 
-/// What the finishing transaction needs besides the attempt.
+/// One attempt, ended: what [`finish_group`] commits.
+#[derive(Clone, Debug)]
+pub struct Attempted {
+    /// The entry as claimed.
+    pub entry: MailboxEntry,
+    /// What the attempt came to.
+    pub outcome: Outcome,
+    /// Where it went.
+    pub destination: Destination,
+    /// Random jitter in `[-1, 1]` for the next delay.
+    pub jitter: f64,
+}
+
+/// What the finishing transaction needs besides the attempts.
 pub struct FinishContext<'a> {
     /// The retry delays.
     pub schedule: &'a RetrySchedule,
-    /// Random jitter in `[-1, 1]` for the next delay.
-    pub jitter: f64,
-    /// The identity notices come from (the owner's domain's server identity).
+    /// The identity notices come from (the owners' domain's server identity).
     pub notice_from: &'a Identity,
     /// After how long in the outbox a delay notice is sent.
     pub delay_notice_after: Option<Duration>,
@@ -45,17 +56,21 @@ pub struct FinishContext<'a> {
     pub now: &'a Timestamp,
 }
 
-/// Commits the end of the attempt on `claimed` (the entry as claimed).
-pub fn finish(
+/// Commits the ends of several attempts on entries of one `owner` in one
+/// transaction (the worker's group commit: one durable write for many
+/// deliveries), in order; what each came to.
+pub fn finish_group(
     storage: &dyn Storage,
-    claimed: &MailboxEntry,
-    outcome: &Outcome,
-    destination: &Destination,
+    owner: &str,
+    attempts: &[Attempted],
     context: &FinishContext<'_>,
-) -> Result<Finished, StoreError> {
-    let mut finished = Finished::Gone;
-    storage.transact(&claimed.owner, &mut |tx| {
-        finished = finish_in(tx, claimed, outcome, destination, context)?;
+) -> Result<Vec<Finished>, StoreError> {
+    let mut finished = Vec::with_capacity(attempts.len());
+    storage.transact(owner, &mut |tx| {
+        finished.clear();
+        for attempted in attempts {
+            finished.push(finish_in(tx, attempted, context)?);
+        }
         Ok(())
     })?;
     Ok(finished)
@@ -63,11 +78,15 @@ pub fn finish(
 
 fn finish_in(
     tx: &mut dyn StoreTransaction,
-    claimed: &MailboxEntry,
-    outcome: &Outcome,
-    destination: &Destination,
+    attempted: &Attempted,
     context: &FinishContext<'_>,
 ) -> Result<Finished, StoreError> {
+    let Attempted {
+        entry: claimed,
+        outcome,
+        destination,
+        jitter,
+    } = attempted;
     let now = context.now;
     let Some(mut entry) = tx.entry(claimed.entry_id)? else {
         return Ok(Finished::Gone);
@@ -91,10 +110,7 @@ fn finish_in(
             return Ok(Finished::Delivered);
         }
         Outcome::Transient(failure) => {
-            if let Some(delay) = context
-                .schedule
-                .delay_after(entry.meta.attempts, context.jitter)
-            {
+            if let Some(delay) = context.schedule.delay_after(entry.meta.attempts, *jitter) {
                 let next = Timestamp::from_millis(
                     now.millis()
                         .saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
@@ -222,5 +238,129 @@ fn notice(
             received_at: Some(now.clone()),
             ..EntryMeta::default()
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{MemoryStorage, NewOutboxEntry};
+
+    const OWNER: &str = "billing$vendor.test";
+
+    fn at(millis: i64) -> Timestamp {
+        Timestamp::from_millis(millis).unwrap()
+    }
+
+    /// An entry queued at `T0`, claimed.
+    fn queued(storage: &MemoryStorage) -> MailboxEntry {
+        let mut claimed = None;
+        storage
+            .transact(OWNER, &mut |tx| {
+                claimed = Some(tx.enqueue(NewOutboxEntry {
+                    owner: OWNER.to_owned(),
+                    artifact_id: "a1".to_owned(),
+                    artifact_type: "BTPS_DOC".to_owned(),
+                    from: OWNER.to_owned(),
+                    to: "pay$client.test".to_owned(),
+                    title: None,
+                    raw: br#"{"id":"a1"}"#.to_vec(),
+                    queued_at: at(T0),
+                    agent_artifact_id: None,
+                    agent_id: None,
+                })?);
+                Ok(())
+            })
+            .unwrap();
+        claimed.unwrap()
+    }
+
+    const T0: i64 = 1_735_689_600_000;
+
+    fn end(storage: &MemoryStorage, entry: &MailboxEntry, outcome: &Outcome, now: i64) -> Finished {
+        let schedule = RetrySchedule::new(vec![Duration::from_secs(60); 2]);
+        let from = Identity::parse("admin$vendor.test").unwrap();
+        let now = at(now);
+        let context = FinishContext {
+            schedule: &schedule,
+            notice_from: &from,
+            delay_notice_after: Some(Duration::from_secs(90)),
+            now: &now,
+        };
+        let attempted = Attempted {
+            entry: entry.clone(),
+            outcome: outcome.clone(),
+            destination: Destination::default(),
+            jitter: 0.0,
+        };
+        let mut done = finish_group(storage, OWNER, &[attempted], &context).unwrap();
+        done.remove(0)
+    }
+
+    fn inbox(storage: &MemoryStorage) -> Vec<MailboxEntry> {
+        storage
+            .memory_mailboxes()
+            .all()
+            .into_iter()
+            .filter(|entry| entry.mailbox == Mailbox::Inbox)
+            .collect()
+    }
+
+    #[test]
+    fn transient_failures_retry_on_schedule_then_fail_with_one_delay_and_one_final_notice() {
+        let storage = MemoryStorage::new();
+        let entry = queued(&storage);
+        let down = Outcome::Transient(Failure::connect("refused"));
+        assert_eq!(
+            end(&storage, &entry, &down, T0 + 1_000),
+            Finished::Retry(at(T0 + 61_000))
+        );
+        assert!(inbox(&storage).is_empty(), "not delayed yet");
+        // The second failure passes the 90 s mark: one delay notice.
+        assert_eq!(
+            end(&storage, &entry, &down, T0 + 100_000),
+            Finished::Retry(at(T0 + 160_000))
+        );
+        let notices = inbox(&storage);
+        assert_eq!(notices.len(), 1);
+        let text = String::from_utf8(notices[0].raw.clone()).unwrap();
+        assert!(
+            text.contains("BTP_DELIVERY_DELAYED") && text.contains(r#""final":false"#),
+            "{text}"
+        );
+        // The schedule is used up: the entry fails, a final notice follows.
+        assert_eq!(end(&storage, &entry, &down, T0 + 200_000), Finished::Failed);
+        let notices = inbox(&storage);
+        assert_eq!(notices.len(), 2);
+        let last = String::from_utf8(notices[1].raw.clone()).unwrap();
+        assert!(
+            last.contains(r#""retryCount":2"#) && last.contains(r#""final":true"#),
+            "{last}"
+        );
+        assert!(last.contains(r#""recipient":"pay$client.test""#), "{last}");
+        assert!(last.contains(r#""document":{"id":"a1"}"#), "{last}");
+        assert_eq!(notices[1].kind, EntryKind::DeliveryFailure);
+        assert_eq!(notices[1].owner, OWNER);
+        // Nothing is left in the outbox; a late end changes nothing.
+        assert_eq!(end(&storage, &entry, &down, T0 + 300_000), Finished::Gone);
+    }
+
+    #[test]
+    fn delivery_moves_the_entry_to_the_sentbox_with_the_answer_id() {
+        let storage = MemoryStorage::new();
+        let entry = queued(&storage);
+        let delivered = Outcome::Delivered {
+            response_id: Some("answer-1".to_owned()),
+        };
+        assert_eq!(
+            end(&storage, &entry, &delivered, T0 + 5),
+            Finished::Delivered
+        );
+        let stored = storage.memory_mailboxes().all();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].mailbox, Mailbox::Sentbox);
+        assert_eq!(stored[0].meta.response_id.as_deref(), Some("answer-1"));
+        assert_eq!(stored[0].meta.attempts, 1);
+        assert_eq!(stored[0].meta.delivered_at, Some(at(T0 + 5)));
     }
 }
