@@ -569,7 +569,7 @@ impl MailboxStore for PgMailboxes {
         Box::pin(self.db.run(async move {
             let id = id_column(entry_id)?;
             parts
-                .with(|client, parts| async move {
+                .in_transaction(|client, parts| async move {
                     execute(
                         &client,
                         &parts.errors,

@@ -488,7 +488,7 @@ impl TrustStore for PgTrust {
         let id = id.map(str::to_owned);
         Box::pin(self.db.run(async move {
             parts
-                .with(|client, parts| async move {
+                .in_transaction(|client, parts| async move {
                     TrustSql::create(&client, &parts, perspective, record, id.as_deref()).await
                 })
                 .await
@@ -521,7 +521,7 @@ impl TrustStore for PgTrust {
         let id = id.to_owned();
         Box::pin(self.db.run(async move {
             parts
-                .with(|client, parts| async move {
+                .in_transaction(|client, parts| async move {
                     TrustSql::delete(&client, &parts, perspective, &id).await
                 })
                 .await
@@ -760,7 +760,7 @@ impl IdentityStore for PgIdentities {
         let parts = self.db.parts();
         Box::pin(self.db.run(async move {
             parts
-                .with(|client, parts| async move {
+                .in_transaction(|client, parts| async move {
                     IdentitySql::create(&client, &parts, record).await
                 })
                 .await
@@ -788,7 +788,7 @@ impl IdentityStore for PgIdentities {
         let id = id.to_lowercase();
         Box::pin(self.db.run(async move {
             parts
-                .with(|client, parts| async move {
+                .in_transaction(|client, parts| async move {
                     let sql = format!("DELETE FROM {} WHERE id = $1", parts.tables.identity);
                     let changed = execute(&client, &parts.errors, &sql, &[&id]).await?;
                     Ok(changed.unwrap_or(0) > 0)

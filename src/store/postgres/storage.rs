@@ -197,15 +197,18 @@ impl Parts {
         }
     }
 
-    /// `work` inside one transaction, committed when it returns `Ok`.
+    /// `work` inside one transaction, committed (durably) when it returns `Ok`.
+    /// Every write of the async stores runs in one.
     pub(crate) async fn in_transaction<T, F, Fut>(&self, work: F) -> StoreResult<T>
     where
         F: FnOnce(Arc<Object>, Parts) -> Fut,
         Fut: Future<Output = StoreResult<T>>,
     {
         self.with(|client, parts| async move {
+            // Durable on commit whatever the server's default (docs/embedding.md
+            // §5.5); a transaction setting, so that it works through a pooler too.
             client
-                .batch_execute("BEGIN")
+                .batch_execute("BEGIN; SET LOCAL synchronous_commit = on")
                 .await
                 .map_err(|e| parts.errors.query(&e))?;
             match work(Arc::clone(&client), parts.clone()).await {
