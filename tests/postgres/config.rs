@@ -225,3 +225,28 @@ fn backup_check_and_restore_point_a_postgres_server_to_pg_dump() {
         assert!(!text.contains("Hidden1"), "{args:?}: {text}");
     }
 }
+
+/// A node that cannot reach its database stops with a message naming it — with
+/// the password hidden, also in the debug log.
+#[test]
+fn serve_never_logs_the_password() {
+    let temp = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_btps"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(temp.path().join("data"))
+        .current_dir(temp.path())
+        .env_remove("BTPS_CONFIG")
+        .env_remove("BTPS_DATA_DIR")
+        .env("RUST_LOG", "debug")
+        .env("BTPS_HTTP_LISTEN", "off")
+        .env("STORAGE_TYPE", "postgres")
+        .env("POSTGRES_URI", "postgres://btps:TopSecret9@127.0.0.1:1/btps")
+        .env("BTPS_POSTGRES_CONNECT_TIMEOUT_MS", "500")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(text.contains("postgres://btps:***@127.0.0.1:1/btps"), "{text}");
+    assert!(!text.contains("TopSecret9"), "{text}");
+}
