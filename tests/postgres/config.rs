@@ -240,13 +240,19 @@ fn serve_never_logs_the_password() {
         .env("RUST_LOG", "debug")
         .env("BTPS_HTTP_LISTEN", "off")
         .env("STORAGE_TYPE", "postgres")
-        .env("POSTGRES_URI", "postgres://btps:TopSecret9@127.0.0.1:1/btps")
+        .env(
+            "POSTGRES_URI",
+            "postgres://btps:TopSecret9@127.0.0.1:1/btps",
+        )
         .env("BTPS_POSTGRES_CONNECT_TIMEOUT_MS", "500")
         .output()
         .unwrap();
     assert!(!output.status.success());
     let text = String::from_utf8_lossy(&output.stdout).into_owned()
         + &String::from_utf8_lossy(&output.stderr);
-    assert!(text.contains("postgres://btps:***@127.0.0.1:1/btps"), "{text}");
+    assert!(
+        text.contains("postgres://btps:***@127.0.0.1:1/btps"),
+        "{text}"
+    );
     assert!(!text.contains("TopSecret9"), "{text}");
 }
