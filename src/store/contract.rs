@@ -24,8 +24,9 @@
 use std::path::Path;
 
 use super::{
-    BackupReport, BoxFuture, IdentityStore, Mailbox, MailboxEntry, NewTrustRecord, Page,
-    PageRequest, Perspective, PreparedInboxEntry, StoreResult, TrustPatch, TrustRecord, TrustStore,
+    AgentSession, BackupReport, BoxFuture, EnrollmentToken, IdentityStore, Mailbox, MailboxEntry,
+    MailboxQuery, NewTrustRecord, Page, PageRequest, Perspective, PreparedInboxEntry, QueryPage,
+    StoreResult, TrustPatch, TrustRecord, TrustStore,
 };
 
 /// Everything a BTPS server keeps, behind one handle (`Arc<dyn Storage>`).
@@ -69,6 +70,13 @@ pub trait Storage: Send + Sync + 'static {
 
     /// What only a local database file can do, if this backend has one.
     fn maintenance(&self) -> Option<&dyn Maintenance> {
+        None
+    }
+
+    /// Enrollment tokens and agent sessions, if this backend keeps them; without
+    /// them agents cannot enroll (every other agent action still works for agent
+    /// trust records that exist).
+    fn agents(&self) -> Option<&dyn AgentStore> {
         None
     }
 }
@@ -166,6 +174,98 @@ pub trait MailboxStore: Send + Sync {
 
     /// Stores the position of the subscription `name`, durably.
     fn set_cursor<'a>(&'a self, name: &'a str, entry_id: u64) -> BoxFuture<'a, StoreResult<()>>;
+
+    /// Runs `query` over the entries of (`owner` case-insensitive, `mailbox`)
+    /// (`07-agents-auth.md` §4.2). A backend with indexes walks only the owner's
+    /// entries inside the time window; this default pages through
+    /// [`MailboxStore::list`] and filters, which is correct but reads the whole
+    /// mailbox.
+    fn query<'a>(
+        &'a self,
+        owner: &'a str,
+        mailbox: Mailbox,
+        query: &'a MailboxQuery,
+    ) -> BoxFuture<'a, StoreResult<QueryPage>> {
+        Box::pin(async move {
+            let mut entries = Vec::new();
+            let mut page = PageRequest::first(500);
+            loop {
+                let listed = self.list(owner, mailbox, page, false).await?;
+                entries.extend(listed.items);
+                match listed.next {
+                    Some(next) => page = PageRequest::after(next, 500),
+                    None => break,
+                }
+            }
+            Ok(crate::model::run_query(entries.iter(), query))
+        })
+    }
+}
+
+/// Enrollment tokens and agent sessions (`07-agents-auth.md` §6.7).
+///
+/// Reads are async; every change is a blocking [`AgentStore::transact`], which the
+/// server calls on the blocking pool, never on an async worker.
+pub trait AgentStore: Send + Sync {
+    /// The session of `agent_id`, if any.
+    fn session<'a>(&'a self, agent_id: &'a str)
+    -> BoxFuture<'a, StoreResult<Option<AgentSession>>>;
+
+    /// The sessions of `owner` (case-insensitive), by agent id.
+    fn sessions_of<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, StoreResult<Vec<AgentSession>>>;
+
+    /// Runs `work` inside one transaction and commits it when `work` returns
+    /// `Ok(true)`; `Ok(false)` rolls it back (a refusal changes nothing), an error
+    /// rolls it back and is returned. **Blocking** until the commit is durable.
+    fn transact(
+        &self,
+        work: &mut dyn FnMut(&mut dyn AgentTransaction) -> StoreResult<bool>,
+    ) -> StoreResult<()>;
+
+    /// Removes the enrollment tokens and sessions that expired before `now_millis`,
+    /// in one transaction; how many of each. **Blocking.**
+    fn sweep(&self, now_millis: i64) -> StoreResult<(u64, u64)>;
+}
+
+/// What an agent operation reads and writes in one transaction. Every read sees the
+/// transaction's own earlier writes.
+pub trait AgentTransaction {
+    /// Stores an enrollment token under `key`, replacing any token there.
+    fn put_enrollment_token(&mut self, key: &[u8; 32], token: &EnrollmentToken) -> StoreResult<()>;
+
+    /// Removes and returns the enrollment token stored under `key`
+    /// ([`crate::model::enrollment_token_key`]), if any.
+    fn take_enrollment_token(&mut self, key: &[u8; 32]) -> StoreResult<Option<EnrollmentToken>>;
+
+    /// The session of `agent_id`, if any.
+    fn session(&mut self, agent_id: &str) -> StoreResult<Option<AgentSession>>;
+
+    /// Stores `session` under its agent id, replacing any session there.
+    fn put_session(&mut self, session: &AgentSession) -> StoreResult<()>;
+
+    /// Removes the session of `agent_id`; whether there was one.
+    fn delete_session(&mut self, agent_id: &str) -> StoreResult<bool>;
+
+    /// The trust record `id` (lower-case hex) from `perspective`, if any.
+    fn trust(&mut self, perspective: Perspective, id: &str) -> StoreResult<Option<TrustRecord>>;
+
+    /// Stores a new trust record under its computed id and returns it.
+    fn create_trust(
+        &mut self,
+        perspective: Perspective,
+        record: NewTrustRecord,
+    ) -> StoreResult<TrustRecord>;
+
+    /// Applies `patch` to the trust record `id`, sets its `updatedAt`, returns it.
+    fn update_trust(
+        &mut self,
+        perspective: Perspective,
+        id: &str,
+        patch: TrustPatch,
+    ) -> StoreResult<TrustRecord>;
+
+    /// Removes the trust record `id`; whether it existed.
+    fn delete_trust(&mut self, perspective: Perspective, id: &str) -> StoreResult<bool>;
 }
 
 /// What only a backend with a local database file can do. Every method blocks.

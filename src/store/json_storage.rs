@@ -12,7 +12,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::contract::{InboundGroup, InboundTransaction, MailboxStore, Maintenance, Storage};
+mod agents;
+
+use super::contract::{
+    AgentStore, InboundGroup, InboundTransaction, MailboxStore, Maintenance, Storage,
+};
 use super::{
     IdentityStore, JsonIdentityStore, JsonTrustStore, NewTrustRecord, Perspective,
     PreparedInboxEntry, StoreError, StoreResult, TrustPatch, TrustRecord, TrustStore,
@@ -72,6 +76,10 @@ impl Storage for JsonFilesStorage {
 
     fn maintenance(&self) -> Option<&dyn Maintenance> {
         self.inner.maintenance()
+    }
+
+    fn agents(&self) -> Option<&dyn AgentStore> {
+        self.inner.agents().map(|_| self as &dyn AgentStore)
     }
 }
 

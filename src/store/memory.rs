@@ -10,12 +10,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::contract::{InboundGroup, InboundTransaction, MailboxStore, Storage};
+mod agents;
+
+use super::contract::{AgentStore, InboundGroup, InboundTransaction, MailboxStore, Storage};
 use super::keys::{concat, instant_part};
 use super::{
     BoxFuture, Cursor, IdentityStore, JsonIdentityStore, JsonTrustStore, Mailbox, MailboxEntry,
-    NewTrustRecord, Page, PageRequest, Perspective, PreparedInboxEntry, StoreError, StoreResult,
-    TrustPatch, TrustRecord, TrustStatus, TrustStore,
+    MailboxQuery, NewTrustRecord, Page, PageRequest, Perspective, PreparedInboxEntry, QueryPage,
+    StoreError, StoreResult, TrustPatch, TrustRecord, TrustStatus, TrustStore,
 };
 
 /// An in-memory [`Storage`]. Cloning gives another handle on the same data.
@@ -53,6 +55,7 @@ struct Inner {
     trust: PerspectiveTrust,
     identities: JsonIdentityStore,
     mailboxes: MemoryMailboxes,
+    agents: agents::MemoryAgents,
     /// Serialises inbound transactions and trust writes; counts them (the
     /// transaction generation). Shared with `trust`.
     transactions: Arc<Mutex<u64>>,
@@ -66,6 +69,7 @@ impl Default for Inner {
             trust,
             identities: JsonIdentityStore::in_memory(),
             mailboxes: MemoryMailboxes::default(),
+            agents: agents::MemoryAgents::default(),
         }
     }
 }
@@ -99,6 +103,10 @@ impl Storage for MemoryStorage {
 
     fn mailboxes(&self) -> &dyn MailboxStore {
         &self.inner.mailboxes
+    }
+
+    fn agents(&self) -> Option<&dyn AgentStore> {
+        Some(self)
     }
 
     fn commit_inbound(&self, group: &mut dyn InboundGroup) -> StoreResult<()> {
@@ -517,5 +525,22 @@ impl MailboxStore for MemoryMailboxes {
     fn set_cursor<'a>(&'a self, name: &'a str, entry_id: u64) -> BoxFuture<'a, StoreResult<()>> {
         lock(&self.state).cursors.insert(name.to_owned(), entry_id);
         ready(Ok(()))
+    }
+
+    fn query<'a>(
+        &'a self,
+        owner: &'a str,
+        mailbox: Mailbox,
+        query: &'a MailboxQuery,
+    ) -> BoxFuture<'a, StoreResult<QueryPage>> {
+        let owner = owner.to_lowercase();
+        let state = lock(&self.state);
+        let mut entries: Vec<&MailboxEntry> = state
+            .entries
+            .values()
+            .filter(|entry| entry.mailbox == mailbox && entry.owner.to_lowercase() == owner)
+            .collect();
+        entries.sort_by_key(|entry| (entry.at_millis, entry.entry_id));
+        ready(Ok(crate::model::run_query(entries.into_iter(), query)))
     }
 }

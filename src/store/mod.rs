@@ -40,7 +40,10 @@ pub use self::redb::{
     BackupReport, DATABASE_FILE_NAME, InboxWriter, PreparedInboxEntry, REOPEN_INTERVAL,
     RedbOptions, RedbStore, SCHEMA_VERSION, Snapshot, WriteBatch,
 };
-pub use contract::{InboundGroup, InboundTransaction, MailboxStore, Maintenance, Storage};
+pub use contract::{
+    AgentStore, AgentTransaction, InboundGroup, InboundTransaction, MailboxStore, Maintenance,
+    Storage,
+};
 pub use error::{RecordKind, RecordProblem, StoreError, StoreResult};
 pub use json_storage::JsonFilesStorage;
 pub use json_store::{JsonFileShape, JsonIdentityStore, JsonTrustStore};
@@ -50,9 +53,10 @@ pub use memory::{MemoryMailboxes, MemoryStorage};
 // re-exported here so that a backend (and `btps::store::TrustRecord`) needs only
 // this module.
 pub use crate::model::{
-    DELIVERY_FAILURE_TYPE, EntryKind, EntryMeta, IdentityPatch, IdentityRecord, KeyHistoryEntry,
-    Mailbox, MailboxEntry, NewInboxEntry, NewTrustRecord, Perspective, PrivacyType,
-    PublicKeyRecord, Source, Timestamp, TimestampError, TrustPatch, TrustRecord, TrustStatus,
+    AgentSession, DELIVERY_FAILURE_TYPE, EnrollmentToken, EntryFilter, EntryKind, EntryMeta,
+    IdentityPatch, IdentityRecord, KeyHistoryEntry, ListingPosition, Mailbox, MailboxEntry,
+    MailboxQuery, NewInboxEntry, NewTrustRecord, Perspective, PrivacyType, PublicKeyRecord,
+    QueryPage, Source, TextFilter, Timestamp, TimestampError, TrustPatch, TrustRecord, TrustStatus,
     validate_identity, validate_trust,
 };
 

@@ -5,12 +5,12 @@
 use std::path::Path;
 
 use crate::store::contract::{
-    InboundGroup, InboundTransaction, MailboxStore, Maintenance, Storage,
+    AgentStore, InboundGroup, InboundTransaction, MailboxStore, Maintenance, Storage,
 };
 use crate::store::{
-    BackupReport, BoxFuture, IdentityStore, InboxWriter, Mailbox, MailboxEntry, NewTrustRecord,
-    Page, PageRequest, Perspective, PreparedInboxEntry, RedbStore, StoreResult, TrustPatch,
-    TrustRecord, TrustStore, WriteBatch,
+    BackupReport, BoxFuture, IdentityStore, InboxWriter, Mailbox, MailboxEntry, MailboxQuery,
+    NewTrustRecord, Page, PageRequest, Perspective, PreparedInboxEntry, QueryPage, RedbStore,
+    StoreResult, TrustPatch, TrustRecord, TrustStore, WriteBatch,
 };
 
 /// Runs `work` on the blocking pool with a handle on the store.
@@ -68,6 +68,10 @@ impl Storage for RedbStore {
     }
 
     fn maintenance(&self) -> Option<&dyn Maintenance> {
+        Some(self)
+    }
+
+    fn agents(&self) -> Option<&dyn AgentStore> {
         Some(self)
     }
 }
@@ -167,6 +171,18 @@ impl MailboxStore for RedbStore {
         let key = cursor_key(name);
         blocking(self, move |store| {
             store.write(|batch| batch.set_meta(&key, &entry_id.to_be_bytes()))
+        })
+    }
+
+    fn query<'a>(
+        &'a self,
+        owner: &'a str,
+        mailbox: Mailbox,
+        query: &'a MailboxQuery,
+    ) -> BoxFuture<'a, StoreResult<QueryPage>> {
+        let (owner, query) = (owner.to_owned(), query.clone());
+        blocking(self, move |store| {
+            store.read(|snapshot| snapshot.query_mailbox(&owner, mailbox, &query))
         })
     }
 }
