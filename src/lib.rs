@@ -26,12 +26,15 @@
 //! * [`config`] — one configuration struct: defaults < TOML file < environment.
 //! * [`server`] — the TLS listener, the inbound pipeline and its handlers.
 //! * [`client`] — a BTPS client (TLS, one line out, response lines in).
+//! * [`agent`] — a BTPS agent: enrollment, refresh and every agent action, signed
+//!   with the agent's own key, over a [`client`] connection.
 //! * [`http`] — the local operations endpoint: health, readiness, metrics, backup.
 //! * [`admin`] — the operator's operations, and the local admin socket that runs
 //!   them inside a running server.
 //! * [`bench`](mod@bench) — the load generator of `btps bench`: setup, load, measurement.
 
 pub mod admin;
+pub mod agent;
 pub mod bench;
 pub mod client;
 pub mod config;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod admin;
+mod agent;
 mod backup;
 mod backup_http;
 mod bench;
@@ -45,6 +46,9 @@ enum Command {
     Trust(admin::TrustArgs),
     /// Inboxes of hosted identities: list entries, show an artifact as received.
     Inbox(admin::InboxArgs),
+    /// Agents: enrollment tokens and enrolled agents (operator); enroll this machine
+    /// as an agent and act for its identity (agent).
+    Agent(agent::AgentArgs),
     /// DNS TXT records of the hosted identities and domains: print them to publish,
     /// or serve them on loopback for trying btps on one machine (development only).
     Dns(dns::DnsArgs),
@@ -80,6 +84,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Identity(args) => admin::identity(&args),
         Command::Trust(args) => admin::trust(&args),
         Command::Inbox(args) => admin::inbox(&args),
+        Command::Agent(args) => agent::agent(&args),
         Command::Dns(args) => dns::dns(&args),
         Command::Backup(args) => backup::backup(&args),
         Command::Restore(args) => backup::restore(&args),

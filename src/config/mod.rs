@@ -24,6 +24,7 @@
 // setting. Every other file is one section of the TOML file (`[dns]` in `dns.rs`):
 // its settings struct, defaults, keys, environment variables and value parsers.
 mod admin;
+mod agents;
 mod dns;
 mod domains;
 mod http;
@@ -44,6 +45,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use admin::{ADMIN_SOCKET_FILE_NAME, AdminSettings};
+pub use agents::{AgentSettings, TOKEN_LENGTHS};
 pub use dns::DnsSettings;
 pub use domains::DomainSettings;
 pub use http::{DEFAULT_HTTP_LISTEN, HttpSettings, MIN_HTTP_TOKEN_LEN, Secret, parse_http_listen};
@@ -102,6 +104,8 @@ pub struct Config {
     pub admin: AdminSettings,
     /// The local HTTP endpoint.
     pub http: HttpSettings,
+    /// Agent enrollment, sessions and actions.
+    pub agents: AgentSettings,
 }
 
 /// One invalid setting.
@@ -190,6 +194,7 @@ impl Config {
             log: LogSettings::defaults(),
             admin: AdminSettings::defaults_under(data_dir),
             http: HttpSettings::defaults(),
+            agents: AgentSettings::defaults(),
         }
     }
 

@@ -18,6 +18,7 @@ use crate::identity::Identity;
 use crate::identity::dns::{
     CacheConfig, CachingResolver, HickoryTxtResolver, KeyDirectory, ResolverOptions,
 };
+use crate::server::agent::{AgentPolicy, AgentSweeper};
 use crate::server::clock::ClockPolicy;
 use crate::server::events::Events;
 use crate::server::hooks::{ErrorCallback, ErrorEvent, Lifecycle, StartInfo};
@@ -113,6 +114,7 @@ pub struct ServerBuilder {
     lifecycle: Vec<Arc<dyn Lifecycle>>,
     on_error: Option<ErrorCallback>,
     services: Vec<Box<dyn Service>>,
+    agents: AgentPolicy,
 }
 
 impl ServerBuilder {
@@ -236,6 +238,12 @@ impl ServerBuilder {
         self
     }
 
+    /// How agents enroll, refresh and act (default: [`AgentPolicy::default`]).
+    pub fn agent_policy(mut self, policy: AgentPolicy) -> Self {
+        self.agents = policy;
+        self
+    }
+
     /// Assembles the server: loads TLS, sets up key discovery, starts the
     /// group-commit thread. Nothing listens until [`Server::run`].
     pub fn build(self) -> Result<Server, BuildError> {
@@ -287,8 +295,15 @@ impl ServerBuilder {
             lifecycle: self.lifecycle.clone(),
             on_error: self.on_error,
             committer_nice: self.committer_nice,
+            agents: self.agents.clone(),
         })
         .map_err(BuildError::Committer)?;
+        let mut services = self.services;
+        // Expired tokens and sessions go away while the server runs.
+        services.push(Box::new(AgentSweeper::new(
+            self.agents.sweep_interval,
+            self.agents.expired_record_grace,
+        )));
         let pipeline = Arc::new(pipeline);
         let listener = Listener::new(Arc::clone(&pipeline), tls, self.settings);
         Ok(Server {
@@ -297,7 +312,7 @@ impl ServerBuilder {
             listener,
             storage,
             lifecycle: self.lifecycle,
-            services: self.services,
+            services,
             shutdown_grace: self.settings.shutdown_grace,
         })
     }
@@ -357,6 +372,7 @@ impl Server {
             lifecycle: Vec::new(),
             on_error: None,
             services: Vec::new(),
+            agents: AgentPolicy::default(),
         }
     }
 
