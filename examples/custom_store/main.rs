@@ -20,6 +20,7 @@
 //! Run it with `cargo run --example custom_store`; the last line is JSON:
 //! `{"ok": true, "checked": [...]}` (exit 0) or `{"ok": false, "error": "..."}`.
 
+mod outbox;
 mod records;
 mod router;
 

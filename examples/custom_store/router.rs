@@ -14,14 +14,15 @@
 //! * **Inbound commits**: the server's group is split by `group.receiver(i)`'s
 //!   domain and each part is committed by its tenant ([`Storage::commit_inbound`]).
 //! * **Mailbox entry ids**: see [`TENANT_SHIFT`].
+//! * **The outbox and write transactions**: see `outbox.rs`.
 
 use std::sync::Arc;
 
 use btps::BoxFuture;
 use btps::store::{
     Cursor, IdentityStore, InboundGroup, InboundTransaction, MailboxEntry, MailboxStore,
-    NewTrustRecord, Page, PageRequest, Perspective, PreparedInboxEntry, RecordKind, Storage,
-    StoreError, StoreResult, TrustPatch, TrustRecord, TrustStore,
+    NewTrustRecord, OutboxStore, Page, PageRequest, Perspective, PreparedInboxEntry, RecordKind,
+    Storage, StoreError, StoreResult, StoreTransaction, TrustPatch, TrustRecord, TrustStore,
 };
 
 /// Mailbox entry ids. Each tenant numbers its entries 1, 2, 3, … on its own, so the
@@ -240,6 +241,19 @@ impl Storage for TenantRouter {
 
     fn mailboxes(&self) -> &dyn MailboxStore {
         self
+    }
+
+    // The outbox and write transactions are in `outbox.rs`.
+    fn outbox(&self) -> &dyn OutboxStore {
+        self
+    }
+
+    fn transact(
+        &self,
+        owner: &str,
+        work: &mut dyn FnMut(&mut dyn StoreTransaction) -> StoreResult<()>,
+    ) -> StoreResult<()> {
+        self.transact_on(owner, work)
     }
 
     /// Splits the group by the receiver's tenant and commits each part in that

@@ -124,6 +124,11 @@ pub struct EntryMeta {
     pub trashed_at: Option<Timestamp>,
     /// When the outbound entry was cancelled.
     pub cancelled_at: Option<Timestamp>,
+    /// While a delivery attempt holds the outbound entry: until when its claim
+    /// lasts. A claim that outlives this (its node died) may be taken again.
+    pub in_flight_until: Option<Timestamp>,
+    /// When the last delivery attempt ended.
+    pub last_attempt_at: Option<Timestamp>,
 }
 
 /// A stored mailbox entry.
@@ -155,6 +160,127 @@ pub struct MailboxEntry {
     pub raw: Vec<u8>,
     /// State beside the bytes.
     pub meta: EntryMeta,
+}
+
+/// Where an outbox entry stands (`08-delivery.md` §5.2). Delivered, failed and
+/// cancelled entries have left the outbox (sentbox, a notice in the inbox, trash).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OutboxState {
+    /// Due now (or at its next attempt time, before any attempt).
+    Queued,
+    /// A delivery attempt holds it.
+    InFlight,
+    /// An attempt failed for now; the next one is due at `nextAttemptAt`.
+    RetryWait,
+}
+
+impl OutboxState {
+    /// The state's name, as listings print it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxState::Queued => "queued",
+            OutboxState::InFlight => "in_flight",
+            OutboxState::RetryWait => "retry_wait",
+        }
+    }
+}
+
+impl fmt::Display for OutboxState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl MailboxEntry {
+    /// When an outbox entry is next looked at: the end of its claim while one holds
+    /// it, else its next attempt time (else the time it was queued). This is the
+    /// key of the delivery schedule index.
+    pub fn due_millis(&self) -> i64 {
+        self.meta
+            .in_flight_until
+            .as_ref()
+            .or(self.meta.next_attempt_at.as_ref())
+            .map_or(self.at_millis, Timestamp::millis)
+    }
+
+    /// The state of an outbox entry at `now_millis`; `None` outside the outbox.
+    pub fn outbox_state(&self, now_millis: i64) -> Option<OutboxState> {
+        if self.mailbox != Mailbox::Outbox {
+            return None;
+        }
+        Some(match &self.meta.in_flight_until {
+            Some(until) if until.millis() > now_millis => OutboxState::InFlight,
+            _ if self.meta.attempts > 0 && self.due_millis() > now_millis => OutboxState::RetryWait,
+            _ => OutboxState::Queued,
+        })
+    }
+}
+
+/// An artifact queued for delivery by a hosted identity (`08-delivery.md` §5.1).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewOutboxEntry {
+    /// The hosted identity sending it (the artifact's `from`).
+    pub owner: String,
+    /// The artifact's `id`.
+    pub artifact_id: String,
+    /// The artifact's `type`.
+    pub artifact_type: String,
+    /// The artifact's `from`.
+    pub from: String,
+    /// The artifact's `to`.
+    pub to: String,
+    /// A searchable title, if any.
+    pub title: Option<String>,
+    /// The final artifact bytes, sent as they are on every attempt.
+    pub raw: Vec<u8>,
+    /// When it was queued; also the entry's `at` and its first attempt time.
+    pub queued_at: Timestamp,
+    /// The agent artifact that asked for the send, if any.
+    pub agent_artifact_id: Option<String>,
+    /// The agent that asked for the send, if any.
+    pub agent_id: Option<String>,
+}
+
+impl NewOutboxEntry {
+    /// The entry this becomes (its id assigned by the store), after the checks every
+    /// outbox entry needs: non-empty index keys, the owner is the artifact's `from`.
+    pub fn into_entry(self) -> Result<MailboxEntry, String> {
+        if self.owner.to_lowercase() != self.from.to_lowercase() {
+            return Err(String::from("the owner must be the artifact's from"));
+        }
+        for (name, value) in [
+            ("owner", &self.owner),
+            ("artifact id", &self.artifact_id),
+            ("artifact type", &self.artifact_type),
+            ("from", &self.from),
+            ("to", &self.to),
+        ] {
+            if value.is_empty() {
+                return Err(format!("{name} must not be empty"));
+            }
+        }
+        Ok(MailboxEntry {
+            entry_id: 0,
+            owner: self.owner,
+            mailbox: Mailbox::Outbox,
+            origin: None,
+            at_millis: self.queued_at.millis(),
+            kind: EntryKind::Transporter,
+            artifact_id: self.artifact_id,
+            artifact_type: self.artifact_type,
+            from: self.from,
+            to: self.to,
+            title: self.title,
+            raw: self.raw,
+            meta: EntryMeta {
+                next_attempt_at: Some(self.queued_at.clone()),
+                queued_at: Some(self.queued_at),
+                agent_artifact_id: self.agent_artifact_id,
+                agent_id: self.agent_id,
+                ..EntryMeta::default()
+            },
+        })
+    }
 }
 
 /// An inbound transporter artifact accepted for a hosted identity.

@@ -18,6 +18,7 @@ pub use agent::{
 };
 pub use mailbox::{
     DELIVERY_FAILURE_TYPE, EntryKind, EntryMeta, Mailbox, MailboxEntry, NewInboxEntry,
+    NewOutboxEntry, OutboxState,
 };
 pub use query::{EntryFilter, ListingPosition, MailboxQuery, QueryPage, TextFilter, run_query};
 pub use record::{

@@ -25,8 +25,8 @@ use std::path::Path;
 
 use super::{
     AgentSession, BackupReport, BoxFuture, EnrollmentToken, IdentityStore, Mailbox, MailboxEntry,
-    MailboxQuery, NewTrustRecord, Page, PageRequest, Perspective, PreparedInboxEntry, QueryPage,
-    StoreResult, TrustPatch, TrustRecord, TrustStore,
+    MailboxQuery, NewOutboxEntry, NewTrustRecord, Page, PageRequest, Perspective,
+    PreparedInboxEntry, QueryPage, StoreResult, Timestamp, TrustPatch, TrustRecord, TrustStore,
 };
 
 /// Everything a BTPS server keeps, behind one handle (`Arc<dyn Storage>`).
@@ -46,6 +46,25 @@ pub trait Storage: Send + Sync + 'static {
 
     /// The mailboxes.
     fn mailboxes(&self) -> &dyn MailboxStore;
+
+    /// The outbox's schedule: claiming due entries for delivery, listing the queue.
+    fn outbox(&self) -> &dyn OutboxStore;
+
+    /// Runs `work` inside one write transaction and commits it when `work` returns
+    /// `Ok`, **blocking** until the commit is durable; on `Err` nothing of it
+    /// remains. Every operator, agent and delivery change that is not an inbound
+    /// artifact goes through here: a trust decision together with the TRUST_RES it
+    /// queues, an outbox entry moving to the sentbox, a delivery-failure notice
+    /// replacing its entry.
+    ///
+    /// `owner` is the hosted identity whose data the work changes (a router picks
+    /// the tenant by it). Called from blocking contexts only (the server uses
+    /// `spawn_blocking`).
+    fn transact(
+        &self,
+        owner: &str,
+        work: &mut dyn FnMut(&mut dyn StoreTransaction) -> StoreResult<()>,
+    ) -> StoreResult<()>;
 
     /// Checks and applies every artifact of `group` inside one transaction and
     /// commits it, **blocking** until the commit is durable.
@@ -144,6 +163,154 @@ pub trait InboundTransaction {
     }
 }
 
+/// What [`Storage::transact`] work reads and writes. Every read sees the
+/// transaction's own earlier writes.
+pub trait StoreTransaction {
+    /// The trust record `id` (any case) from `perspective`, if any.
+    fn trust(&mut self, perspective: Perspective, id: &str) -> StoreResult<Option<TrustRecord>>;
+
+    /// Stores a new trust record under its computed id; fails with `AlreadyExists`.
+    fn create_trust(
+        &mut self,
+        perspective: Perspective,
+        record: NewTrustRecord,
+    ) -> StoreResult<TrustRecord>;
+
+    /// Applies `patch` to the trust record `id`, sets its `updatedAt` and returns it.
+    fn update_trust(
+        &mut self,
+        perspective: Perspective,
+        id: &str,
+        patch: TrustPatch,
+    ) -> StoreResult<TrustRecord>;
+
+    /// Removes the trust record `id`; whether it existed.
+    fn delete_trust(&mut self, perspective: Perspective, id: &str) -> StoreResult<bool>;
+
+    /// Whether `identity` (case-insensitive) has an identity record.
+    fn is_hosted(&mut self, identity: &str) -> StoreResult<bool>;
+
+    /// The mailbox entry `entry_id`, if any.
+    fn entry(&mut self, entry_id: u64) -> StoreResult<Option<MailboxEntry>>;
+
+    /// Stores `entry` under a fresh entry id (the one it carries is ignored) and
+    /// returns that id. No de-duplication: for entries the server makes itself
+    /// (outbox entries, delivery-failure notices, drafts).
+    fn insert_entry(&mut self, entry: MailboxEntry) -> StoreResult<u64>;
+
+    /// Replaces the stored entry with the same id (its mailbox, time, meta or
+    /// bytes may have changed) and updates every index; `NotFound` if there is none.
+    fn update_entry(&mut self, entry: &MailboxEntry) -> StoreResult<()>;
+
+    /// Removes the entry; the entry removed, if there was one.
+    fn remove_entry(&mut self, entry_id: u64) -> StoreResult<Option<MailboxEntry>>;
+
+    /// The enrollment token stored under `key` ([`crate::model::enrollment_token_key`]),
+    /// if any. A backend without agent tables ([`Storage::agents`] is `None`) keeps
+    /// the default, which refuses every agent method.
+    fn enrollment_token(&mut self, key: &[u8; 32]) -> StoreResult<Option<EnrollmentToken>> {
+        let _ = key;
+        Err(no_agents())
+    }
+
+    /// Stores an enrollment token under `key`, replacing any token there.
+    fn put_enrollment_token(&mut self, key: &[u8; 32], token: &EnrollmentToken) -> StoreResult<()> {
+        let _ = (key, token);
+        Err(no_agents())
+    }
+
+    /// Removes the enrollment token under `key`; whether there was one.
+    fn delete_enrollment_token(&mut self, key: &[u8; 32]) -> StoreResult<bool> {
+        let _ = key;
+        Err(no_agents())
+    }
+
+    /// The session of the agent `agent_id`, if any.
+    fn session(&mut self, agent_id: &str) -> StoreResult<Option<AgentSession>> {
+        let _ = agent_id;
+        Err(no_agents())
+    }
+
+    /// Stores `session` under its agent id, replacing any session there.
+    fn put_session(&mut self, session: &AgentSession) -> StoreResult<()> {
+        let _ = session;
+        Err(no_agents())
+    }
+
+    /// Removes the session of `agent_id`; whether there was one.
+    fn delete_session(&mut self, agent_id: &str) -> StoreResult<bool> {
+        let _ = agent_id;
+        Err(no_agents())
+    }
+
+    /// Queues an outbound artifact: a new outbox entry due at once, returned with
+    /// its entry id.
+    fn enqueue(&mut self, entry: NewOutboxEntry) -> StoreResult<MailboxEntry> {
+        let mut entry = entry
+            .into_entry()
+            .map_err(|reason| super::StoreError::Invalid {
+                kind: super::RecordKind::MailboxEntry,
+                reason,
+            })?;
+        entry.entry_id = self.insert_entry(entry.clone())?;
+        Ok(entry)
+    }
+}
+
+/// The refusal of the agent methods of a backend that keeps no agent tables.
+fn no_agents() -> super::StoreError {
+    super::StoreError::Invalid {
+        kind: super::RecordKind::AgentSession,
+        reason: String::from("this storage keeps no agent sessions or enrollment tokens"),
+    }
+}
+
+/// The outbox's queue, as the delivery worker and the operator see it
+/// (`08-delivery.md` §5). Moving an entry on (to the sentbox, back to the queue,
+/// out with a notice) is a [`Storage::transact`] of the server's.
+pub trait OutboxStore: Send + Sync {
+    /// Claims up to `limit` entries due at `now` for delivery until
+    /// `lease_until`, oldest due first, and returns them claimed. Only the first
+    /// entry of each (owner, receiver) queue is ever claimed, so a pair's
+    /// artifacts are attempted in the order they were queued. An entry whose claim
+    /// ran out (its node died) is due again. Each entry is claimed by one caller
+    /// only, also when several servers share the backend.
+    fn claim_due(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> BoxFuture<'_, StoreResult<Vec<MailboxEntry>>>;
+
+    /// Ends the claims this server held before it (re)started: each such entry is
+    /// due at once, its attempt count unchanged. How many. A backend shared by
+    /// several servers leaves other servers' claims alone (they run out instead).
+    fn release_claims(&self, now: Timestamp) -> BoxFuture<'_, StoreResult<u64>>;
+
+    /// When the next entry is due (milliseconds since the epoch), if any.
+    fn next_due(&self) -> BoxFuture<'_, StoreResult<Option<i64>>>;
+
+    /// Entries in the order they were queued, of `owner` (case-insensitive) only
+    /// when given.
+    fn list<'a>(
+        &'a self,
+        owner: Option<&'a str>,
+        page: PageRequest,
+    ) -> BoxFuture<'a, StoreResult<Page<MailboxEntry>>>;
+
+    /// How many entries wait and when the oldest was queued.
+    fn stats(&self) -> BoxFuture<'_, StoreResult<OutboxStats>>;
+}
+
+/// The size and age of the outbox.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct OutboxStats {
+    /// Entries in the outbox (queued, in flight or waiting for a retry).
+    pub entries: u64,
+    /// When the oldest of them was queued.
+    pub oldest_queued_at: Option<Timestamp>,
+}
+
 /// Reading the mailboxes.
 pub trait MailboxStore: Send + Sync {
     /// The entry `entry_id`, if any.
@@ -204,8 +371,8 @@ pub trait MailboxStore: Send + Sync {
 
 /// Enrollment tokens and agent sessions (`07-agents-auth.md` §6.7).
 ///
-/// Reads are async; every change is a blocking [`AgentStore::transact`], which the
-/// server calls on the blocking pool, never on an async worker.
+/// Reads are async; every change is made in a [`Storage::transact`] (the agent
+/// methods of [`StoreTransaction`]), except the periodic sweep.
 pub trait AgentStore: Send + Sync {
     /// The session of `agent_id`, if any.
     fn session<'a>(&'a self, agent_id: &'a str)
@@ -214,58 +381,9 @@ pub trait AgentStore: Send + Sync {
     /// The sessions of `owner` (case-insensitive), by agent id.
     fn sessions_of<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, StoreResult<Vec<AgentSession>>>;
 
-    /// Runs `work` inside one transaction and commits it when `work` returns
-    /// `Ok(true)`; `Ok(false)` rolls it back (a refusal changes nothing), an error
-    /// rolls it back and is returned. **Blocking** until the commit is durable.
-    fn transact(
-        &self,
-        work: &mut dyn FnMut(&mut dyn AgentTransaction) -> StoreResult<bool>,
-    ) -> StoreResult<()>;
-
     /// Removes the enrollment tokens and sessions that expired before `now_millis`,
     /// in one transaction; how many of each. **Blocking.**
     fn sweep(&self, now_millis: i64) -> StoreResult<(u64, u64)>;
-}
-
-/// What an agent operation reads and writes in one transaction. Every read sees the
-/// transaction's own earlier writes.
-pub trait AgentTransaction {
-    /// Stores an enrollment token under `key`, replacing any token there.
-    fn put_enrollment_token(&mut self, key: &[u8; 32], token: &EnrollmentToken) -> StoreResult<()>;
-
-    /// Removes and returns the enrollment token stored under `key`
-    /// ([`crate::model::enrollment_token_key`]), if any.
-    fn take_enrollment_token(&mut self, key: &[u8; 32]) -> StoreResult<Option<EnrollmentToken>>;
-
-    /// The session of `agent_id`, if any.
-    fn session(&mut self, agent_id: &str) -> StoreResult<Option<AgentSession>>;
-
-    /// Stores `session` under its agent id, replacing any session there.
-    fn put_session(&mut self, session: &AgentSession) -> StoreResult<()>;
-
-    /// Removes the session of `agent_id`; whether there was one.
-    fn delete_session(&mut self, agent_id: &str) -> StoreResult<bool>;
-
-    /// The trust record `id` (lower-case hex) from `perspective`, if any.
-    fn trust(&mut self, perspective: Perspective, id: &str) -> StoreResult<Option<TrustRecord>>;
-
-    /// Stores a new trust record under its computed id and returns it.
-    fn create_trust(
-        &mut self,
-        perspective: Perspective,
-        record: NewTrustRecord,
-    ) -> StoreResult<TrustRecord>;
-
-    /// Applies `patch` to the trust record `id`, sets its `updatedAt`, returns it.
-    fn update_trust(
-        &mut self,
-        perspective: Perspective,
-        id: &str,
-        patch: TrustPatch,
-    ) -> StoreResult<TrustRecord>;
-
-    /// Removes the trust record `id`; whether it existed.
-    fn delete_trust(&mut self, perspective: Perspective, id: &str) -> StoreResult<bool>;
 }
 
 /// What only a backend with a local database file can do. Every method blocks.

@@ -15,11 +15,13 @@ use std::sync::{Arc, Mutex};
 mod agents;
 
 use super::contract::{
-    AgentStore, InboundGroup, InboundTransaction, MailboxStore, Maintenance, Storage,
+    AgentStore, InboundGroup, InboundTransaction, MailboxStore, Maintenance, OutboxStore, Storage,
+    StoreTransaction,
 };
 use super::{
-    IdentityStore, JsonIdentityStore, JsonTrustStore, NewTrustRecord, Perspective,
-    PreparedInboxEntry, StoreError, StoreResult, TrustPatch, TrustRecord, TrustStore,
+    AgentSession, EnrollmentToken, IdentityStore, JsonIdentityStore, JsonTrustStore, MailboxEntry,
+    NewTrustRecord, Perspective, PreparedInboxEntry, StoreError, StoreResult, TrustPatch,
+    TrustRecord, TrustStore,
 };
 
 /// Trust and identity records in the reference's JSON files; mailboxes in `inner`.
@@ -68,6 +70,27 @@ impl Storage for JsonFilesStorage {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.inner
             .commit_inbound(&mut FileGroup { group, files: self })
+    }
+
+    fn outbox(&self) -> &dyn OutboxStore {
+        self.inner.outbox()
+    }
+
+    fn transact(
+        &self,
+        owner: &str,
+        work: &mut dyn FnMut(&mut dyn StoreTransaction) -> StoreResult<()>,
+    ) -> StoreResult<()> {
+        let _guard = self
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.inner.transact(owner, &mut |transaction| {
+            work(&mut FileStoreTransaction {
+                files: self,
+                mailboxes: transaction,
+            })
+        })
     }
 
     fn check_ready(&self) -> StoreResult<()> {
@@ -157,5 +180,90 @@ impl InboundTransaction for FileTransaction<'_> {
 
     fn insert_inbox(&mut self, entry: &PreparedInboxEntry) -> StoreResult<u64> {
         self.mailboxes.insert_inbox(entry)
+    }
+}
+
+/// A [`Storage::transact`] with the records in the files (written as they are
+/// made, like a group's) and the mailboxes in the inner transaction.
+struct FileStoreTransaction<'t> {
+    files: &'t JsonFilesStorage,
+    mailboxes: &'t mut dyn StoreTransaction,
+}
+
+impl StoreTransaction for FileStoreTransaction<'_> {
+    fn trust(&mut self, _perspective: Perspective, id: &str) -> StoreResult<Option<TrustRecord>> {
+        Ok(self.files.trust.get_sync(id))
+    }
+
+    fn create_trust(
+        &mut self,
+        _perspective: Perspective,
+        record: NewTrustRecord,
+    ) -> StoreResult<TrustRecord> {
+        self.files.trust.create_sync(record, None)
+    }
+
+    fn update_trust(
+        &mut self,
+        _perspective: Perspective,
+        id: &str,
+        patch: TrustPatch,
+    ) -> StoreResult<TrustRecord> {
+        self.files.trust.update_sync(id, patch)
+    }
+
+    fn delete_trust(&mut self, _perspective: Perspective, id: &str) -> StoreResult<bool> {
+        self.files.trust.delete_sync(id)
+    }
+
+    fn is_hosted(&mut self, identity: &str) -> StoreResult<bool> {
+        Ok(self
+            .files
+            .identities
+            .get_sync(&crate::identity::compute_id(identity))
+            .is_some())
+    }
+
+    fn entry(&mut self, entry_id: u64) -> StoreResult<Option<MailboxEntry>> {
+        self.mailboxes.entry(entry_id)
+    }
+
+    fn insert_entry(&mut self, entry: MailboxEntry) -> StoreResult<u64> {
+        self.mailboxes.insert_entry(entry)
+    }
+
+    fn update_entry(&mut self, entry: &MailboxEntry) -> StoreResult<()> {
+        self.mailboxes.update_entry(entry)
+    }
+
+    fn remove_entry(&mut self, entry_id: u64) -> StoreResult<Option<MailboxEntry>> {
+        self.mailboxes.remove_entry(entry_id)
+    }
+
+    // Tokens and sessions have no place in the reference's files: they live in the
+    // inner backend, beside the mailboxes.
+
+    fn enrollment_token(&mut self, key: &[u8; 32]) -> StoreResult<Option<EnrollmentToken>> {
+        self.mailboxes.enrollment_token(key)
+    }
+
+    fn put_enrollment_token(&mut self, key: &[u8; 32], token: &EnrollmentToken) -> StoreResult<()> {
+        self.mailboxes.put_enrollment_token(key, token)
+    }
+
+    fn delete_enrollment_token(&mut self, key: &[u8; 32]) -> StoreResult<bool> {
+        self.mailboxes.delete_enrollment_token(key)
+    }
+
+    fn session(&mut self, agent_id: &str) -> StoreResult<Option<AgentSession>> {
+        self.mailboxes.session(agent_id)
+    }
+
+    fn put_session(&mut self, session: &AgentSession) -> StoreResult<()> {
+        self.mailboxes.put_session(session)
+    }
+
+    fn delete_session(&mut self, agent_id: &str) -> StoreResult<bool> {
+        self.mailboxes.delete_session(agent_id)
     }
 }

@@ -12,12 +12,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 mod agents;
 
-use super::contract::{AgentStore, InboundGroup, InboundTransaction, MailboxStore, Storage};
+use super::contract::{
+    AgentStore, InboundGroup, InboundTransaction, MailboxStore, OutboxStats, OutboxStore, Storage,
+    StoreTransaction,
+};
 use super::keys::{concat, instant_part};
 use super::{
-    BoxFuture, Cursor, IdentityStore, JsonIdentityStore, JsonTrustStore, Mailbox, MailboxEntry,
-    MailboxQuery, NewTrustRecord, Page, PageRequest, Perspective, PreparedInboxEntry, QueryPage,
-    StoreError, StoreResult, TrustPatch, TrustRecord, TrustStatus, TrustStore,
+    AgentSession, BoxFuture, Cursor, EnrollmentToken, IdentityStore, JsonIdentityStore,
+    JsonTrustStore, Mailbox, MailboxEntry, MailboxQuery, NewTrustRecord, Page, PageRequest,
+    Perspective, PreparedInboxEntry, QueryPage, RecordKind, StoreError, StoreResult, Timestamp,
+    TrustPatch, TrustRecord, TrustStatus, TrustStore,
 };
 
 /// An in-memory [`Storage`]. Cloning gives another handle on the same data.
@@ -109,6 +113,10 @@ impl Storage for MemoryStorage {
         Some(self)
     }
 
+    fn outbox(&self) -> &dyn OutboxStore {
+        &self.inner.mailboxes
+    }
+
     fn commit_inbound(&self, group: &mut dyn InboundGroup) -> StoreResult<()> {
         let mut generation = lock(&self.inner.transactions);
         *generation += 1;
@@ -124,6 +132,25 @@ impl Storage for MemoryStorage {
             }
         }
         Ok(())
+    }
+
+    fn transact(
+        &self,
+        _owner: &str,
+        work: &mut dyn FnMut(&mut dyn StoreTransaction) -> StoreResult<()>,
+    ) -> StoreResult<()> {
+        let mut generation = lock(&self.inner.transactions);
+        *generation += 1;
+        let mut transaction = MemoryTransaction {
+            storage: &self.inner,
+            undo: Vec::new(),
+            generation: *generation,
+        };
+        let outcome = work(&mut transaction);
+        if outcome.is_err() {
+            transaction.roll_back();
+        }
+        outcome
     }
 }
 
@@ -144,6 +171,10 @@ enum Undo {
         before: Option<Box<TrustRecord>>,
     },
     Entry(u64),
+    /// An entry changed or removed: how it was.
+    EntryBefore(Box<MailboxEntry>),
+    /// The tokens and sessions as they were before the first agent change.
+    Agents(Box<agents::AgentState>),
 }
 
 struct MemoryTransaction<'s> {
@@ -169,6 +200,8 @@ impl MemoryTransaction<'_> {
                         .restore_sync(&id, before.map(|record| *record));
                 }
                 Undo::Entry(entry_id) => self.storage.mailboxes.remove(entry_id),
+                Undo::EntryBefore(entry) => self.storage.mailboxes.put(*entry),
+                Undo::Agents(state) => self.storage.agents.restore(*state),
             }
         }
     }
@@ -234,6 +267,130 @@ impl InboundTransaction for MemoryTransaction<'_> {
 
     fn generation(&self) -> Option<u64> {
         Some(self.generation)
+    }
+}
+
+impl StoreTransaction for MemoryTransaction<'_> {
+    fn trust(&mut self, perspective: Perspective, id: &str) -> StoreResult<Option<TrustRecord>> {
+        Ok(self.storage.trust.side(perspective).get_sync(id))
+    }
+
+    fn create_trust(
+        &mut self,
+        perspective: Perspective,
+        record: NewTrustRecord,
+    ) -> StoreResult<TrustRecord> {
+        let created = self
+            .storage
+            .trust
+            .side(perspective)
+            .create_sync(record, None)?;
+        self.undo.push(Undo::Trust {
+            perspective,
+            id: created.id.clone(),
+            before: None,
+        });
+        Ok(created)
+    }
+
+    fn update_trust(
+        &mut self,
+        perspective: Perspective,
+        id: &str,
+        patch: TrustPatch,
+    ) -> StoreResult<TrustRecord> {
+        let store = self.storage.trust.side(perspective);
+        let before = store.get_sync(id).map(Box::new);
+        let updated = store.update_sync(id, patch)?;
+        self.undo.push(Undo::Trust {
+            perspective,
+            id: id.to_lowercase(),
+            before,
+        });
+        Ok(updated)
+    }
+
+    fn delete_trust(&mut self, perspective: Perspective, id: &str) -> StoreResult<bool> {
+        let store = self.storage.trust.side(perspective);
+        let before = store.get_sync(id).map(Box::new);
+        let deleted = store.delete_sync(id)?;
+        if deleted {
+            self.undo.push(Undo::Trust {
+                perspective,
+                id: id.to_lowercase(),
+                before,
+            });
+        }
+        Ok(deleted)
+    }
+
+    fn is_hosted(&mut self, identity: &str) -> StoreResult<bool> {
+        InboundTransaction::is_hosted(self, identity)
+    }
+
+    fn entry(&mut self, entry_id: u64) -> StoreResult<Option<MailboxEntry>> {
+        Ok(lock(&self.storage.mailboxes.state)
+            .entries
+            .get(&entry_id)
+            .cloned())
+    }
+
+    fn insert_entry(&mut self, mut entry: MailboxEntry) -> StoreResult<u64> {
+        let entry_id = {
+            let mut state = lock(&self.storage.mailboxes.state);
+            state.last_entry += 1;
+            state.last_entry
+        };
+        entry.entry_id = entry_id;
+        self.storage.mailboxes.put(entry);
+        self.undo.push(Undo::Entry(entry_id));
+        Ok(entry_id)
+    }
+
+    fn update_entry(&mut self, entry: &MailboxEntry) -> StoreResult<()> {
+        let before =
+            StoreTransaction::entry(self, entry.entry_id)?.ok_or_else(|| StoreError::NotFound {
+                kind: RecordKind::MailboxEntry,
+                id: entry.entry_id.to_string(),
+            })?;
+        self.storage.mailboxes.put(entry.clone());
+        self.undo.push(Undo::EntryBefore(Box::new(before)));
+        Ok(())
+    }
+
+    fn remove_entry(&mut self, entry_id: u64) -> StoreResult<Option<MailboxEntry>> {
+        let before = StoreTransaction::entry(self, entry_id)?;
+        if let Some(before) = &before {
+            self.storage.mailboxes.remove(entry_id);
+            self.undo.push(Undo::EntryBefore(Box::new(before.clone())));
+        }
+        Ok(before)
+    }
+
+    fn enrollment_token(&mut self, key: &[u8; 32]) -> StoreResult<Option<EnrollmentToken>> {
+        Ok(self.enrollment_token_of(key))
+    }
+
+    fn put_enrollment_token(&mut self, key: &[u8; 32], token: &EnrollmentToken) -> StoreResult<()> {
+        self.put_token(key, token);
+        Ok(())
+    }
+
+    fn delete_enrollment_token(&mut self, key: &[u8; 32]) -> StoreResult<bool> {
+        Ok(self.delete_token(key))
+    }
+
+    fn session(&mut self, agent_id: &str) -> StoreResult<Option<AgentSession>> {
+        Ok(self.session_of(agent_id))
+    }
+
+    fn put_session(&mut self, session: &AgentSession) -> StoreResult<()> {
+        self.put_agent_session(session);
+        Ok(())
+    }
+
+    fn delete_session(&mut self, agent_id: &str) -> StoreResult<bool> {
+        Ok(self.delete_agent_session(agent_id))
     }
 }
 
@@ -419,6 +576,44 @@ impl MemoryMailboxes {
         }
     }
 
+    /// Stores `entry` under its id (replacing one with the same id), keeping the
+    /// de-duplication index of inbox entries in step.
+    fn put(&self, entry: MailboxEntry) {
+        let mut state = lock(&self.state);
+        if let Some(old) = state.entries.remove(&entry.entry_id) {
+            let key = (
+                old.to.to_lowercase(),
+                old.from.to_lowercase(),
+                old.artifact_id,
+            );
+            if state.inbound.get(&key) == Some(&old.entry_id) {
+                state.inbound.remove(&key);
+            }
+        }
+        if entry.mailbox == Mailbox::Inbox {
+            let key = (
+                entry.to.to_lowercase(),
+                entry.from.to_lowercase(),
+                entry.artifact_id.clone(),
+            );
+            state.inbound.insert(key, entry.entry_id);
+        }
+        state.last_entry = state.last_entry.max(entry.entry_id);
+        state.entries.insert(entry.entry_id, entry);
+    }
+
+    /// The first entry of each (owner, receiver) queue in the outbox: the only
+    /// ones the schedule offers.
+    fn queue_heads(state: &MailState) -> Vec<&MailboxEntry> {
+        let mut seen = std::collections::HashSet::new();
+        state
+            .entries
+            .values()
+            .filter(|entry| entry.mailbox == Mailbox::Outbox)
+            .filter(|entry| seen.insert((entry.owner.to_lowercase(), entry.to.to_lowercase())))
+            .collect()
+    }
+
     /// Every entry, in entry-id order (for tests).
     pub fn all(&self) -> Vec<MailboxEntry> {
         lock(&self.state).entries.values().cloned().collect()
@@ -435,6 +630,109 @@ fn dedup_key(entry: &PreparedInboxEntry) -> (String, String, String) {
 
 fn ready<'a, T: Send + 'a>(value: T) -> BoxFuture<'a, T> {
     Box::pin(std::future::ready(value))
+}
+
+impl OutboxStore for MemoryMailboxes {
+    fn claim_due(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> BoxFuture<'_, StoreResult<Vec<MailboxEntry>>> {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let mut state = lock(&self.state);
+        let mut due: Vec<(i64, u64)> = Self::queue_heads(&state)
+            .into_iter()
+            .filter(|entry| entry.due_millis() <= now.millis())
+            .map(|entry| (entry.due_millis(), entry.entry_id))
+            .collect();
+        due.sort_unstable();
+        let mut claimed = Vec::new();
+        for (_, entry_id) in due.into_iter().take(limit) {
+            if let Some(entry) = state.entries.get_mut(&entry_id) {
+                entry.meta.in_flight_until = Some(lease_until.clone());
+                claimed.push(entry.clone());
+            }
+        }
+        ready(Ok(claimed))
+    }
+
+    fn release_claims(&self, now: Timestamp) -> BoxFuture<'_, StoreResult<u64>> {
+        let mut state = lock(&self.state);
+        let mut released = 0;
+        for entry in state.entries.values_mut() {
+            if entry.mailbox == Mailbox::Outbox && entry.meta.in_flight_until.take().is_some() {
+                entry.meta.next_attempt_at = Some(now.clone());
+                released += 1;
+            }
+        }
+        ready(Ok(released))
+    }
+
+    fn next_due(&self) -> BoxFuture<'_, StoreResult<Option<i64>>> {
+        let state = lock(&self.state);
+        let next = Self::queue_heads(&state)
+            .into_iter()
+            .map(MailboxEntry::due_millis)
+            .min();
+        ready(Ok(next))
+    }
+
+    fn list<'a>(
+        &'a self,
+        owner: Option<&'a str>,
+        page: PageRequest,
+    ) -> BoxFuture<'a, StoreResult<Page<MailboxEntry>>> {
+        let after = match &page.after {
+            None => Ok(0),
+            Some(cursor) => <[u8; 8]>::try_from(cursor.0.as_slice())
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::InvalidCursor),
+        };
+        let page = after.map(|after| {
+            let owner = owner.map(str::to_lowercase);
+            let state = lock(&self.state);
+            let mut rest = state
+                .entries
+                .range(after.saturating_add(1)..)
+                .map(|(_, entry)| entry)
+                .filter(|entry| entry.mailbox == Mailbox::Outbox)
+                .filter(|entry| {
+                    owner
+                        .as_deref()
+                        .is_none_or(|owner| entry.owner.to_lowercase() == owner)
+                });
+            let items: Vec<MailboxEntry> = rest
+                .by_ref()
+                .take(page.effective_limit())
+                .cloned()
+                .collect();
+            let next = if rest.next().is_some() {
+                items
+                    .last()
+                    .map(|entry| Cursor(entry.entry_id.to_be_bytes().to_vec()))
+            } else {
+                None
+            };
+            Page { items, next }
+        });
+        ready(page)
+    }
+
+    fn stats(&self) -> BoxFuture<'_, StoreResult<OutboxStats>> {
+        let state = lock(&self.state);
+        let mut outbox = state
+            .entries
+            .values()
+            .filter(|entry| entry.mailbox == Mailbox::Outbox);
+        let oldest = outbox.next();
+        let stats = OutboxStats {
+            entries: u64::try_from(outbox.count() + usize::from(oldest.is_some()))
+                .unwrap_or(u64::MAX),
+            oldest_queued_at: oldest.and_then(|entry| entry.meta.queued_at.clone()),
+        };
+        ready(Ok(stats))
+    }
 }
 
 impl MailboxStore for MemoryMailboxes {

@@ -41,8 +41,8 @@ pub use self::redb::{
     RedbOptions, RedbStore, SCHEMA_VERSION, Snapshot, WriteBatch,
 };
 pub use contract::{
-    AgentStore, AgentTransaction, InboundGroup, InboundTransaction, MailboxStore, Maintenance,
-    Storage,
+    AgentStore, InboundGroup, InboundTransaction, MailboxStore, Maintenance, OutboxStats,
+    OutboxStore, Storage, StoreTransaction,
 };
 pub use error::{RecordKind, RecordProblem, StoreError, StoreResult};
 pub use json_storage::JsonFilesStorage;
@@ -55,9 +55,9 @@ pub use memory::{MemoryMailboxes, MemoryStorage};
 pub use crate::model::{
     AgentSession, DELIVERY_FAILURE_TYPE, EnrollmentToken, EntryFilter, EntryKind, EntryMeta,
     IdentityPatch, IdentityRecord, KeyHistoryEntry, ListingPosition, Mailbox, MailboxEntry,
-    MailboxQuery, NewInboxEntry, NewTrustRecord, Perspective, PrivacyType, PublicKeyRecord,
-    QueryPage, Source, TextFilter, Timestamp, TimestampError, TrustPatch, TrustRecord, TrustStatus,
-    validate_identity, validate_trust,
+    MailboxQuery, NewInboxEntry, NewOutboxEntry, NewTrustRecord, OutboxState, Perspective,
+    PrivacyType, PublicKeyRecord, QueryPage, Source, TextFilter, Timestamp, TimestampError,
+    TrustPatch, TrustRecord, TrustStatus, validate_identity, validate_trust,
 };
 
 /// The store traits return boxed futures so that they can be used as

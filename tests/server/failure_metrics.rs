@@ -11,7 +11,8 @@ use btps::identity::responder::Failure;
 use btps::protocol::TransporterType;
 use btps::server::middleware::{Middleware, Phase, Request, Verdict};
 use btps::store::{
-    IdentityStore, InboundGroup, MailboxStore, Storage, StoreError, StoreResult, TrustStore,
+    IdentityStore, InboundGroup, MailboxStore, OutboxStore, Storage, StoreError, StoreResult,
+    StoreTransaction, TrustStore,
 };
 
 use crate::http::{scrape, state_for, value};
@@ -35,6 +36,18 @@ impl Storage for FailingCommits {
 
     fn mailboxes(&self) -> &dyn MailboxStore {
         self.0.mailboxes()
+    }
+
+    fn outbox(&self) -> &dyn OutboxStore {
+        self.0.outbox()
+    }
+
+    fn transact(
+        &self,
+        owner: &str,
+        work: &mut dyn FnMut(&mut dyn StoreTransaction) -> StoreResult<()>,
+    ) -> StoreResult<()> {
+        self.0.transact(owner, work)
     }
 
     fn commit_inbound(&self, _group: &mut dyn InboundGroup) -> StoreResult<()> {

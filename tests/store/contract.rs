@@ -16,7 +16,7 @@ use super::new_trust;
 const RECEIVER: &str = "finance$client.test";
 
 /// Every backend, each in its own temporary directory.
-fn backends(dir: &std::path::Path) -> Vec<(&'static str, Arc<dyn Storage>)> {
+pub(super) fn backends(dir: &std::path::Path) -> Vec<(&'static str, Arc<dyn Storage>)> {
     let redb = RedbStore::open(&dir.join("btps.redb"), &RedbOptions::default()).unwrap();
     let files_mailboxes =
         RedbStore::open(&dir.join("mailboxes.redb"), &RedbOptions::default()).unwrap();

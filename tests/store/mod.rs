@@ -12,6 +12,7 @@ mod crash;
 mod json_files;
 mod mailbox;
 mod model;
+mod outbox;
 
 use btps::store::{NewTrustRecord, PrivacyType, Timestamp, TrustStatus};
 

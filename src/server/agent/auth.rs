@@ -157,16 +157,19 @@ impl Pipeline {
             last_refresh_at: None,
             retired: Vec::new(),
         };
-        let (record, decrypt_by) = transact(&self.storage, move |transaction| {
-            let Some(token) = transaction.take_enrollment_token(&token_key)? else {
-                return Ok((Err(failed("unknown enrollment token")), false));
+        let scope = owner.as_str().to_owned();
+        let (record, decrypt_by) = transact(&self.storage, &scope, move |transaction| {
+            let Some(token) = transaction.enrollment_token(&token_key)? else {
+                return Ok(Err(failed("unknown enrollment token")));
             };
-            if !token.is_valid_at(now.millis()) {
-                // Spent anyway: removing it is the sweep's work done early.
-                return Ok((Err(failed("enrollment token expired")), true));
-            }
             if token.identity.to_lowercase() != owner.as_str().to_lowercase() {
-                return Ok((Err(failed("enrollment token of another identity")), false));
+                return Ok(Err(failed("enrollment token of another identity")));
+            }
+            // Single use: spent whatever follows (an expired one is the sweep's
+            // work done early).
+            transaction.delete_enrollment_token(&token_key)?;
+            if !token.is_valid_at(now.millis()) {
+                return Ok(Err(failed("enrollment token expired")));
             }
             let mut record = record.clone();
             record.decided_by = token.decrypt_by.clone();
@@ -174,7 +177,7 @@ impl Pipeline {
             let mut session = session.clone();
             session.decrypt_by = token.decrypt_by.clone();
             transaction.put_session(&session)?;
-            Ok((Ok((created, token.decrypt_by)), true))
+            Ok(Ok((created, token.decrypt_by)))
         })
         .await?;
         tracing::info!(agent = %agent_id, owner = %verified.owner, "agent enrolled");
@@ -210,19 +213,17 @@ impl Pipeline {
         let info = document.agent_info.clone();
         let trust_id = compute_trust_id(&agent_id, owner.as_str());
         let new_hash = refresh_token_hash(&refresh);
-        let outcome = transact(&self.storage, move |transaction| {
+        let scope = owner.as_str().to_owned();
+        let outcome = transact(&self.storage, &scope, move |transaction| {
             let Some(mut session) = transaction.session(&agent_id)? else {
-                return Ok((Err(failed("no session for this agent")), false));
+                return Ok(Err(failed("no session for this agent")));
             };
             if session.owner.to_lowercase() != owner.as_str().to_lowercase() {
-                return Ok((
-                    Err(failed("the session belongs to another identity")),
-                    false,
-                ));
+                return Ok(Err(failed("the session belongs to another identity")));
             }
             if !session.is_current(&presented) {
                 if !session.is_retired(&presented) {
-                    return Ok((Err(failed("unknown refresh token")), false));
+                    return Ok(Err(failed("unknown refresh token")));
                 }
                 // A retired token again: someone else holds the session.
                 transaction.delete_session(&agent_id)?;
@@ -241,20 +242,17 @@ impl Pipeline {
                         },
                     )?;
                 }
-                return Ok((
-                    Err(failed("refresh token reused: the session is revoked")),
-                    true,
-                ));
+                return Ok(Err(failed("refresh token reused: the session is revoked")));
             }
             if session.refresh_expires_at.millis() < now.millis() {
-                return Ok((Err(failed("refresh token expired")), false));
+                return Ok(Err(failed("refresh token expired")));
             }
             let Some(record) = transaction.trust(Perspective::Inbound, &trust_id)? else {
-                return Ok((Err(failed("the agent has no trust record")), false));
+                return Ok(Err(failed("the agent has no trust record")));
             };
             if record.status != TrustStatus::Accepted || !record.is_active_at(now.millis()) {
                 // The reference would re-accept a revoked agent here.
-                return Ok((Err(failed("the agent is not active")), false));
+                return Ok(Err(failed("the agent is not active")));
             }
             let mut patch = key_patch(&record, &key, &now);
             patch.status = Some(TrustStatus::Accepted);
@@ -268,7 +266,7 @@ impl Pipeline {
                 session.agent_info.clone_from(&info);
             }
             transaction.put_session(&session)?;
-            Ok((Ok((updated, session.decrypt_by)), true))
+            Ok(Ok((updated, session.decrypt_by)))
         })
         .await;
         let (record, decrypt_by) = outcome?;

@@ -46,7 +46,7 @@ use crate::server::middleware::{Phase, Request};
 use crate::server::pipeline::{After, Halt, Pipeline, Reply, internal, storage_failure};
 use crate::signing;
 use crate::store::{
-    AgentStore, AgentTransaction, Mailbox, Perspective, Storage, StoreResult, Timestamp,
+    Mailbox, Perspective, Storage, StoreError, StoreResult, StoreTransaction, Timestamp,
     TrustRecord,
 };
 
@@ -330,32 +330,51 @@ impl Pipeline {
     }
 }
 
-/// Runs an agent transaction on the blocking pool; `work` records its outcome and
-/// says whether to commit.
+/// Runs `work` in one [`Storage::transact`] for `owner` on the blocking pool.
+/// `work` answers the action's outcome; a refusal must change nothing before it is
+/// decided (what it changed is committed with it: a spent token, a revoked session).
 pub(super) async fn transact<T: Send + 'static>(
     storage: &Arc<dyn Storage>,
-    mut work: impl FnMut(&mut dyn AgentTransaction) -> StoreResult<(Result<T, ProtocolError>, bool)>
+    owner: &str,
+    mut work: impl FnMut(&mut dyn StoreTransaction) -> StoreResult<Result<T, ProtocolError>>
     + Send
     + 'static,
 ) -> Result<T, ProtocolError> {
     let storage = Arc::clone(storage);
+    let owner = owner.to_owned();
     tokio::task::spawn_blocking(move || {
-        let agents: &dyn AgentStore = storage.agents().ok_or_else(|| {
-            ProtocolError::new(ErrorCode::Unknown, "this storage keeps no agent sessions")
-                .with_reason("agents are not supported by this storage")
-        })?;
+        if storage.agents().is_none() {
+            return Err(ProtocolError::new(
+                ErrorCode::Unknown,
+                "this storage keeps no agent sessions",
+            )
+            .with_reason("agents are not supported by this storage"));
+        }
         let mut outcome = None;
-        agents
-            .transact(&mut |transaction| {
-                let (result, commit) = work(transaction)?;
-                outcome = Some(result);
-                Ok(commit)
+        storage
+            .transact(&owner, &mut |transaction| {
+                outcome = Some(work(transaction)?);
+                Ok(())
             })
-            .map_err(storage_failure)?;
+            .map_err(store_failure)?;
         outcome.unwrap_or_else(|| Err(internal("the transaction did not run")))
     })
     .await
     .map_err(internal)?
+}
+
+/// A storage failure as answered: temporary while writes fail (a full disk).
+pub(super) fn store_failure(error: StoreError) -> ProtocolError {
+    match error {
+        StoreError::Unavailable { path, reason } => ProtocolError::storage_unavailable(
+            &reason,
+            format!(
+                "{}: storage temporarily unavailable: {reason}",
+                path.display()
+            ),
+        ),
+        other => storage_failure(other),
+    }
 }
 
 /// The owner of an unencrypted agent artifact: for a document that is a transporter

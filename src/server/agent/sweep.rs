@@ -54,11 +54,11 @@ impl AgentSweeper {
                 PageRequest::first(RECORDS_PER_SWEEP),
             )
             .await?;
-        let agents: Vec<(String, String)> = expired
+        let agents: Vec<(String, String, String)> = expired
             .items
             .into_iter()
             .filter(|record| !is_schema_identity(&record.sender_id))
-            .map(|record| (record.id, record.sender_id))
+            .map(|record| (record.id, record.sender_id, record.receiver_id))
             .collect();
         let storage = Arc::clone(storage);
         tokio::task::spawn_blocking(move || {
@@ -67,16 +67,13 @@ impl AgentSweeper {
             };
             let (tokens, sessions) = store.sweep(now)?;
             let mut records = 0;
-            if !agents.is_empty() {
-                store.transact(&mut |transaction| {
-                    records = 0;
-                    for (id, agent) in &agents {
-                        if transaction.delete_trust(Perspective::Inbound, id)? {
-                            records += 1;
-                        }
-                        transaction.delete_session(agent)?;
+            for (id, agent, owner) in &agents {
+                storage.transact(owner, &mut |transaction| {
+                    if transaction.delete_trust(Perspective::Inbound, id)? {
+                        records += 1;
                     }
-                    Ok(true)
+                    transaction.delete_session(agent)?;
+                    Ok(())
                 })?;
             }
             Ok(SweepReport {

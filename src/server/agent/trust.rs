@@ -205,30 +205,36 @@ impl Pipeline {
         }
         let id = id.to_lowercase();
         let owner = verified.owner.as_str().to_owned();
-        let updated = transact(&self.storage, move |transaction| {
-            let mut updated = Vec::new();
-            for perspective in Perspective::ALL {
-                let Some(record) = transaction.trust(perspective, &id)? else {
-                    continue;
-                };
-                if !owned_by(perspective, &record, &owner) {
-                    continue;
+        let updated = transact(
+            &self.storage,
+            &verified.owner.as_str().to_owned(),
+            move |transaction| {
+                let mut updated = Vec::new();
+                for perspective in Perspective::ALL {
+                    let Some(record) = transaction.trust(perspective, &id)? else {
+                        continue;
+                    };
+                    if !owned_by(perspective, &record, &owner) {
+                        continue;
+                    }
+                    let record = transaction.update_trust(perspective, &id, decision.patch())?;
+                    if is_agent_record(perspective, &record)
+                        && record.status != TrustStatus::Accepted
+                    {
+                        transaction.delete_session(&record.sender_id)?;
+                    }
+                    updated.push(record);
                 }
-                let record = transaction.update_trust(perspective, &id, decision.patch())?;
-                if is_agent_record(perspective, &record) && record.status != TrustStatus::Accepted {
-                    transaction.delete_session(&record.sender_id)?;
+                if updated.is_empty() {
+                    let error = ProtocolError::new(
+                        ErrorCode::TrustNonExistent,
+                        format!("no trust record {id} of this identity"),
+                    );
+                    return Ok(Err(error));
                 }
-                updated.push(record);
-            }
-            if updated.is_empty() {
-                let error = ProtocolError::new(
-                    ErrorCode::TrustNonExistent,
-                    format!("no trust record {id} of this identity"),
-                );
-                return Ok((Err(error), false));
-            }
-            Ok((Ok(updated), true))
-        })
+                Ok(Ok(updated))
+            },
+        )
         .await?;
         let mut answer = Object::new();
         let total = count(u64::try_from(updated.len()).unwrap_or(u64::MAX));
@@ -253,32 +259,35 @@ impl Pipeline {
     ) -> Result<Reply, ProtocolError> {
         let ids = documents::ids(verified.document())?;
         let owner = verified.owner.as_str().to_owned();
-        let (deleted, not_found) = transact(&self.storage, move |transaction| {
-            let (mut deleted, mut not_found) = (Vec::new(), Vec::new());
-            for id in &ids {
-                let mut found = false;
-                for perspective in Perspective::ALL {
-                    let Some(record) = transaction.trust(perspective, id)? else {
-                        continue;
-                    };
-                    if !owned_by(perspective, &record, &owner) {
-                        continue;
+        let (deleted, not_found) = transact(
+            &self.storage,
+            &verified.owner.as_str().to_owned(),
+            move |transaction| {
+                let (mut deleted, mut not_found) = (Vec::new(), Vec::new());
+                for id in &ids {
+                    let mut found = false;
+                    for perspective in Perspective::ALL {
+                        let Some(record) = transaction.trust(perspective, id)? else {
+                            continue;
+                        };
+                        if !owned_by(perspective, &record, &owner) {
+                            continue;
+                        }
+                        transaction.delete_trust(perspective, id)?;
+                        if is_agent_record(perspective, &record) {
+                            transaction.delete_session(&record.sender_id)?;
+                        }
+                        found = true;
                     }
-                    transaction.delete_trust(perspective, id)?;
-                    if is_agent_record(perspective, &record) {
-                        transaction.delete_session(&record.sender_id)?;
+                    if found {
+                        deleted.push(id.clone());
+                    } else {
+                        not_found.push(id.clone());
                     }
-                    found = true;
                 }
-                if found {
-                    deleted.push(id.clone());
-                } else {
-                    not_found.push(id.clone());
-                }
-            }
-            let changed = !deleted.is_empty();
-            Ok((Ok((deleted, not_found)), changed))
-        })
+                Ok(Ok((deleted, not_found)))
+            },
+        )
         .await?;
         let strings = |ids: Vec<String>| Value::Array(ids.into_iter().map(Value::from).collect());
         let mut answer = Object::new();

@@ -1,16 +1,12 @@
-//! Enrollment tokens and agent sessions in memory, and the agent transaction of
-//! [`MemoryStorage`]: under the store's one transaction lock, with an undo log, so
-//! that a transaction that fails or is refused leaves nothing behind.
+//! Enrollment tokens and agent sessions in memory: the agent methods of a
+//! [`MemoryStorage`] transaction (with their undo entries) and its [`AgentStore`].
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use super::{MemoryStorage, lock, ready};
-use crate::store::contract::{AgentStore, AgentTransaction};
-use crate::store::{
-    AgentSession, BoxFuture, EnrollmentToken, NewTrustRecord, Perspective, StoreResult, TrustPatch,
-    TrustRecord,
-};
+use super::{MemoryStorage, MemoryTransaction, Undo, lock, ready};
+use crate::store::contract::AgentStore;
+use crate::store::{AgentSession, BoxFuture, EnrollmentToken, StoreResult};
 
 /// Tokens by the hash of their lookup key, sessions by agent id.
 #[derive(Clone, Default)]
@@ -25,100 +21,55 @@ pub(super) struct MemoryAgents {
     state: Mutex<AgentState>,
 }
 
-/// One agent transaction: the agent state as it was before (restored on rollback)
-/// and the trust records it changed.
-struct MemoryAgentTransaction<'s> {
-    storage: &'s MemoryStorage,
-    state: AgentState,
-    trust_before: Vec<(Perspective, String, Option<TrustRecord>)>,
+impl MemoryAgents {
+    /// Puts back the state a rolled-back transaction changed.
+    pub(super) fn restore(&self, state: AgentState) {
+        *lock(&self.state) = state;
+    }
 }
 
-impl MemoryAgentTransaction<'_> {
-    fn remember(&mut self, perspective: Perspective, id: &str) {
-        let id = id.to_lowercase();
+/// The agent methods of a memory transaction: each change first remembers the
+/// agent state as it was (once per transaction), which a rollback restores.
+impl MemoryTransaction<'_> {
+    fn agents_changing(&mut self) -> std::sync::MutexGuard<'_, AgentState> {
+        let state = lock(&self.storage.agents.state);
         if !self
-            .trust_before
+            .undo
             .iter()
-            .any(|(side, known, _)| *side == perspective && *known == id)
+            .any(|change| matches!(change, Undo::Agents(_)))
         {
-            let before = self.storage.inner.trust.side(perspective).get_sync(&id);
-            self.trust_before.push((perspective, id, before));
+            self.undo.push(Undo::Agents(Box::new(state.clone())));
         }
+        state
     }
 
-    fn roll_back(self) {
-        for (perspective, id, before) in self.trust_before.into_iter().rev() {
-            // In memory a restore cannot fail (there is no file to write).
-            let _ = self
-                .storage
-                .inner
-                .trust
-                .side(perspective)
-                .restore_sync(&id, before);
-        }
-    }
-}
-
-impl AgentTransaction for MemoryAgentTransaction<'_> {
-    fn put_enrollment_token(&mut self, key: &[u8; 32], token: &EnrollmentToken) -> StoreResult<()> {
-        self.state.tokens.insert(*key, token.clone());
-        Ok(())
+    pub(super) fn enrollment_token_of(&self, key: &[u8; 32]) -> Option<EnrollmentToken> {
+        lock(&self.storage.agents.state).tokens.get(key).cloned()
     }
 
-    fn take_enrollment_token(&mut self, key: &[u8; 32]) -> StoreResult<Option<EnrollmentToken>> {
-        Ok(self.state.tokens.remove(key))
+    pub(super) fn put_token(&mut self, key: &[u8; 32], token: &EnrollmentToken) {
+        self.agents_changing().tokens.insert(*key, token.clone());
     }
 
-    fn session(&mut self, agent_id: &str) -> StoreResult<Option<AgentSession>> {
-        Ok(self.state.sessions.get(agent_id).cloned())
+    pub(super) fn delete_token(&mut self, key: &[u8; 32]) -> bool {
+        self.agents_changing().tokens.remove(key).is_some()
     }
 
-    fn put_session(&mut self, session: &AgentSession) -> StoreResult<()> {
-        self.state
+    pub(super) fn session_of(&self, agent_id: &str) -> Option<AgentSession> {
+        lock(&self.storage.agents.state)
+            .sessions
+            .get(agent_id)
+            .cloned()
+    }
+
+    pub(super) fn put_agent_session(&mut self, session: &AgentSession) {
+        self.agents_changing()
             .sessions
             .insert(session.agent_id.clone(), session.clone());
-        Ok(())
     }
 
-    fn delete_session(&mut self, agent_id: &str) -> StoreResult<bool> {
-        Ok(self.state.sessions.remove(agent_id).is_some())
-    }
-
-    fn trust(&mut self, perspective: Perspective, id: &str) -> StoreResult<Option<TrustRecord>> {
-        Ok(self.storage.inner.trust.side(perspective).get_sync(id))
-    }
-
-    fn create_trust(
-        &mut self,
-        perspective: Perspective,
-        record: NewTrustRecord,
-    ) -> StoreResult<TrustRecord> {
-        let id = crate::identity::compute_trust_id(&record.sender_id, &record.receiver_id);
-        self.remember(perspective, &id);
-        self.storage
-            .inner
-            .trust
-            .side(perspective)
-            .create_sync(record, None)
-    }
-
-    fn update_trust(
-        &mut self,
-        perspective: Perspective,
-        id: &str,
-        patch: TrustPatch,
-    ) -> StoreResult<TrustRecord> {
-        self.remember(perspective, id);
-        self.storage
-            .inner
-            .trust
-            .side(perspective)
-            .update_sync(id, patch)
-    }
-
-    fn delete_trust(&mut self, perspective: Perspective, id: &str) -> StoreResult<bool> {
-        self.remember(perspective, id);
-        self.storage.inner.trust.side(perspective).delete_sync(id)
+    pub(super) fn delete_agent_session(&mut self, agent_id: &str) -> bool {
+        self.agents_changing().sessions.remove(agent_id).is_some()
     }
 }
 
@@ -140,34 +91,6 @@ impl AgentStore for MemoryStorage {
             .filter(|session| session.owner.to_lowercase() == owner)
             .cloned()
             .collect()))
-    }
-
-    fn transact(
-        &self,
-        work: &mut dyn FnMut(&mut dyn AgentTransaction) -> StoreResult<bool>,
-    ) -> StoreResult<()> {
-        let mut generation = lock(&self.inner.transactions);
-        *generation += 1;
-        let state = lock(&self.inner.agents.state).clone();
-        let mut transaction = MemoryAgentTransaction {
-            storage: self,
-            state,
-            trust_before: Vec::new(),
-        };
-        match work(&mut transaction) {
-            Ok(true) => {
-                *lock(&self.inner.agents.state) = transaction.state;
-                Ok(())
-            }
-            Ok(false) => {
-                transaction.roll_back();
-                Ok(())
-            }
-            Err(error) => {
-                transaction.roll_back();
-                Err(error)
-            }
-        }
     }
 
     fn sweep(&self, now_millis: i64) -> StoreResult<(u64, u64)> {

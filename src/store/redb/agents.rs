@@ -9,12 +9,11 @@ use std::ops::Bound;
 
 use redb::ReadableTable;
 
-use crate::store::contract::{AgentStore, AgentTransaction};
+use crate::store::contract::AgentStore;
 use crate::store::keys::prefix_end;
 use crate::store::keys::string_part;
 use crate::store::{
-    AgentSession, BoxFuture, EnrollmentToken, NewTrustRecord, Perspective, RecordKind, RedbStore,
-    StoreError, StoreResult, TrustPatch, TrustRecord,
+    AgentSession, BoxFuture, EnrollmentToken, RecordKind, RedbStore, StoreError, StoreResult,
 };
 
 use super::codec;
@@ -137,19 +136,26 @@ impl WriteBatch<'_> {
         Ok(())
     }
 
-    /// Removes and returns the enrollment token under `key`.
-    pub fn take_enrollment_token(
-        &mut self,
-        key: &[u8; 32],
-    ) -> StoreResult<Option<EnrollmentToken>> {
+    /// The enrollment token under `key`, as this transaction sees it.
+    pub fn enrollment_token(&self, key: &[u8; 32]) -> StoreResult<Option<EnrollmentToken>> {
+        let table = self
+            .txn
+            .open_table(AGENT_TOKEN)
+            .map_err(|e| self.error(e))?;
+        let found = table.get(key.as_slice()).map_err(|e| self.error(e))?;
+        found
+            .map(|guard| codec::decode_token(guard.value()))
+            .transpose()
+    }
+
+    /// Removes the enrollment token under `key`; whether there was one.
+    pub fn delete_enrollment_token(&mut self, key: &[u8; 32]) -> StoreResult<bool> {
         let mut table = self
             .txn
             .open_table(AGENT_TOKEN)
             .map_err(|e| self.error(e))?;
         let removed = table.remove(key.as_slice()).map_err(|e| self.error(e))?;
-        removed
-            .map(|guard| codec::decode_token(guard.value()))
-            .transpose()
+        Ok(removed.is_some())
     }
 
     /// Removes the enrollment tokens whose key starts with `prefix`; the keys removed.
@@ -264,7 +270,7 @@ impl WriteBatch<'_> {
             keys
         };
         for key in &expired_tokens {
-            self.take_enrollment_token(key)?;
+            self.delete_enrollment_token(key)?;
         }
         let expired_sessions: Vec<String> = {
             let table = self
@@ -286,54 +292,6 @@ impl WriteBatch<'_> {
         }
         let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
         Ok((count(expired_tokens.len()), count(expired_sessions.len())))
-    }
-}
-
-/// The agent operations of one write transaction.
-impl AgentTransaction for WriteBatch<'_> {
-    fn put_enrollment_token(&mut self, key: &[u8; 32], token: &EnrollmentToken) -> StoreResult<()> {
-        WriteBatch::put_enrollment_token(self, key, token)
-    }
-
-    fn take_enrollment_token(&mut self, key: &[u8; 32]) -> StoreResult<Option<EnrollmentToken>> {
-        WriteBatch::take_enrollment_token(self, key)
-    }
-
-    fn session(&mut self, agent_id: &str) -> StoreResult<Option<AgentSession>> {
-        self.agent_session(agent_id)
-    }
-
-    fn put_session(&mut self, session: &AgentSession) -> StoreResult<()> {
-        self.put_agent_session(session)
-    }
-
-    fn delete_session(&mut self, agent_id: &str) -> StoreResult<bool> {
-        self.delete_agent_session(agent_id)
-    }
-
-    fn trust(&mut self, perspective: Perspective, id: &str) -> StoreResult<Option<TrustRecord>> {
-        WriteBatch::trust(self, perspective, id)
-    }
-
-    fn create_trust(
-        &mut self,
-        perspective: Perspective,
-        record: NewTrustRecord,
-    ) -> StoreResult<TrustRecord> {
-        WriteBatch::create_trust(self, perspective, record, None)
-    }
-
-    fn update_trust(
-        &mut self,
-        perspective: Perspective,
-        id: &str,
-        patch: TrustPatch,
-    ) -> StoreResult<TrustRecord> {
-        WriteBatch::update_trust(self, perspective, id, patch)
-    }
-
-    fn delete_trust(&mut self, perspective: Perspective, id: &str) -> StoreResult<bool> {
-        WriteBatch::delete_trust(self, perspective, id)
     }
 }
 
@@ -365,13 +323,6 @@ impl AgentStore for RedbStore {
         blocking(self, move |store| {
             store.read(|snapshot| snapshot.agent_sessions(Some(&owner)))
         })
-    }
-
-    fn transact(
-        &self,
-        work: &mut dyn FnMut(&mut dyn AgentTransaction) -> StoreResult<bool>,
-    ) -> StoreResult<()> {
-        self.write_if_changed(|batch| work(batch).map(|commit| ((), commit)))
     }
 
     fn sweep(&self, now_millis: i64) -> StoreResult<(u64, u64)> {

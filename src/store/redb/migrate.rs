@@ -17,8 +17,9 @@ use super::codec;
 use super::tables::{
     AGENT_BY_OWNER, AGENT_SESSION, AGENT_TOKEN, COUNTERS, IDENTITY, IDENTITY_BY_NAME, IDENTITY_KEY,
     MAILBOX_ARTIFACT, MAILBOX_COUNT, MAILBOX_ENTRY, MAILBOX_LISTING, META, META_CREATED_AT,
-    META_DATABASE_ID, META_SCHEMA_VERSION, TRUST, TRUST_BY_EXPIRY, TRUST_BY_RECEIVER,
-    TRUST_BY_SENDER, TRUST_BY_STATUS, TRUST_STATUS_COUNT, artifact_key, legacy,
+    META_DATABASE_ID, META_SCHEMA_VERSION, OUTBOX_DUE, OUTBOX_ORDER, OUTBOX_PAIR, TRUST,
+    TRUST_BY_EXPIRY, TRUST_BY_RECEIVER, TRUST_BY_SENDER, TRUST_BY_STATUS, TRUST_STATUS_COUNT,
+    artifact_key, legacy,
 };
 use super::{RedbStore, SCHEMA_VERSION, WriteBatch};
 
@@ -137,7 +138,14 @@ impl WriteBatch<'_> {
         self.txn
             .open_table(MAILBOX_COUNT)
             .map_err(|e| self.error(e))?;
-        // The agent tables (version 5).
+        // The outbox indexes (version 5).
+        for index in [OUTBOX_DUE, OUTBOX_PAIR] {
+            self.txn.open_table(index).map_err(|e| self.error(e))?;
+        }
+        self.txn
+            .open_table(OUTBOX_ORDER)
+            .map_err(|e| self.error(e))?;
+        // The agent tables (version 6).
         self.txn
             .open_table(AGENT_TOKEN)
             .map_err(|e| self.error(e))?;
@@ -154,7 +162,8 @@ impl WriteBatch<'_> {
     fn migrate_from(&self, from: u32) -> StoreResult<()> {
         // Tables added by a later version are created empty here: version 2 added
         // `trust_status_count`, version 3 the mailbox tables, version 4
-        // `mailbox_artifact` (filled below), version 5 the agent tables.
+        // `mailbox_artifact` (filled below), version 5 the outbox indexes (no entry
+        // was ever in the outbox before it), version 6 the agent tables.
         self.open_all_tables()?;
         if from < 4 {
             migrate_to_v4(self)?;

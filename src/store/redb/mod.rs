@@ -35,6 +35,7 @@ mod contract;
 mod error;
 mod mailbox;
 mod migrate;
+mod outbox;
 mod query;
 mod read;
 mod storage;
@@ -68,9 +69,10 @@ pub const DATABASE_FILE_NAME: &str = "btps.redb";
 ///
 /// Version 1 had no `trust_status_count` table; opening such a file adds it,
 /// filled from the status index, in one transaction. Version 2 had no mailbox
-/// tables; opening such a file creates them (empty). Version 5 added the agent
-/// tables (`agent_token`, `agent_session`, `agent_by_owner`), created empty.
-pub const SCHEMA_VERSION: u32 = 5;
+/// tables; opening such a file creates them (empty). Version 5 added the outbox
+/// indexes (empty: nothing was queued before). Version 6 added the agent tables
+/// (`agent_token`, `agent_session`, `agent_by_owner`), created empty.
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// How a [`RedbStore`] opens its file.
 #[derive(Clone, Debug)]

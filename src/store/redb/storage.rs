@@ -5,12 +5,13 @@
 use std::path::Path;
 
 use crate::store::contract::{
-    AgentStore, InboundGroup, InboundTransaction, MailboxStore, Maintenance, Storage,
+    AgentStore, InboundGroup, InboundTransaction, MailboxStore, Maintenance, OutboxStats,
+    OutboxStore, Storage, StoreTransaction,
 };
 use crate::store::{
-    BackupReport, BoxFuture, IdentityStore, InboxWriter, Mailbox, MailboxEntry, MailboxQuery,
-    NewTrustRecord, Page, PageRequest, Perspective, PreparedInboxEntry, QueryPage, RedbStore,
-    StoreResult, TrustPatch, TrustRecord, TrustStore, WriteBatch,
+    AgentSession, BackupReport, BoxFuture, EnrollmentToken, IdentityStore, InboxWriter, Mailbox,
+    MailboxEntry, MailboxQuery, NewTrustRecord, Page, PageRequest, Perspective, PreparedInboxEntry,
+    QueryPage, RedbStore, StoreResult, Timestamp, TrustPatch, TrustRecord, TrustStore, WriteBatch,
 };
 
 /// Runs `work` on the blocking pool with a handle on the store.
@@ -42,6 +43,18 @@ impl Storage for RedbStore {
 
     fn mailboxes(&self) -> &dyn MailboxStore {
         self
+    }
+
+    fn outbox(&self) -> &dyn OutboxStore {
+        self
+    }
+
+    fn transact(
+        &self,
+        _owner: &str,
+        work: &mut dyn FnMut(&mut dyn StoreTransaction) -> StoreResult<()>,
+    ) -> StoreResult<()> {
+        self.write(|batch| work(&mut RedbTransaction { batch }))
     }
 
     fn commit_inbound(&self, group: &mut dyn InboundGroup) -> StoreResult<()> {
@@ -122,6 +135,138 @@ impl InboundTransaction for RedbInbound<'_, '_> {
 
     fn generation(&self) -> Option<u64> {
         Some(self.generation)
+    }
+}
+
+/// A [`Storage::transact`] write transaction.
+struct RedbTransaction<'b, 't> {
+    batch: &'b mut WriteBatch<'t>,
+}
+
+impl StoreTransaction for RedbTransaction<'_, '_> {
+    fn trust(&mut self, perspective: Perspective, id: &str) -> StoreResult<Option<TrustRecord>> {
+        self.batch.trust(perspective, id)
+    }
+
+    fn create_trust(
+        &mut self,
+        perspective: Perspective,
+        record: NewTrustRecord,
+    ) -> StoreResult<TrustRecord> {
+        self.batch.create_trust(perspective, record, None)
+    }
+
+    fn update_trust(
+        &mut self,
+        perspective: Perspective,
+        id: &str,
+        patch: TrustPatch,
+    ) -> StoreResult<TrustRecord> {
+        self.batch.update_trust(perspective, id, patch)
+    }
+
+    fn delete_trust(&mut self, perspective: Perspective, id: &str) -> StoreResult<bool> {
+        self.batch.delete_trust(perspective, id)
+    }
+
+    fn is_hosted(&mut self, identity: &str) -> StoreResult<bool> {
+        Ok(self
+            .batch
+            .identity(&crate::identity::compute_id(identity))?
+            .is_some())
+    }
+
+    fn entry(&mut self, entry_id: u64) -> StoreResult<Option<MailboxEntry>> {
+        self.batch.mailbox_entry(entry_id)
+    }
+
+    fn insert_entry(&mut self, entry: MailboxEntry) -> StoreResult<u64> {
+        self.batch.insert_entry(entry)
+    }
+
+    fn update_entry(&mut self, entry: &MailboxEntry) -> StoreResult<()> {
+        self.batch.update_entry(entry)
+    }
+
+    fn remove_entry(&mut self, entry_id: u64) -> StoreResult<Option<MailboxEntry>> {
+        self.batch.remove_entry(entry_id)
+    }
+
+    fn enrollment_token(&mut self, key: &[u8; 32]) -> StoreResult<Option<EnrollmentToken>> {
+        self.batch.enrollment_token(key)
+    }
+
+    fn put_enrollment_token(&mut self, key: &[u8; 32], token: &EnrollmentToken) -> StoreResult<()> {
+        self.batch.put_enrollment_token(key, token)
+    }
+
+    fn delete_enrollment_token(&mut self, key: &[u8; 32]) -> StoreResult<bool> {
+        self.batch.delete_enrollment_token(key)
+    }
+
+    fn session(&mut self, agent_id: &str) -> StoreResult<Option<AgentSession>> {
+        self.batch.agent_session(agent_id)
+    }
+
+    fn put_session(&mut self, session: &AgentSession) -> StoreResult<()> {
+        self.batch.put_agent_session(session)
+    }
+
+    fn delete_session(&mut self, agent_id: &str) -> StoreResult<bool> {
+        self.batch.delete_agent_session(agent_id)
+    }
+}
+
+impl OutboxStore for RedbStore {
+    fn claim_due(
+        &self,
+        now: Timestamp,
+        lease_until: Timestamp,
+        limit: u32,
+    ) -> BoxFuture<'_, StoreResult<Vec<MailboxEntry>>> {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        blocking(self, move |store| {
+            // Nothing due: no write transaction (and no fsync) at all.
+            match store.read(|snapshot| snapshot.outbox_next_due())? {
+                Some(due) if due <= now.millis() => {}
+                _ => return Ok(Vec::new()),
+            }
+            store.write_if_changed(|batch| {
+                let claimed = batch.claim_due(&now, &lease_until, limit)?;
+                let changed = !claimed.is_empty();
+                Ok((claimed, changed))
+            })
+        })
+    }
+
+    fn release_claims(&self, now: Timestamp) -> BoxFuture<'_, StoreResult<u64>> {
+        blocking(self, move |store| {
+            store.write_if_changed(|batch| {
+                let released = batch.release_claims(&now)?;
+                Ok((released, released > 0))
+            })
+        })
+    }
+
+    fn next_due(&self) -> BoxFuture<'_, StoreResult<Option<i64>>> {
+        blocking(self, |store| {
+            store.read(|snapshot| snapshot.outbox_next_due())
+        })
+    }
+
+    fn list<'a>(
+        &'a self,
+        owner: Option<&'a str>,
+        page: PageRequest,
+    ) -> BoxFuture<'a, StoreResult<Page<MailboxEntry>>> {
+        let owner = owner.map(str::to_owned);
+        blocking(self, move |store| {
+            store.read(|snapshot| snapshot.list_outbox(owner.as_deref(), &page))
+        })
+    }
+
+    fn stats(&self) -> BoxFuture<'_, StoreResult<OutboxStats>> {
+        blocking(self, |store| store.read(|snapshot| snapshot.outbox_stats()))
     }
 }
 

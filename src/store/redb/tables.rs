@@ -111,7 +111,19 @@ pub(super) const MAILBOX_ARTIFACT: TableDefinition<Bytes, ()> =
 /// `str(lower(owner)) ++ mailbox` → number of entries (absent when 0).
 pub(super) const MAILBOX_COUNT: TableDefinition<Bytes, u64> = TableDefinition::new("mailbox_count");
 
-// ---- Agent tables (`07-agents-auth.md` §6.7; since v5) ----
+// ---- Outbox tables (`08-delivery.md` §5, since v5) ----
+
+/// `instant(due) ++ u64be(entry_id)` → (): the delivery schedule. `due` is the
+/// end of the entry's claim while a delivery attempt holds it, else its next
+/// attempt time.
+pub(super) const OUTBOX_DUE: TableDefinition<Bytes, ()> = TableDefinition::new("outbox_due");
+/// `str(lower(owner)) ++ str(lower(to)) ++ u64be(entry_id)` → (): each (owner,
+/// receiver) pair's queue; its first entry is the only one of the pair attempted.
+pub(super) const OUTBOX_PAIR: TableDefinition<Bytes, ()> = TableDefinition::new("outbox_pair");
+/// `entry_id` → (): every outbox entry in the order it was queued.
+pub(super) const OUTBOX_ORDER: TableDefinition<u64, ()> = TableDefinition::new("outbox_order");
+
+// ---- Agent tables (`07-agents-auth.md` §6.7; since v6) ----
 
 /// SHA-256 of an enrollment token's lookup key → `0x01 ++ postcard(TokenV1)`.
 pub(super) const AGENT_TOKEN: TableDefinition<Bytes, Bytes> = TableDefinition::new("agent_token");

@@ -11,9 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::store::redb::tables::Tag;
 use crate::store::{EntryKind, EntryMeta, Mailbox, MailboxEntry, StoreError};
 
-#[cfg(test)]
 use super::RECORD_VERSION;
-use super::{parse_timestamp, text, unversioned, versioned_sized};
+use super::{parse_timestamp, text, versioned_sized};
 
 /// Format byte of a mailbox entry stored compressed: `0x02 ++ u32le(length of the
 /// postcard body) ++ LZ4 block of the version-1 postcard body`.
@@ -127,10 +126,31 @@ struct EntryMetaV1 {
     cancelled_at: Option<String>,
 }
 
+/// Fields added after version 1, written after the version-1 body (schema 5).
+///
+/// A version-1 body read by postcard ends where its last field ends, so what
+/// follows it is this record: an entry written before it existed simply has no
+/// bytes there, and reads as all `None`.
+#[derive(Serialize, Deserialize)]
+struct EntryExtraV1 {
+    in_flight_until: Option<String>,
+    last_attempt_at: Option<String>,
+}
+
 pub(in crate::store::redb) fn encode_entry(entry: &MailboxEntry) -> Vec<u8> {
     let value = EntryV1Ref::from(entry);
     // The artifact bytes dominate; the rest is a few short strings.
-    let plain = versioned_sized(&value, entry.raw.len() + 512);
+    let mut plain = versioned_sized(&value, entry.raw.len() + 512);
+    let extra = EntryExtraV1 {
+        in_flight_until: text(entry.meta.in_flight_until.as_ref()),
+        last_attempt_at: text(entry.meta.last_attempt_at.as_ref()),
+    };
+    if extra.in_flight_until.is_some() || extra.last_attempt_at.is_some() {
+        // Serialising two optional strings into a Vec cannot fail.
+        if let Ok(bytes) = postcard::to_extend(&extra, plain.clone()) {
+            plain = bytes;
+        }
+    }
     let body = &plain[1..];
     if body.len() < COMPRESS_FROM {
         return plain;
@@ -190,9 +210,9 @@ pub(in crate::store::redb) fn decode_entry(
     entry_id: u64,
     bytes: &[u8],
 ) -> Result<MailboxEntry, StoreError> {
-    let value: EntryV1 = match bytes.split_first() {
+    let corrupt = |detail: String| StoreError::Decode { table, detail };
+    let body: std::borrow::Cow<'_, [u8]> = match bytes.split_first() {
         Some((&ENTRY_LZ4, rest)) => {
-            let corrupt = |detail: String| StoreError::Decode { table, detail };
             let (length, block) = rest
                 .split_first_chunk::<4>()
                 .ok_or_else(|| corrupt(String::from("compressed entry without its length")))?;
@@ -208,9 +228,25 @@ pub(in crate::store::redb) fn decode_entry(
             if body.len() != length {
                 return Err(corrupt(String::from("compressed entry: wrong length")));
             }
-            postcard::from_bytes(&body).map_err(|error| corrupt(error.to_string()))?
+            std::borrow::Cow::Owned(body)
         }
-        _ => unversioned(table, bytes)?,
+        Some((&RECORD_VERSION, body)) => std::borrow::Cow::Borrowed(body),
+        Some((version, _)) => {
+            return Err(corrupt(format!(
+                "record format version {version} is unknown to this build"
+            )));
+        }
+        None => return Err(corrupt(String::from("empty value"))),
+    };
+    let (value, rest): (EntryV1, &[u8]) =
+        postcard::take_from_bytes(&body).map_err(|error| corrupt(error.to_string()))?;
+    let extra = if rest.is_empty() {
+        EntryExtraV1 {
+            in_flight_until: None,
+            last_attempt_at: None,
+        }
+    } else {
+        postcard::from_bytes(rest).map_err(|error| corrupt(error.to_string()))?
     };
     let timestamp = |text: Option<String>| {
         text.as_deref()
@@ -255,6 +291,8 @@ pub(in crate::store::redb) fn decode_entry(
             agent_id: meta.agent_id,
             trashed_at: timestamp(meta.trashed_at)?,
             cancelled_at: timestamp(meta.cancelled_at)?,
+            in_flight_until: timestamp(extra.in_flight_until)?,
+            last_attempt_at: timestamp(extra.last_attempt_at)?,
         },
     })
 }
@@ -294,6 +332,33 @@ mod tests {
         assert_eq!(bytes, golden, "{:x?}", bytes);
         let decoded = decode_entry("mailbox_entry", 3, golden).unwrap();
         assert_eq!(decoded, sample_entry());
+    }
+
+    /// The fields of version 5 follow the version-1 body; an entry without them
+    /// is byte for byte a version-1 entry, and both forms read back exactly.
+    #[test]
+    fn outbox_fields_follow_the_v1_body() {
+        let plain = sample_entry();
+        let mut held = sample_entry();
+        held.meta.in_flight_until = Some(Timestamp::parse("2025-01-01T00:01:00.000Z").unwrap());
+        held.meta.last_attempt_at = Some(Timestamp::parse("2025-01-01T00:00:30.000Z").unwrap());
+        let (short, long) = (encode_entry(&plain), encode_entry(&held));
+        assert!(long.starts_with(&short), "the v1 body comes first");
+        assert_eq!(decode_entry("mailbox_entry", 3, &long).unwrap(), held);
+        assert_eq!(decode_entry("mailbox_entry", 3, &short).unwrap(), plain);
+        let mut damaged = long.clone();
+        damaged.truncate(long.len() - 3);
+        assert!(decode_entry("mailbox_entry", 3, &damaged).is_err());
+        let compressible = MailboxEntry {
+            meta: held.meta,
+            ..compressible_entry()
+        };
+        let stored = encode_entry(&compressible);
+        assert_eq!(stored[0], ENTRY_LZ4);
+        assert_eq!(
+            decode_entry("mailbox_entry", 3, &stored).unwrap(),
+            compressible
+        );
     }
 
     /// An entry whose document compresses: a line of repeated invoice rows.
