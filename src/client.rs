@@ -166,6 +166,17 @@ impl BtpsClient {
         port: u16,
         options: &ClientOptions,
     ) -> Result<Self, ClientError> {
+        Self::connect_with(host, port, client_config(options)?, options).await
+    }
+
+    /// [`BtpsClient::connect`] with a TLS configuration built once beforehand
+    /// ([`client_config`]), for a caller that opens many connections.
+    pub async fn connect_with(
+        host: &str,
+        port: u16,
+        config: Arc<ClientConfig>,
+        options: &ClientOptions,
+    ) -> Result<Self, ClientError> {
         let bare_host = host
             .strip_prefix('[')
             .and_then(|inner| inner.strip_suffix(']'))
@@ -181,7 +192,7 @@ impl BtpsClient {
                 name: name_text.to_owned(),
             }
         })?;
-        let connector = TlsConnector::from(client_config(options)?);
+        let connector = TlsConnector::from(config);
         let connecting = async {
             let tcp = TcpStream::connect((bare_host, port))
                 .await
@@ -215,6 +226,11 @@ impl BtpsClient {
             timeout: options.timeout,
             max_response_bytes: options.max_response_bytes,
         })
+    }
+
+    /// Changes the limit for each later send and response line.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
     }
 
     /// Writes `line` followed by `"\n"`.

@@ -283,12 +283,27 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         tokio::task::spawn_blocking(move || sized.maintenance().and_then(Maintenance::file_size))
             .await
             .unwrap_or_default();
+    let outbox = match storage.outbox().stats().await {
+        Ok(stats) => {
+            let now = crate::store::Timestamp::now().millis();
+            let age = stats
+                .oldest_queued_at
+                .map_or(0, |queued| now - queued.millis());
+            let age = Duration::from_millis(u64::try_from(age).unwrap_or(0));
+            Some((stats.entries, age))
+        }
+        Err(error) => {
+            tracing::warn!(error = %error, "metrics: reading the outbox failed");
+            None
+        }
+    };
     let listener = &state.inner.listener;
     let inputs = RenderInputs {
         connections_open: u64::try_from(listener.open_connections()).unwrap_or(u64::MAX),
         connections_accepted: listener.accepted_connections(),
         db_file_bytes,
         trust_records,
+        outbox,
     };
     let body = state.inner.metrics.render(&inputs);
     let mut response = (StatusCode::OK, body).into_response();

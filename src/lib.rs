@@ -26,6 +26,9 @@
 //! * [`config`] — one configuration struct: defaults < TOML file < environment.
 //! * [`server`] — the TLS listener, the inbound pipeline and its handlers.
 //! * [`client`] — a BTPS client (TLS, one line out, response lines in).
+//! * [`delivery`] — outbound delivery: the durable outbox's worker (retries, the
+//!   outcome classes, delivery-failure notices), signing for hosted identities
+//!   through their domain's delegator, and queueing with the trust changes it implies.
 //! * [`agent`] — a BTPS agent: enrollment, refresh and every agent action, signed
 //!   with the agent's own key, over a [`client`] connection.
 //! * [`http`] — the local operations endpoint: health, readiness, metrics, backup.
@@ -39,6 +42,7 @@ pub mod bench;
 pub mod client;
 pub mod config;
 pub mod crypto;
+pub mod delivery;
 pub mod http;
 pub mod identity;
 pub mod metrics;

@@ -54,6 +54,18 @@ pub const DB_FILE_BYTES: &str = "btps_db_file_bytes";
 pub const TRUST_RECORDS: &str = "btps_trust_records";
 /// Always 1, labelled with the version (gauge).
 pub const BUILD_INFO: &str = "btps_build_info";
+/// Outbound delivery attempts by outcome class (counter; `class` = `delivered`,
+/// `transient` or `permanent`).
+pub const DELIVERY_ATTEMPTS: &str = "btps_delivery_attempts_total";
+/// Outbox entries by what happened to them (counter; `event` = `queued`,
+/// `delivered`, `retried`, `failed` or `cancelled`).
+pub const OUTBOX_EVENTS: &str = "btps_outbox_events_total";
+/// Entries in the outbox: queued, in flight or waiting for a retry (gauge).
+pub const OUTBOX_ENTRIES: &str = "btps_outbox_entries";
+/// Outbox entries a delivery attempt of this process holds (gauge).
+pub const OUTBOX_IN_FLIGHT: &str = "btps_outbox_in_flight";
+/// Age of the oldest outbox entry, seconds; 0 when the outbox is empty (gauge).
+pub const OUTBOX_OLDEST_AGE: &str = "btps_outbox_oldest_age_seconds";
 
 /// Signature checks take tens of microseconds (RSA-2048) to a few milliseconds (4096).
 const SIGNATURE_BUCKETS: &[f64] = &[
@@ -206,6 +218,8 @@ pub struct RenderInputs {
     pub db_file_bytes: Option<u64>,
     /// (perspective, status, count) of every non-zero trust record count.
     pub trust_records: Vec<(&'static str, String, u64)>,
+    /// Entries in the outbox and the age of the oldest, if they could be read.
+    pub outbox: Option<(u64, Duration)>,
 }
 
 /// The process's metrics: the recorder, its render handle and the hot-path handles.
@@ -221,6 +235,11 @@ pub struct Metrics {
     dns_hits_coalesced: Counter,
     dns_misses: Counter,
     db_file_bytes: Gauge,
+    outbox_entries: Gauge,
+    outbox_in_flight: Gauge,
+    outbox_oldest_age: Gauge,
+    /// Delivery counters by (metric, label value), registered on first use.
+    delivery: Mutex<BTreeMap<(&'static str, &'static str), Counter>>,
     artifacts: [[OnceLock<Counter>; OUTCOMES]; ArtifactLabel::ALL.len()],
     /// Every trust gauge set so far, so that a status whose count dropped to zero
     /// (its counter row is deleted) is rendered as 0 instead of its last value.
@@ -290,6 +309,32 @@ pub fn dns_cache(event: DnsCacheEvent) {
     }
 }
 
+/// Counts one delivery attempt of outcome `class` (`delivered`, `transient`,
+/// `permanent`).
+pub fn delivery_attempt(class: &'static str) {
+    if let Some(metrics) = GLOBAL.get() {
+        metrics.delivery_counter(DELIVERY_ATTEMPTS, "class", class);
+    }
+}
+
+/// Counts one outbox event (`queued`, `delivered`, `retried`, `failed`, `cancelled`).
+pub fn outbox_event(event: &'static str) {
+    if let Some(metrics) = GLOBAL.get() {
+        metrics.delivery_counter(OUTBOX_EVENTS, "event", event);
+    }
+}
+
+/// One more (`true`) or one fewer outbox entry held by a delivery attempt.
+pub fn outbox_in_flight(more: bool) {
+    if let Some(metrics) = GLOBAL.get() {
+        if more {
+            metrics.outbox_in_flight.increment(1.0);
+        } else {
+            metrics.outbox_in_flight.decrement(1.0);
+        }
+    }
+}
+
 fn static_key(name: &'static str) -> Key {
     Key::from_static_name(name)
 }
@@ -322,6 +367,21 @@ impl Metrics {
                 "Trust records by perspective and status.",
             ),
             (BUILD_INFO, None, "Always 1; the version is a label."),
+            (
+                OUTBOX_ENTRIES,
+                None,
+                "Entries in the outbox (queued, in flight or waiting for a retry).",
+            ),
+            (
+                OUTBOX_IN_FLIGHT,
+                None,
+                "Outbox entries a delivery attempt of this process holds.",
+            ),
+            (
+                OUTBOX_OLDEST_AGE,
+                Some(Unit::Seconds),
+                "Age of the oldest outbox entry; 0 when the outbox is empty.",
+            ),
         ];
         let counters = [
             (
@@ -339,6 +399,14 @@ impl Metrics {
             (
                 DNS_CACHE_MISSES,
                 "DNS TXT lookups sent to the name servers.",
+            ),
+            (
+                DELIVERY_ATTEMPTS,
+                "Outbound delivery attempts by outcome class (delivered, transient, permanent).",
+            ),
+            (
+                OUTBOX_EVENTS,
+                "Outbox entries by event (queued, delivered, retried, failed, cancelled).",
             ),
         ];
         let histograms = [
@@ -380,6 +448,10 @@ impl Metrics {
             dns_hits_coalesced: recorder.register_counter(&dns_hit("coalesced"), &METADATA),
             dns_misses: recorder.register_counter(&static_key(DNS_CACHE_MISSES), &METADATA),
             db_file_bytes: recorder.register_gauge(&static_key(DB_FILE_BYTES), &METADATA),
+            outbox_entries: recorder.register_gauge(&static_key(OUTBOX_ENTRIES), &METADATA),
+            outbox_in_flight: recorder.register_gauge(&static_key(OUTBOX_IN_FLIGHT), &METADATA),
+            outbox_oldest_age: recorder.register_gauge(&static_key(OUTBOX_OLDEST_AGE), &METADATA),
+            delivery: Mutex::new(BTreeMap::new()),
             artifacts: std::array::from_fn(|_| std::array::from_fn(|_| OnceLock::new())),
             trust_records: Mutex::new(BTreeMap::new()),
             render: Mutex::new(()),
@@ -395,6 +467,17 @@ impl Metrics {
             .register_gauge(&version, &METADATA)
             .set(1.0);
         metrics
+    }
+
+    fn delivery_counter(&self, name: &'static str, label: &'static str, value: &'static str) {
+        let mut counters = self.delivery.lock().unwrap_or_else(PoisonError::into_inner);
+        counters
+            .entry((name, value))
+            .or_insert_with(|| {
+                let key = Key::from_parts(name, vec![Label::from_static_parts(label, value)]);
+                self.recorder.register_counter(&key, &METADATA)
+            })
+            .increment(1);
     }
 
     fn artifact_counter(&self, kind: ArtifactLabel, outcome: Outcome) -> &Counter {
@@ -446,6 +529,10 @@ impl Metrics {
             gauge.set(as_f64(*count));
         }
         drop(gauges);
+        if let Some((entries, oldest)) = inputs.outbox {
+            self.outbox_entries.set(as_f64(entries));
+            self.outbox_oldest_age.set(oldest.as_secs_f64());
+        }
         self.handle.render()
     }
 

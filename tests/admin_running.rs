@@ -585,7 +585,7 @@ async fn the_socket_speaks_json_lines_and_refuses_what_is_not_a_request() {
     let temp = tempfile::tempdir().unwrap();
     let data = prepared(temp.path());
     let store = RedbStore::open_dir(&data, &RedbOptions::default()).unwrap();
-    let context = AdminContext::new(store, btps::config::Config::defaults_under(&data));
+    let context = AdminContext::for_redb(store, btps::config::Config::defaults_under(&data));
     let path = data.join("admin.sock");
     let socket = AdminSocket::bind(&path, 0o640).unwrap();
     assert!(!socket.replaced_stale());

@@ -42,10 +42,13 @@ const LAYERS: &[&str] = &[
     "config",
     // The listener, the inbound pipeline and the committer, above the storage contract.
     "server", // The BTPS client (reuses the server's certificate loading).
-    "client", // The agent client: enrollment and agent actions over a client connection.
-    "agent",  // The local operations endpoint: health, readiness, metrics, backup.
-    "http",   // The operator's operations and the admin socket.
-    "admin",  // The load generator; measures the server from outside.
+    "client",
+    // Outbound delivery: the outbox worker (in-process through the server's
+    // pipeline, remote through the client) and signing for hosted identities.
+    "delivery", // The agent client: enrollment and agent actions over a client connection.
+    "agent",    // The local operations endpoint: health, readiness, metrics, backup.
+    "http",     // The operator's operations and the admin socket.
+    "admin",    // The load generator; measures the server from outside.
     "bench",
 ];
 

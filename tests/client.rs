@@ -596,6 +596,7 @@ async fn btps_send_discovers_signs_and_prints_the_response() {
     let base = |extra: &[&str]| {
         let mut args: Vec<String> = [
             "send",
+            "--direct",
             "--from",
             "billing$vendor.test",
             "--key",

@@ -263,6 +263,28 @@ fn every_environment_name_is_read() {
             c.limits.worker_threads == Some(3) && c.limits.effective_worker_threads() == 3
         }),
         ("BTPS_COMMITTER_NICE", "0", |c| c.limits.committer_nice == 0),
+        ("BTPS_DELIVERY_ENABLED", "false", |c| !c.delivery.enabled),
+        ("BTPS_DELIVERY_RETRY_SCHEDULE_MS", "10, 20,30", |c| {
+            c.delivery.retry_schedule == [10, 20, 30].map(Duration::from_millis).to_vec()
+        }),
+        ("BTPS_DELIVERY_CA_FILE", "/etc/btps/ca.pem", |c| {
+            c.delivery.ca_file.as_deref() == Some(std::path::Path::new("/etc/btps/ca.pem"))
+        }),
+        ("BTPS_DELIVERY_CONNECTIONS_PER_HOST", "5", |c| {
+            c.delivery.connections_per_host == 5
+        }),
+        ("BTPS_DELIVERY_MAX_IN_FLIGHT", "7", |c| {
+            c.delivery.max_in_flight == 7
+        }),
+        ("BTPS_DELIVERY_RESPONSE_TIMEOUT_MS", "1500", |c| {
+            c.delivery.response_timeout == Duration::from_millis(1500)
+        }),
+        ("BTPS_DELIVERY_CONNECT_TIMEOUT_MS", "2500", |c| {
+            c.delivery.connect_timeout == Duration::from_millis(2500)
+        }),
+        ("BTPS_DELIVERY_DELAY_NOTICE_AFTER_MS", "0", |c| {
+            c.delivery.delay_notice_after.is_none()
+        }),
         ("BTPS_TRUST_COOLING_OFF_MS", "60000", |c| {
             c.trust.cooling_off == Duration::from_secs(60)
         }),

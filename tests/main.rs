@@ -11,6 +11,7 @@ mod cli;
 mod client;
 mod config;
 mod crypto;
+mod delivery;
 mod dns;
 mod dns_cli;
 mod http;

@@ -341,11 +341,23 @@ async fn serve_connection(stream: tokio::net::UnixStream, context: &Arc<AdminCon
 async fn stream_backup(context: &Arc<AdminContext>, write: &mut tokio::net::unix::OwnedWriteHalf) {
     tracing::info!("admin request: backup");
     let shared = Arc::clone(context);
-    let copy = temporary_beside(context.store().path(), "backup");
+    let database = match context.database() {
+        Ok(database) => database.clone(),
+        Err(error) => {
+            let _ = write
+                .write_all(&Reply::from_result(Err(error)).line())
+                .await;
+            return;
+        }
+    };
+    let copy = temporary_beside(database.path(), "backup");
     let target = copy.clone();
-    let written = tokio::task::spawn_blocking(move || write_backup(shared.store(), &target))
-        .await
-        .unwrap_or_else(|error| Err(AdminError::Storage(format!("the backup failed: {error}"))));
+    let written = tokio::task::spawn_blocking(move || {
+        let database = shared.database()?;
+        write_backup(database, &target)
+    })
+    .await
+    .unwrap_or_else(|error| Err(AdminError::Storage(format!("the backup failed: {error}"))));
     let opened = match written {
         Ok(bytes) => tokio::fs::File::open(&copy)
             .await

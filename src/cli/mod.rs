@@ -10,6 +10,7 @@ mod backup;
 mod backup_http;
 mod bench;
 mod config;
+mod delivery;
 mod dns;
 mod keys;
 mod logging;
@@ -49,6 +50,10 @@ enum Command {
     /// Agents: enrollment tokens and enrolled agents (operator); enroll this machine
     /// as an agent and act for its identity (agent).
     Agent(agent::AgentArgs),
+    /// What the hosted identities send: list the queue, show, retry or cancel an entry.
+    Outbox(admin::OutboxArgs),
+    /// What the hosted identities sent and was delivered.
+    Sentbox(admin::SentboxArgs),
     /// DNS TXT records of the hosted identities and domains: print them to publish,
     /// or serve them on loopback for trying btps on one machine (development only).
     Dns(dns::DnsArgs),
@@ -60,8 +65,9 @@ enum Command {
     Restore(backup::RestoreArgs),
     /// Integrity check of a database file (exit 0 sound, 1 damaged, 2 not checked).
     Check(backup::CheckArgs),
-    /// Sign (and optionally encrypt) an artifact, send it to the receiver's server and
-    /// print the response line (exit 1 if the server refused it).
+    /// Queue an artifact in the running server's outbox (signed by the domain's
+    /// delegator, or with --key); with --host, sign and send it directly and print the
+    /// response line (exit 1 if the server refused it).
     Send(send::SendArgs),
     /// Check the configuration (defaults < --config file < environment) and print every
     /// problem, or a summary (exit 2 if invalid).
@@ -85,6 +91,8 @@ pub(crate) fn main() -> ExitCode {
         Command::Trust(args) => admin::trust(&args),
         Command::Inbox(args) => admin::inbox(&args),
         Command::Agent(args) => agent::agent(&args),
+        Command::Outbox(args) => admin::outbox(&args),
+        Command::Sentbox(args) => admin::sentbox(&args),
         Command::Dns(args) => dns::dns(&args),
         Command::Backup(args) => backup::backup(&args),
         Command::Restore(args) => backup::restore(&args),

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use btps::config::{Config, StorageKind};
+use btps::delivery::Outbound;
 use btps::http::{HttpAuth, HttpService};
 use btps::server::ClockPolicy;
 use btps::server::middleware::{BucketSpec, IpFilter, RateLimiter};
@@ -15,6 +16,8 @@ use btps::server::{ListenerSettings, Server, Service, bootstrap};
 use btps::signing::{DnsKeys, KeySource};
 use btps::store::{JsonFilesStorage, JsonIdentityStore, JsonTrustStore, RedbStore, Storage};
 use btps::systemd::Notifier;
+
+use super::delivery;
 
 /// The configuration file of an installed server, read when no other is named.
 pub(crate) const DEFAULT_CONFIG_FILE: &str = "/etc/btps/btps.toml";
@@ -151,21 +154,24 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         .dns_resolver()
         .map_err(|error| anyhow::anyhow!("{error}"))?;
     let keys: Arc<dyn KeySource> = Arc::new(DnsKeys::new(btps::identity::dns::KeyDirectory::new(
-        resolver,
+        Arc::clone(&resolver),
     )));
     let signer_config = config.clone();
+    let server_key = Arc::new(prepared.server_key);
+    let trust_policy = TrustPolicy {
+        cooling_off: config.trust.cooling_off,
+        default_privacy: config.trust.default_privacy.clone(),
+        enforce_privacy: config.trust.enforce_privacy,
+    };
+    let outbound = delivery::outbound(&config, &server_key, &resolver, &trust_policy).await;
     let mut builder = Server::builder()
-        .storage(storage)
-        .server_key(prepared.server_key)
+        .storage(Arc::clone(&storage))
+        .server_key_shared(Arc::clone(&server_key))
         .server_selector(config.server.selector.clone())
         .tls(prepared.tls)
         .key_source(keys)
         .lookup_signer(move |domain: &str| signer_config.lookup_signer(domain))
-        .trust_policy(TrustPolicy {
-            cooling_off: config.trust.cooling_off,
-            default_privacy: config.trust.default_privacy.clone(),
-            enforce_privacy: config.trust.enforce_privacy,
-        })
+        .trust_policy(trust_policy)
         .clock_policy(ClockPolicy {
             max_future_skew: config.trust.max_future_skew,
             max_age: config.trust.max_age,
@@ -203,8 +209,13 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     // DNS records printed through the admin socket name the address actually bound.
     let mut admin_config = config.clone();
     admin_config.listen = address;
-    if let Some(admin) = admin_socket(&admin_config, &store)? {
+    if let Some(admin) = admin_socket(&admin_config, &storage, &store, &outbound)? {
         builder = builder.service(admin);
+    }
+    if config.delivery.enabled {
+        builder = builder.service(delivery::service(&config, resolver, &outbound)?);
+    } else {
+        println!("outbound delivery is off (delivery.enabled = false): the outbox only fills");
     }
     if let Some(http_address) = config.http.listen {
         let http = tokio::net::TcpListener::bind(http_address)
@@ -305,7 +316,12 @@ fn raise_open_file_limit(max_connections: usize) {
 
 /// Binds the admin socket (when enabled) as a service of the server.
 #[cfg(unix)]
-fn admin_socket(config: &Config, store: &RedbStore) -> anyhow::Result<Option<Box<dyn Service>>> {
+fn admin_socket(
+    config: &Config,
+    storage: &Arc<dyn Storage>,
+    store: &RedbStore,
+    outbound: &Outbound,
+) -> anyhow::Result<Option<Box<dyn Service>>> {
     use btps::admin::operations::AdminContext;
     use btps::admin::service::AdminService;
     use btps::admin::socket::AdminSocket;
@@ -323,12 +339,23 @@ fn admin_socket(config: &Config, store: &RedbStore) -> anyhow::Result<Option<Box
         socket.path().display(),
         config.admin.socket_mode
     );
-    let context = AdminContext::new(store.clone(), config.clone());
+    let mut context =
+        AdminContext::new(Arc::clone(storage), config.clone()).with_outbound(outbound.clone());
+    if config.storage.kind == StorageKind::Redb || config.storage.kind == StorageKind::Json {
+        // The mailboxes (and, for redb, the records) are in the file: `check` and
+        // backups work on it.
+        context = context.with_database(store.clone());
+    }
     Ok(Some(Box::new(AdminService::new(socket, context))))
 }
 
 #[cfg(not(unix))]
-fn admin_socket(_config: &Config, _store: &RedbStore) -> anyhow::Result<Option<Box<dyn Service>>> {
+fn admin_socket(
+    _config: &Config,
+    _storage: &Arc<dyn Storage>,
+    _store: &RedbStore,
+    _outbound: &Outbound,
+) -> anyhow::Result<Option<Box<dyn Service>>> {
     Ok(None)
 }
 

@@ -25,6 +25,7 @@
 // its settings struct, defaults, keys, environment variables and value parsers.
 mod admin;
 mod agents;
+mod delivery;
 mod dns;
 mod domains;
 mod http;
@@ -46,6 +47,7 @@ use std::sync::Arc;
 
 pub use admin::{ADMIN_SOCKET_FILE_NAME, AdminSettings};
 pub use agents::{AgentSettings, TOKEN_LENGTHS};
+pub use delivery::DeliverySettings;
 pub use dns::DnsSettings;
 pub use domains::DomainSettings;
 pub use http::{DEFAULT_HTTP_LISTEN, HttpSettings, MIN_HTTP_TOKEN_LEN, Secret, parse_http_listen};
@@ -104,6 +106,8 @@ pub struct Config {
     pub admin: AdminSettings,
     /// The local HTTP endpoint.
     pub http: HttpSettings,
+    /// Outbound delivery.
+    pub delivery: DeliverySettings,
     /// Agent enrollment, sessions and actions.
     pub agents: AgentSettings,
 }
@@ -194,6 +198,7 @@ impl Config {
             log: LogSettings::defaults(),
             admin: AdminSettings::defaults_under(data_dir),
             http: HttpSettings::defaults(),
+            delivery: DeliverySettings::defaults(),
             agents: AgentSettings::defaults(),
         }
     }

@@ -50,6 +50,32 @@ pub const SETTINGS: &[(&str, Option<&str>)] = &[
     ("limits.shutdown_grace_ms", Some("BTPS_SHUTDOWN_GRACE_MS")),
     ("limits.worker_threads", Some("BTPS_WORKER_THREADS")),
     ("limits.committer_nice", Some("BTPS_COMMITTER_NICE")),
+    ("delivery.enabled", Some("BTPS_DELIVERY_ENABLED")),
+    (
+        "delivery.retry_schedule_ms",
+        Some("BTPS_DELIVERY_RETRY_SCHEDULE_MS"),
+    ),
+    ("delivery.ca_file", Some("BTPS_DELIVERY_CA_FILE")),
+    (
+        "delivery.connections_per_host",
+        Some("BTPS_DELIVERY_CONNECTIONS_PER_HOST"),
+    ),
+    (
+        "delivery.max_in_flight",
+        Some("BTPS_DELIVERY_MAX_IN_FLIGHT"),
+    ),
+    (
+        "delivery.response_timeout_ms",
+        Some("BTPS_DELIVERY_RESPONSE_TIMEOUT_MS"),
+    ),
+    (
+        "delivery.connect_timeout_ms",
+        Some("BTPS_DELIVERY_CONNECT_TIMEOUT_MS"),
+    ),
+    (
+        "delivery.delay_notice_after_ms",
+        Some("BTPS_DELIVERY_DELAY_NOTICE_AFTER_MS"),
+    ),
     ("trust.cooling_off_ms", Some("BTPS_TRUST_COOLING_OFF_MS")),
     ("trust.default_privacy", Some("BTPS_TRUST_DEFAULT_PRIVACY")),
     ("trust.enforce_privacy", Some("BTPS_TRUST_ENFORCE_PRIVACY")),

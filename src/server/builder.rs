@@ -69,6 +69,9 @@ pub struct ServiceContext {
     pub listener: Arc<ListenerStats>,
     /// The BTPS listener's bound address.
     pub address: SocketAddr,
+    /// The inbound pipeline: what a service hands an artifact for a hosted
+    /// receiver to, with the checks of an artifact from the network.
+    pub pipeline: Arc<Pipeline>,
 }
 
 /// A service that runs beside the BTPS listener (the HTTP endpoint, the admin
@@ -131,6 +134,13 @@ impl ServerBuilder {
     /// `serverIdentity`).
     pub fn server_key(mut self, key: PrivateKey) -> Self {
         self.server_key = Some(Arc::new(key));
+        self
+    }
+
+    /// [`ServerBuilder::server_key`] shared with other parts of the program (the
+    /// delivery worker signs with the same key).
+    pub fn server_key_shared(mut self, key: Arc<PrivateKey>) -> Self {
+        self.server_key = Some(key);
         self
     }
 
@@ -414,6 +424,7 @@ impl Server {
             storage: Arc::clone(&self.storage),
             listener: self.listener.stats(),
             address,
+            pipeline: Arc::clone(&self.pipeline),
         };
         let mut running = tokio::task::JoinSet::new();
         for service in self.services {

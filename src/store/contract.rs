@@ -378,8 +378,14 @@ pub trait AgentStore: Send + Sync {
     fn session<'a>(&'a self, agent_id: &'a str)
     -> BoxFuture<'a, StoreResult<Option<AgentSession>>>;
 
-    /// The sessions of `owner` (case-insensitive), by agent id.
-    fn sessions_of<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, StoreResult<Vec<AgentSession>>>;
+    /// The sessions of `owner` (case-insensitive), or of every owner, by agent id.
+    fn sessions<'a>(
+        &'a self,
+        owner: Option<&'a str>,
+    ) -> BoxFuture<'a, StoreResult<Vec<AgentSession>>>;
+
+    /// Every stored enrollment token with its key, in key order.
+    fn enrollment_tokens(&self) -> BoxFuture<'_, StoreResult<Vec<([u8; 32], EnrollmentToken)>>>;
 
     /// Removes the enrollment tokens and sessions that expired before `now_millis`,
     /// in one transaction; how many of each. **Blocking.**

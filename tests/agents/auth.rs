@@ -79,7 +79,10 @@ async fn enrollment_creates_the_agent_record_and_its_session() {
         .expect("session");
     assert_eq!(stored.owner, FINANCE);
     // Only the hash of the refresh token is kept.
-    assert_eq!(stored.refresh_hash, refresh_token_hash(&session.refresh_token));
+    assert_eq!(
+        stored.refresh_hash,
+        refresh_token_hash(&session.refresh_token)
+    );
     // The agent acts at once.
     agent.ping().await.unwrap();
     // The operator sees it.
@@ -106,7 +109,10 @@ async fn refresh_rotates_the_token_and_the_key_and_a_replayed_token_revokes() {
     let before = agent_record(&server, &first.agent_id, FINANCE).unwrap();
 
     // A refresh with the same key: a new token, a later expiry.
-    let second = agent.refresh(&first.refresh_token, None, None).await.unwrap();
+    let second = agent
+        .refresh(&first.refresh_token, None, None)
+        .await
+        .unwrap();
     assert_eq!(second.agent_id, first.agent_id);
     assert_ne!(second.refresh_token, first.refresh_token);
     let after = agent_record(&server, &first.agent_id, FINANCE).unwrap();
@@ -129,7 +135,13 @@ async fn refresh_rotates_the_token_and_the_key_and_a_replayed_token_revokes() {
     );
     agent.ping().await.unwrap();
     // The old key no longer speaks for the agent.
-    let mut old = connect(&server, FINANCE, &first.agent_id, vector_key("agent-device")).await;
+    let mut old = connect(
+        &server,
+        FINANCE,
+        &first.agent_id,
+        vector_key("agent-device"),
+    )
+    .await;
     let (message, _) = refused(old.ping().await);
     assert_eq!(message, " Signature verification failed");
 
@@ -271,8 +283,15 @@ async fn used_expired_revoked_and_foreign_tokens_are_refused() {
     .unwrap() else {
         panic!()
     };
-    assert!(tokens.iter().all(|listed| !listed.to_string().contains(&token)));
-    let live = tokens.iter().find(|listed| listed["expired"] == false).unwrap();
+    assert!(
+        tokens
+            .iter()
+            .all(|listed| !listed.to_string().contains(&token))
+    );
+    let live = tokens
+        .iter()
+        .find(|listed| listed["expired"] == false)
+        .unwrap();
     execute(
         &admin(&server),
         AdminRequest::AgentTokenRevoke {
@@ -371,8 +390,16 @@ async fn an_agent_of_one_identity_cannot_act_for_another() {
     let (agent, session) = enroll(&server, FINANCE, "agent-device").await;
     drop(agent);
     // The same agent id and key, addressing billing's inbox.
-    let mut intruder = connect(&server, BILLING, &session.agent_id, vector_key("agent-device")).await;
-    let outcome = intruder.fetch(btps::store::Mailbox::Inbox, &btps::agent::Query::new()).await;
+    let mut intruder = connect(
+        &server,
+        BILLING,
+        &session.agent_id,
+        vector_key("agent-device"),
+    )
+    .await;
+    let outcome = intruder
+        .fetch(btps::store::Mailbox::Inbox, &btps::agent::Query::new())
+        .await;
     let (message, _) = refused(outcome);
     assert_eq!(message, " Signature verification failed");
     server.stop().await;

@@ -30,21 +30,36 @@ async fn inbox_with(titles: &[&str]) -> TestServer {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbox_pages_with_filters_and_a_stable_cursor() {
     let titles = [
-        "Invoice March", "Invoice April", "Credit note", "Invoice May", "Reminder",
-        "Invoice June", "Invoice July",
+        "Invoice March",
+        "Invoice April",
+        "Credit note",
+        "Invoice May",
+        "Reminder",
+        "Invoice June",
+        "Invoice July",
     ];
     let server = inbox_with(&titles).await;
     let (mut agent, _) = enroll(&server, FINANCE, "agent-device").await;
 
     // Everything, newest first, three pages of three.
-    let first = agent.fetch(Mailbox::Inbox, &Query::new().limit(3)).await.unwrap();
+    let first = agent
+        .fetch(Mailbox::Inbox, &Query::new().limit(3))
+        .await
+        .unwrap();
     assert_eq!(first.artifact_ids(), ["doc-6", "doc-5", "doc-4"]);
     assert_eq!(first.total, Some(7));
     assert!(first.has_next);
     // The embedded artifact is the JSON received: its signature still verifies.
-    let artifact = first.results[0].as_object().unwrap().get("artifact").unwrap().clone();
+    let artifact = first.results[0]
+        .as_object()
+        .unwrap()
+        .get("artifact")
+        .unwrap()
+        .clone();
     let line = artifact.to_canonical();
-    let parsed = btps::protocol::parse_line(line.as_bytes()).unwrap().unwrap();
+    let parsed = btps::protocol::parse_line(line.as_bytes())
+        .unwrap()
+        .unwrap();
     let btps::protocol::Artifact::Transporter(parsed) = parsed else {
         panic!("not a transporter artifact")
     };
@@ -52,10 +67,19 @@ async fn inbox_pages_with_filters_and_a_stable_cursor() {
     keys.insert(
         &btps::identity::Identity::parse(BILLING).unwrap(),
         "btps1",
-        crate::util::server::vector_key("billing").public_key().clone(),
+        crate::util::server::vector_key("billing")
+            .public_key()
+            .clone(),
     );
-    btps::signing::verify_transporter(&parsed, &keys).await.unwrap();
-    let meta = first.results[0].as_object().unwrap().get("meta").unwrap().clone();
+    btps::signing::verify_transporter(&parsed, &keys)
+        .await
+        .unwrap();
+    let meta = first.results[0]
+        .as_object()
+        .unwrap()
+        .get("meta")
+        .unwrap()
+        .clone();
     let meta = meta.as_object().unwrap();
     assert_eq!(meta.get("seen"), Some(&Value::Bool(false)));
     assert!(meta.str("receivedAt").is_some());
@@ -67,7 +91,9 @@ async fn inbox_pages_with_filters_and_a_stable_cursor() {
     let second = agent
         .fetch(
             Mailbox::Inbox,
-            &Query::new().limit(3).cursor(first.cursor.as_deref().unwrap()),
+            &Query::new()
+                .limit(3)
+                .cursor(first.cursor.as_deref().unwrap()),
         )
         .await
         .unwrap();
@@ -76,7 +102,9 @@ async fn inbox_pages_with_filters_and_a_stable_cursor() {
     let third = agent
         .fetch(
             Mailbox::Inbox,
-            &Query::new().limit(3).cursor(second.cursor.as_deref().unwrap()),
+            &Query::new()
+                .limit(3)
+                .cursor(second.cursor.as_deref().unwrap()),
         )
         .await
         .unwrap();
@@ -112,15 +140,20 @@ async fn inbox_pages_with_filters_and_a_stable_cursor() {
     let combined = agent
         .fetch(
             Mailbox::Inbox,
-            &Query::new()
-                .filter("title", "notLike", "invoice")
-                .filter("from", "in", Value::Array(vec![Value::from("BILLING$vendor.test")])),
+            &Query::new().filter("title", "notLike", "invoice").filter(
+                "from",
+                "in",
+                Value::Array(vec![Value::from("BILLING$vendor.test")]),
+            ),
         )
         .await
         .unwrap();
     assert_eq!(combined.artifact_ids(), ["doc-4", "doc-2"]);
     let nobody = agent
-        .fetch(Mailbox::Inbox, &Query::new().filter("from", "eq", "x$y.test"))
+        .fetch(
+            Mailbox::Inbox,
+            &Query::new().filter("from", "eq", "x$y.test"),
+        )
         .await
         .unwrap();
     assert_eq!((nobody.results.len(), nobody.total), (0, Some(0)));
@@ -144,10 +177,7 @@ async fn inbox_pages_with_filters_and_a_stable_cursor() {
     };
     let newest = received(0);
     let window = agent
-        .fetch(
-            Mailbox::Inbox,
-            &Query::new().since(&newest).until(&newest),
-        )
+        .fetch(Mailbox::Inbox, &Query::new().since(&newest).until(&newest))
         .await
         .unwrap();
     assert!(window.artifact_ids().contains(&String::from("doc-late")));
@@ -163,7 +193,12 @@ async fn inbox_pages_with_filters_and_a_stable_cursor() {
     assert_eq!((empty.results.len(), empty.total), (0, Some(0)));
 
     // The other mailboxes are empty.
-    for mailbox in [Mailbox::Outbox, Mailbox::Sentbox, Mailbox::Draft, Mailbox::Trash] {
+    for mailbox in [
+        Mailbox::Outbox,
+        Mailbox::Sentbox,
+        Mailbox::Draft,
+        Mailbox::Trash,
+    ] {
         let page = agent.fetch(mailbox, &Query::new()).await.unwrap();
         assert_eq!(page.total, Some(0), "{mailbox}");
     }
@@ -223,8 +258,7 @@ async fn a_cursor_of_another_query_and_bad_queries_are_refused() {
     // Limits: at least 1, integral; more than 100 is 100.
     for limit in ["0", "2.5", "-1"] {
         let document = json::parse(&format!(r#"{{"limit":{limit}}}"#)).unwrap();
-        let (message, _) =
-            refusal(agent.command(AgentAction::InboxFetch, Some(document)).await);
+        let (message, _) = refusal(agent.command(AgentAction::InboxFetch, Some(document)).await);
         assert_eq!(message, "BTPS artifact validation failed", "limit {limit}");
     }
     let document = json::parse(r#"{"limit":1000}"#).unwrap();

@@ -25,7 +25,7 @@ pub(crate) const BILLING: &str = "billing$vendor.test";
 
 /// The operator's context on a running test server's database.
 pub(crate) fn admin(server: &TestServer) -> AdminContext {
-    AdminContext::new(server.store.clone(), config_for(&server.data_dir))
+    AdminContext::for_redb(server.store.clone(), config_for(&server.data_dir))
 }
 
 /// A one-time enrollment token for `identity`, as `btps agent token issue` makes it.
@@ -71,7 +71,12 @@ pub(crate) async fn enroll(server: &TestServer, identity: &str, key: &str) -> (A
 }
 
 /// Connects as an enrolled agent.
-pub(crate) async fn connect(server: &TestServer, identity: &str, agent_id: &str, key: PrivateKey) -> Agent {
+pub(crate) async fn connect(
+    server: &TestServer,
+    identity: &str,
+    agent_id: &str,
+    key: PrivateKey,
+) -> Agent {
     Agent::connect(
         "127.0.0.1",
         server.address.port(),
@@ -112,7 +117,11 @@ pub(crate) async fn deliver(server: &TestServer, id: &str, title: &str) {
 }
 
 /// The agent record of `agent_id` for `owner`.
-pub(crate) fn agent_record(server: &TestServer, agent_id: &str, owner: &str) -> Option<btps::store::TrustRecord> {
+pub(crate) fn agent_record(
+    server: &TestServer,
+    agent_id: &str,
+    owner: &str,
+) -> Option<btps::store::TrustRecord> {
     server
         .store
         .trust(Perspective::Inbound, &compute_trust_id(agent_id, owner))

@@ -65,7 +65,11 @@ async fn the_owner_lists_updates_and_deletes_its_own_records() {
     assert_eq!(partners.total, Some(1));
     let first = agent.trust_list(&Query::new().limit(2)).await.unwrap();
     let rest = agent
-        .trust_list(&Query::new().limit(2).cursor(first.cursor.as_deref().unwrap()))
+        .trust_list(
+            &Query::new()
+                .limit(2)
+                .cursor(first.cursor.as_deref().unwrap()),
+        )
         .await
         .unwrap();
     assert_eq!(first.results.len() + rest.results.len(), 3);
@@ -98,11 +102,19 @@ async fn the_owner_lists_updates_and_deletes_its_own_records() {
         other => panic!("{other:?}"),
     }
     // A decision must be one.
-    assert!(agent.trust_update(&billing_id, decision("pending")).await.is_err());
+    assert!(
+        agent
+            .trust_update(&billing_id, decision("pending"))
+            .await
+            .is_err()
+    );
 
     // Delete: finance's own record goes, the unknown id is reported.
     let outbound = compute_trust_id(FINANCE, "pay$other.test");
-    let done = agent.trust_delete(&[&outbound, "feed", &foreign]).await.unwrap();
+    let done = agent
+        .trust_delete(&[&outbound, "feed", &foreign])
+        .await
+        .unwrap();
     assert_eq!(done.updated, [outbound.clone()]);
     assert_eq!(done.not_found, ["feed".to_owned(), foreign.clone()]);
     assert!(
@@ -122,9 +134,14 @@ async fn the_owner_lists_updates_and_deletes_its_own_records() {
 
     // The owner revokes its own device: record revoked, session gone, refused.
     let device = compute_trust_id(&session.agent_id, FINANCE);
-    agent.trust_update(&device, decision("revoked")).await.unwrap();
+    agent
+        .trust_update(&device, decision("revoked"))
+        .await
+        .unwrap();
     assert_eq!(
-        agent_record(&server, &session.agent_id, FINANCE).unwrap().status,
+        agent_record(&server, &session.agent_id, FINANCE)
+            .unwrap()
+            .status,
         TrustStatus::Revoked
     );
     assert!(

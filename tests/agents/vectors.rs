@@ -56,10 +56,7 @@ async fn vector_server() -> TestServer {
     };
     store
         .write(|batch| {
-            batch.put_enrollment_token(
-                &enrollment_token_key(FINANCE, "INTEROPAUTHTOKEN1"),
-                &token,
-            )
+            batch.put_enrollment_token(&enrollment_token_key(FINANCE, "INTEROPAUTHTOKEN1"), &token)
         })
         .unwrap();
     server
@@ -79,13 +76,17 @@ async fn signed_agent_vectors_are_accepted() {
         let request_id = sent.as_object().unwrap().str("id").unwrap().to_owned();
         let response = server.send(line).await;
         assert!(response.ok, "{name}: {:?}", response.raw);
-        assert_eq!(response.req_id.as_deref(), Some(request_id.as_str()), "{name}");
+        assert_eq!(
+            response.req_id.as_deref(),
+            Some(request_id.as_str()),
+            "{name}"
+        );
         let document = response.raw.get("document").and_then(Value::as_object);
         match name.as_str() {
             "agent-auth-request.json" => {
                 // The reference's answer, member for member (values differ).
-                let reference = json::parse(vector["referenceServer"]["line"].as_str().unwrap())
-                    .unwrap();
+                let reference =
+                    json::parse(vector["referenceServer"]["line"].as_str().unwrap()).unwrap();
                 let reference = reference.as_object().unwrap();
                 let keys = |object: &json::Object| -> Vec<String> {
                     object.iter().map(|(key, _)| format!("{key:?}")).collect()
@@ -106,15 +107,19 @@ async fn signed_agent_vectors_are_accepted() {
             }
             "agent-inbox-fetch.json" => {
                 let document = document.expect("query result");
-                assert!(document.get("results").is_some_and(|r| r.as_array().is_some()));
+                assert!(
+                    document
+                        .get("results")
+                        .is_some_and(|r| r.as_array().is_some())
+                );
                 assert_eq!(document.get("hasNext"), Some(&Value::Bool(false)));
             }
             "agent-artifact-send.json" => {
                 assert_eq!(response.code, 202.0, "{name}");
                 assert_eq!(response.message.as_deref(), Some("queued"));
                 let document = document.expect("queued document");
-                let inner = json::parse(vector["innerArtifact"]["artifact"].as_str().unwrap())
-                    .unwrap();
+                let inner =
+                    json::parse(vector["innerArtifact"]["artifact"].as_str().unwrap()).unwrap();
                 assert_eq!(
                     document.str("artifactId"),
                     inner.as_object().unwrap().str("id")
@@ -152,7 +157,11 @@ async fn tampered_agent_vectors_are_refused_at_the_signature() {
             vector["referenceServer"]["message"].as_str(),
             "{name}"
         );
-        assert_eq!(response.req_id.as_deref(), Some(request_id.as_str()), "{name}");
+        assert_eq!(
+            response.req_id.as_deref(),
+            Some(request_id.as_str()),
+            "{name}"
+        );
     }
     assert_eq!(seen, 4, "tampered agent vectors found");
     // The tampered auth request did not spend the vector's token.

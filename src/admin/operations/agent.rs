@@ -15,11 +15,35 @@ use crate::model::{EnrollmentToken, enrollment_token_key};
 use crate::protocol::json::Object;
 use crate::server::agent::new_enrollment_token;
 use crate::store::{
-    AgentSession, PageRequest, Perspective, Timestamp, TrustPatch, TrustRecord, TrustStatus,
+    AgentSession, AgentStore, PageRequest, Perspective, StoreError, StoreTransaction, Timestamp,
+    TrustPatch, TrustRecord, TrustStatus,
 };
 
 use super::args::parse_identity;
 use super::{AdminContext, AdminError, AdminResponse, AdminResult, object_json};
+
+/// The storage's agent tables, or why there are none.
+fn agents(context: &AdminContext) -> AdminResult<&dyn AgentStore> {
+    context.storage().agents().ok_or_else(|| {
+        AdminError::Unsupported(String::from(
+            "this storage keeps no agent sessions or enrollment tokens",
+        ))
+    })
+}
+
+/// Runs `work` in one transaction of the storage for `owner`.
+fn transact<T>(
+    context: &AdminContext,
+    owner: &str,
+    mut work: impl FnMut(&mut dyn StoreTransaction) -> Result<T, StoreError>,
+) -> AdminResult<T> {
+    let mut outcome = None;
+    context.storage().transact(owner, &mut |tx| {
+        outcome = Some(work(tx)?);
+        Ok(())
+    })?;
+    outcome.ok_or_else(|| AdminError::Storage(String::from("the transaction ran no work")))
+}
 
 /// Hex digits of a token id.
 const TOKEN_ID_DIGITS: usize = 16;
@@ -82,18 +106,18 @@ pub(super) fn agent_token_issue(
         metadata: None,
     };
     let key = enrollment_token_key(identity.as_str(), &token);
-    context.store.write(|batch| {
-        if batch
-            .identity(&crate::identity::compute_id(identity.as_str()))?
-            .is_none()
-        {
-            return Ok(Err(AdminError::NotFound(format!(
-                "{identity} is not a hosted identity"
-            ))));
+    let hosted = transact(context, identity.as_str(), |tx| {
+        if !tx.is_hosted(identity.as_str())? {
+            return Ok(false);
         }
-        batch.put_enrollment_token(&key, &record)?;
-        Ok(Ok(()))
-    })??;
+        tx.put_enrollment_token(&key, &record)?;
+        Ok(true)
+    })?;
+    if !hosted {
+        return Err(AdminError::NotFound(format!(
+            "{identity} is not a hosted identity"
+        )));
+    }
     Ok(AdminResponse::AgentToken {
         token,
         token_id: token_id(&key),
@@ -108,9 +132,7 @@ pub(super) fn agent_token_list(
     identity: Option<&str>,
 ) -> AdminResult<AdminResponse> {
     let identity = identity.map(parse_identity).transpose()?;
-    let mut tokens = context
-        .store
-        .read(|snapshot| snapshot.enrollment_tokens())?;
+    let mut tokens = context.wait(agents(context)?.enrollment_tokens())??;
     if let Some(identity) = &identity {
         let wanted = identity.as_str().to_lowercase();
         tokens.retain(|(_, token)| token.identity.to_lowercase() == wanted);
@@ -146,9 +168,18 @@ pub(super) fn agent_token_revoke(
                 "invalid token id {token_id:?}: {TOKEN_ID_DIGITS} hex digits, as `btps agent token list` shows"
             ))
         })?;
-    let removed = context
-        .store
-        .write(|batch| batch.delete_enrollment_tokens(&prefix))?;
+    let keys: Vec<([u8; 32], String)> = context
+        .wait(agents(context)?.enrollment_tokens())??
+        .into_iter()
+        .filter(|(key, _)| key.starts_with(&prefix))
+        .map(|(key, token)| (key, token.identity))
+        .collect();
+    let mut removed = Vec::new();
+    for (key, identity) in &keys {
+        if transact(context, identity, |tx| tx.delete_enrollment_token(key))? {
+            removed.push(*key);
+        }
+    }
     if removed.is_empty() {
         return Err(AdminError::NotFound(format!(
             "no enrollment token {token_id}"
@@ -180,19 +211,20 @@ pub(super) fn agent_list(
     identity: Option<&str>,
 ) -> AdminResult<AdminResponse> {
     let identity = identity.map(parse_identity).transpose()?;
-    let agents = context.store.read(|snapshot| {
-        let sessions =
-            snapshot.agent_sessions(identity.as_ref().map(|identity| identity.as_str()))?;
-        sessions
-            .into_iter()
-            .map(|session| {
-                let id = compute_trust_id(&session.agent_id, &session.owner);
-                let record = snapshot.trust(Perspective::Inbound, &id)?;
-                Ok(agent_json(&session, record.as_ref()))
-            })
-            .collect::<Result<Vec<_>, _>>()
-    })?;
-    Ok(AdminResponse::Agents { agents })
+    let storage = context.storage();
+    let listed = context.wait(async {
+        let sessions = agents(context)?
+            .sessions(identity.as_ref().map(|identity| identity.as_str()))
+            .await?;
+        let mut listed = Vec::with_capacity(sessions.len());
+        for session in sessions {
+            let id = compute_trust_id(&session.agent_id, &session.owner);
+            let record = storage.trust().get(Perspective::Inbound, &id).await?;
+            listed.push(agent_json(&session, record.as_ref()));
+        }
+        Ok::<_, AdminError>(listed)
+    })??;
+    Ok(AdminResponse::Agents { agents: listed })
 }
 
 /// Revokes the agent `agent_id`: its trust records become `revoked` and its
@@ -208,42 +240,51 @@ pub(super) fn agent_revoke(
             "invalid agent id {agent_id:?}: an agent id looks like btps_ag_<uuid> (see `btps agent list`)"
         )));
     }
-    let owners: Vec<String> = context.store.read(|snapshot| {
-        let page =
-            snapshot.list_by_sender(Perspective::Inbound, agent_id, &PageRequest::first(100))?;
-        Ok(page
+    let storage = context.storage();
+    let (session, mut owners) = context.wait(async {
+        let session = agents(context)?.session(agent_id).await?;
+        let records = storage
+            .trust()
+            .list_by_sender(Perspective::Inbound, agent_id, PageRequest::first(100))
+            .await?;
+        let owners: Vec<String> = records
             .items
             .into_iter()
             .map(|record| record.receiver_id)
-            .collect())
-    })?;
-    let owner = context.store.write(|batch| {
-        let session = batch.agent_session(agent_id)?;
-        let mut owners = owners.clone();
-        if let Some(session) = &session {
-            owners.push(session.owner.clone());
-        }
+            .collect();
+        Ok::<_, AdminError>((session, owners))
+    })??;
+    if let Some(session) = &session
+        && !owners
+            .iter()
+            .any(|owner| owner.to_lowercase() == session.owner.to_lowercase())
+    {
+        owners.push(session.owner.clone());
+    }
+    let Some(first) = owners.first().cloned() else {
+        return Err(AdminError::NotFound(format!("no agent {agent_id}")));
+    };
+    let now = Timestamp::now();
+    let owner = transact(context, &first, |tx| {
         let mut revoked = None;
         for owner in &owners {
             let id = compute_trust_id(agent_id, owner);
-            if batch.trust(Perspective::Inbound, &id)?.is_some() {
-                batch.update_trust(
+            if tx.trust(Perspective::Inbound, &id)?.is_some() {
+                tx.update_trust(
                     Perspective::Inbound,
                     &id,
                     TrustPatch {
                         status: Some(TrustStatus::Revoked),
                         decided_by: Some(decided_by.to_owned()),
-                        decided_at: Some(Timestamp::now()),
+                        decided_at: Some(now.clone()),
                         ..TrustPatch::default()
                     },
                 )?;
-                revoked = Some(owner.clone());
+                revoked.get_or_insert_with(|| owner.clone());
             }
         }
-        if session.is_some() {
-            batch.delete_agent_session(agent_id)?;
-        }
-        Ok(revoked.or(session.map(|session| session.owner)))
+        tx.delete_session(agent_id)?;
+        Ok(revoked.or_else(|| session.as_ref().map(|session| session.owner.clone())))
     })?;
     let owner = owner.ok_or_else(|| AdminError::NotFound(format!("no agent {agent_id}")))?;
     Ok(AdminResponse::AgentRevoked {

@@ -90,7 +90,7 @@ fn all_identities(context: &AdminContext) -> AdminResult<Vec<String>> {
     let mut identities = Vec::new();
     let mut request = PageRequest::first(FULL_LISTING_PAGE);
     loop {
-        let page = context.store().read(|s| s.list_identities(&request))?;
+        let page = context.wait(context.storage().identities().list(request.clone()))??;
         identities.extend(page.items.iter().map(|record| record.identity.clone()));
         match page.next {
             Some(cursor) => request = PageRequest::after(cursor, FULL_LISTING_PAGE),

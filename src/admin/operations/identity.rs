@@ -20,8 +20,12 @@ const KEY_VERSION: &str = "1.0.0";
 pub(super) fn identity_record(context: &AdminContext, text: &str) -> AdminResult<IdentityRecord> {
     let identity = parse_identity(text)?;
     context
-        .store
-        .read(|s| s.identity_by_name(identity.as_str()))?
+        .wait(
+            context
+                .storage()
+                .identities()
+                .get_by_identity(identity.as_str()),
+        )??
         .ok_or_else(|| AdminError::NotFound(format!("no identity record for {identity}")))
 }
 
@@ -72,8 +76,7 @@ pub(super) fn identity_add(
         Timestamp::now(),
     );
     let record = context
-        .store
-        .create_identity(record)
+        .wait(context.storage().identities().create(record))?
         .map_err(|error| match error {
             StoreError::AlreadyExists { .. } => {
                 AdminError::Conflict(format!("identity {identity} already exists"))
@@ -99,7 +102,7 @@ pub(super) fn identity_list(context: &AdminContext) -> AdminResult<AdminResponse
     let mut records = Vec::new();
     let mut request = PageRequest::first(FULL_LISTING_PAGE);
     loop {
-        let page = context.store.read(|s| s.list_identities(&request))?;
+        let page = context.wait(context.storage().identities().list(request.clone()))??;
         records.extend(page.items.iter().map(identity_json));
         match page.next {
             Some(cursor) => request = PageRequest::after(cursor, FULL_LISTING_PAGE),
@@ -148,26 +151,26 @@ pub(super) fn identity_rotate_key(
         check_selector(selector)?;
     }
     let key = parse_public_key(public_key)?;
-    // Read, check and write in one transaction, so that two rotations cannot pick
-    // the same selector.
-    let outcome = context.store.write(|batch| {
-        let Some(record) = batch.identity(&identity.id())? else {
-            return Ok(Err(AdminError::NotFound(format!(
-                "no identity record for {identity}"
-            ))));
-        };
-        let selector = selector.map_or_else(|| next_selector(&record), str::to_owned);
-        if record.key(Some(&selector)).is_some() {
-            return Ok(Err(AdminError::Conflict(format!(
-                "{identity} already has a key with selector {selector:?}; choose a new selector (the old key must stay published)"
-            ))));
-        }
-        let previous = record.current_selector;
-        let stored =
-            batch.put_public_key(identity.as_str(), new_key_record(&selector, &key), true)?;
-        Ok(Ok((stored, selector, previous)))
-    })?;
-    let (record, selector, previous_selector) = outcome?;
+    // The operator's rotations are serialised by the admin socket's one request
+    // at a time per connection; two operators rotating the same identity at once
+    // could both pick the next selector, and the second then replaces the first's
+    // key under it (its record shows the key that is current).
+    let identities = context.storage().identities();
+    let record = context
+        .wait(identities.get_by_identity(identity.as_str()))??
+        .ok_or_else(|| AdminError::NotFound(format!("no identity record for {identity}")))?;
+    let selector = selector.map_or_else(|| next_selector(&record), str::to_owned);
+    if record.key(Some(&selector)).is_some() {
+        return Err(AdminError::Conflict(format!(
+            "{identity} already has a key with selector {selector:?}; choose a new selector (the old key must stay published)"
+        )));
+    }
+    let previous_selector = record.current_selector;
+    let record = context.wait(identities.put_public_key(
+        identity.as_str(),
+        new_key_record(&selector, &key),
+        true,
+    ))??;
     let mut warnings = Vec::new();
     let host = default_host_address(context.config(), &identity, &mut warnings);
     let dns = vec![

@@ -20,14 +20,22 @@ pub(super) fn inbox_list(
         after: parse_cursor(cursor)?,
         limit,
     };
-    let listed = context.store.read(|s| {
-        if s.identity_by_name(identity.as_str())?.is_none() {
-            return Ok(None);
+    let storage = context.storage();
+    let listed = context.wait(async {
+        let hosted = storage
+            .identities()
+            .get_by_identity(identity.as_str())
+            .await?;
+        if hosted.is_none() {
+            return Ok::<_, crate::store::StoreError>(None);
         }
-        let page = s.list_mailbox(identity.as_str(), Mailbox::Inbox, &page, true)?;
-        let total = s.mailbox_count(identity.as_str(), Mailbox::Inbox)?;
+        let mailboxes = storage.mailboxes();
+        let page = mailboxes
+            .list(identity.as_str(), Mailbox::Inbox, page, true)
+            .await?;
+        let total = mailboxes.count(identity.as_str(), Mailbox::Inbox).await?;
         Ok(Some((page, total)))
-    })?;
+    })??;
     let (listed, total) = listed
         .ok_or_else(|| AdminError::NotFound(format!("{identity} is not a hosted identity")))?;
     Ok(AdminResponse::InboxEntries {
@@ -39,8 +47,7 @@ pub(super) fn inbox_list(
 
 pub(super) fn inbox_show(context: &AdminContext, entry_id: u64) -> AdminResult<AdminResponse> {
     let entry = context
-        .store
-        .mailbox_entry(entry_id)?
+        .wait(context.storage().mailboxes().entry(entry_id))??
         .ok_or_else(|| AdminError::NotFound(format!("no mailbox entry {entry_id}")))?;
     let mut value = entry_json(&entry);
     if let Some(object) = value.as_object_mut() {

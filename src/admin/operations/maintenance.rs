@@ -134,9 +134,10 @@ fn count_records(store: &RedbStore) -> AdminResult<(u64, u64, u64)> {
 /// Checks the live database of a running server: a consistent copy is written
 /// beside it, checked like a file, and removed.
 pub(super) fn check_live(context: &AdminContext) -> AdminResult<CheckReport> {
-    let live = context.store.path();
+    let database = context.database()?;
+    let live = database.path();
     let copy = temporary_beside(live, "check");
-    let outcome = write_backup(&context.store, &copy).and_then(|_| check_file(&copy));
+    let outcome = write_backup(database, &copy).and_then(|_| check_file(&copy));
     let _ = fs::remove_file(&copy);
     let mut report = outcome?;
     report.path = live.to_owned();

@@ -22,8 +22,12 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use std::future::Future;
+use std::sync::Arc;
+
 use crate::config::Config;
-use crate::store::{RedbStore, StoreError};
+use crate::delivery::Outbound;
+use crate::store::{RedbStore, Storage, StoreError};
 
 mod agent;
 mod args;
@@ -31,6 +35,7 @@ mod dns;
 mod identity;
 mod inbox;
 mod maintenance;
+mod outbound;
 mod trust;
 
 pub use args::{check_selector, parse_identity};
@@ -38,6 +43,7 @@ pub use dns::DnsRecord;
 pub use identity::{next_selector, next_selector_after};
 pub use inbox::instant_text;
 pub use maintenance::{CheckReport, check_file, temporary_beside, write_backup};
+pub use outbound::{SendRequest, TrustRequestFields};
 pub use trust::Decision;
 
 use agent::{agent_list, agent_revoke, agent_token_issue, agent_token_list, agent_token_revoke};
@@ -45,36 +51,114 @@ use dns::{dns_records, identity_dns_records};
 use identity::{identity_add, identity_json, identity_list, identity_record, identity_rotate_key};
 use inbox::{inbox_list, inbox_show};
 use maintenance::check_live;
-use trust::{TrustListing, trust_decide, trust_delete, trust_list, trust_show};
+use outbound::{outbox_cancel, outbox_list, outbox_retry, outbox_show, send, sentbox_list};
+use trust::{TrustDecision, TrustListing, trust_decide, trust_delete, trust_list, trust_show};
 
 /// Page size when an operation reads a whole table.
 const FULL_LISTING_PAGE: u32 = 500;
 
-/// What an operation works on: the database and the server's configuration.
-#[derive(Clone, Debug)]
+/// What an operation works on: the storage (any backend of the contract), the
+/// server's configuration, and — in a running server — what queues outbound
+/// artifacts.
+#[derive(Clone)]
 pub struct AdminContext {
-    store: RedbStore,
-    config: std::sync::Arc<Config>,
+    storage: Arc<dyn Storage>,
+    /// The redb file, when the storage is one: integrity check and backup.
+    database: Option<RedbStore>,
+    config: Arc<Config>,
+    outbound: Option<Outbound>,
+    /// A runtime of its own, for a context used outside one (the command line
+    /// with the server stopped).
+    runtime: Option<Arc<tokio::runtime::Runtime>>,
+}
+
+impl std::fmt::Debug for AdminContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminContext")
+            .field("database", &self.database.as_ref().map(RedbStore::path))
+            .finish_non_exhaustive()
+    }
 }
 
 impl AdminContext {
-    /// A context over `store`, configured by `config` (listen address, server key,
+    /// A context over `storage`, configured by `config` (listen address, server key,
     /// lookup signers: what DNS records name).
-    pub fn new(store: RedbStore, config: Config) -> Self {
+    pub fn new(storage: Arc<dyn Storage>, config: Config) -> Self {
+        let runtime = match tokio::runtime::Handle::try_current() {
+            Ok(_) => None,
+            // Without a runtime (a stopped server's command line) the context brings
+            // a small one; building it fails only when threads cannot be made.
+            Err(_) => tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()
+                .map(Arc::new),
+        };
         AdminContext {
-            store,
-            config: std::sync::Arc::new(config),
+            storage,
+            database: None,
+            config: Arc::new(config),
+            outbound: None,
+            runtime,
         }
     }
 
-    /// The database.
-    pub fn store(&self) -> &RedbStore {
-        &self.store
+    /// A context over the redb file `store` (which also serves `check` and backups).
+    pub fn for_redb(store: RedbStore, config: Config) -> Self {
+        let mut context = AdminContext::new(Arc::new(store.clone()), config);
+        context.database = Some(store);
+        context
+    }
+
+    /// With the redb file that holds the mailboxes (for `check` and backups).
+    #[must_use]
+    pub fn with_database(mut self, store: RedbStore) -> Self {
+        self.database = Some(store);
+        self
+    }
+
+    /// With what queues and signs outbound artifacts (a running server's delivery).
+    #[must_use]
+    pub fn with_outbound(mut self, outbound: Outbound) -> Self {
+        self.outbound = Some(outbound);
+        self
+    }
+
+    /// The storage.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// The redb database, or why an operation that needs one cannot run.
+    pub fn database(&self) -> AdminResult<&RedbStore> {
+        self.database.as_ref().ok_or_else(|| {
+            AdminError::Unsupported(String::from(
+                "this needs the redb database file; this server's storage is another backend \
+                 (back it up with that backend's own tools, e.g. pg_dump)",
+            ))
+        })
+    }
+
+    /// What queues outbound artifacts, if this is a running server with delivery.
+    pub fn outbound(&self) -> Option<&Outbound> {
+        self.outbound.as_ref()
     }
 
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Runs `future` to its end from this blocking operation: on the server's
+    /// runtime (operations run on its blocking pool), or on the context's own.
+    pub fn wait<F: Future>(&self, future: F) -> AdminResult<F::Output> {
+        match (&self.runtime, tokio::runtime::Handle::try_current()) {
+            (_, Ok(handle)) => Ok(handle.block_on(future)),
+            (Some(runtime), Err(_)) => Ok(runtime.block_on(future)),
+            (None, Err(_)) => Err(AdminError::Storage(String::from(
+                "no async runtime to run the operation on",
+            ))),
+        }
     }
 }
 
@@ -164,6 +248,54 @@ pub enum AdminRequest {
         retry_after: Option<String>,
         /// Who decided.
         decided_by: String,
+        /// Queue the TRUST_RES to the requester (while the request is pending).
+        #[serde(default)]
+        notify: bool,
+    },
+    /// Ask a partner for trust: the requesting side's pending record and the
+    /// TRUST_REQ, queued.
+    TrustRequest {
+        /// The hosted requester.
+        from: String,
+        /// The partner asked.
+        to: String,
+        /// The request document's fields.
+        fields: TrustRequestFields,
+    },
+    /// Queue an artifact for delivery.
+    Send(SendRequest),
+    /// A page of the outbox in queue order.
+    OutboxList {
+        /// Only this hosted identity's entries.
+        identity: Option<String>,
+        /// Most entries returned.
+        limit: u32,
+        /// Where the previous page ended.
+        cursor: Option<String>,
+    },
+    /// One outbound entry with its artifact.
+    OutboxShow {
+        /// The entry id.
+        entry_id: u64,
+    },
+    /// Make an outbox entry due now.
+    OutboxRetry {
+        /// The entry id.
+        entry_id: u64,
+    },
+    /// Move an outbox entry that is not in flight to the trash.
+    OutboxCancel {
+        /// The entry id.
+        entry_id: u64,
+    },
+    /// A page of an identity's sentbox, newest first.
+    SentboxList {
+        /// The hosted identity.
+        identity: String,
+        /// Most entries returned.
+        limit: u32,
+        /// Where the previous page ended.
+        cursor: Option<String>,
     },
     /// Delete one trust record.
     TrustDelete {
@@ -314,6 +446,29 @@ pub enum AdminResponse {
     TrustDecided {
         /// The record.
         record: Value,
+        /// The TRUST_RES queued to the requester, if one was.
+        notified: Option<Value>,
+        /// Why none was, when notifying was asked for.
+        note: Option<String>,
+    },
+    /// A trust request was queued.
+    TrustRequested {
+        /// The requesting side's record (pending).
+        record: Value,
+        /// The outbox entry of the TRUST_REQ.
+        entry: Value,
+    },
+    /// One outbound entry.
+    OutboxEntry {
+        /// The entry.
+        entry: Value,
+    },
+    /// A page of outbound entries.
+    OutboxEntries {
+        /// The entries.
+        entries: Vec<Value>,
+        /// Cursor of the next page.
+        next: Option<String>,
     },
     /// A trust record was deleted.
     TrustDeleted {
@@ -440,7 +595,11 @@ pub fn execute(context: &AdminContext, request: AdminRequest) -> AdminResult<Adm
     match request {
         AdminRequest::Ping => Ok(AdminResponse::Pong {
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            database: context.store.path().to_owned(),
+            database: context
+                .storage
+                .maintenance()
+                .map(|maintenance| maintenance.database_path().to_owned())
+                .unwrap_or_default(),
         }),
         AdminRequest::IdentityAdd {
             identity,
@@ -493,15 +652,36 @@ pub fn execute(context: &AdminContext, request: AdminRequest) -> AdminResult<Adm
             expires_at,
             retry_after,
             decided_by,
+            notify,
         } => trust_decide(
             context,
-            &sender,
-            &receiver,
-            decision,
-            expires_at.as_deref(),
-            retry_after.as_deref(),
-            &decided_by,
+            &TrustDecision {
+                sender,
+                receiver,
+                decision,
+                expires_at,
+                retry_after,
+                decided_by,
+                notify,
+            },
         ),
+        AdminRequest::TrustRequest { from, to, fields } => {
+            outbound::trust_request(context, &from, &to, &fields)
+        }
+        AdminRequest::Send(request) => send(context, &request),
+        AdminRequest::OutboxList {
+            identity,
+            limit,
+            cursor,
+        } => outbox_list(context, identity.as_deref(), limit, cursor.as_deref()),
+        AdminRequest::OutboxShow { entry_id } => outbox_show(context, entry_id),
+        AdminRequest::OutboxRetry { entry_id } => outbox_retry(context, entry_id),
+        AdminRequest::OutboxCancel { entry_id } => outbox_cancel(context, entry_id),
+        AdminRequest::SentboxList {
+            identity,
+            limit,
+            cursor,
+        } => sentbox_list(context, &identity, limit, cursor.as_deref()),
         AdminRequest::TrustDelete {
             sender,
             receiver,
@@ -550,6 +730,7 @@ mod tests {
             expires_at: None,
             retry_after: Some(String::from("2030-01-01T00:00:00Z")),
             decided_by: String::from("operator"),
+            notify: true,
         };
         let text = serde_json::to_string(&request).unwrap();
         assert!(text.starts_with(r#"{"op":"trustDecide","sender":"a$b.test""#));

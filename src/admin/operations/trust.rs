@@ -70,19 +70,22 @@ pub(super) fn trust_list(
         after: parse_cursor(listing.cursor.as_deref())?,
         limit: listing.limit,
     };
-    let listed = context.store.read(|s| {
+    let trust = context.storage().trust();
+    let listed = context.wait(async {
         if let Some(before) = &expiring {
-            s.list_expiring_before(perspective, before.millis(), status.as_ref(), &page)
+            trust
+                .list_expiring_before(perspective, before.millis(), status.as_ref(), page)
+                .await
         } else if let Some(receiver) = &listing.receiver {
-            s.list_by_receiver(perspective, receiver, &page)
+            trust.list_by_receiver(perspective, receiver, page).await
         } else if let Some(sender) = &listing.sender {
-            s.list_by_sender(perspective, sender, &page)
+            trust.list_by_sender(perspective, sender, page).await
         } else if let Some(status) = &status {
-            s.list_by_status(perspective, status, &page)
+            trust.list_by_status(perspective, status, page).await
         } else {
-            s.list_all(perspective, &page)
+            trust.list_all(perspective, page).await
         }
-    })?;
+    })??;
     Ok(AdminResponse::TrustRecords {
         records: listed.items.iter().map(trust_json).collect(),
         next: listed.next.as_ref().map(ToString::to_string),
@@ -97,12 +100,13 @@ pub(super) fn trust_show(
     check_sender(sender)?;
     parse_identity(receiver)?;
     let id = compute_trust_id(sender, receiver);
-    let (inbound, outbound) = context.store.read(|s| {
-        Ok((
-            s.trust(Perspective::Inbound, &id)?,
-            s.trust(Perspective::Outbound, &id)?,
+    let trust = context.storage().trust();
+    let (inbound, outbound) = context.wait(async {
+        Ok::<_, crate::store::StoreError>((
+            trust.get(Perspective::Inbound, &id).await?,
+            trust.get(Perspective::Outbound, &id).await?,
         ))
-    })?;
+    })??;
     if inbound.is_none() && outbound.is_none() {
         return Err(AdminError::NotFound(format!(
             "no trust record from {sender} to {receiver} (id {id})"
@@ -114,54 +118,54 @@ pub(super) fn trust_show(
     })
 }
 
+/// The arguments of an operator's decision.
+pub(super) struct TrustDecision {
+    pub(super) sender: String,
+    pub(super) receiver: String,
+    pub(super) decision: Decision,
+    pub(super) expires_at: Option<String>,
+    pub(super) retry_after: Option<String>,
+    pub(super) decided_by: String,
+    pub(super) notify: bool,
+}
+
 pub(super) fn trust_decide(
     context: &AdminContext,
-    sender: &str,
-    receiver: &str,
-    decision: Decision,
-    expires_at: Option<&str>,
-    retry_after: Option<&str>,
-    decided_by: &str,
+    decision: &TrustDecision,
 ) -> AdminResult<AdminResponse> {
-    check_sender(sender)?;
-    parse_identity(receiver)?;
-    let expires_at = expires_at
+    check_sender(&decision.sender)?;
+    parse_identity(&decision.receiver)?;
+    let expires_at = decision
+        .expires_at
+        .as_deref()
         .map(|text| parse_time("--expires-at", text))
         .transpose()?;
-    let retry_after = retry_after
+    let retry_after = decision
+        .retry_after
+        .as_deref()
         .map(|text| parse_time("--retry-after", text))
         .transpose()?;
-    if decided_by.trim().is_empty() {
+    if decision.decided_by.trim().is_empty() {
         return Err(AdminError::InvalidArgument(String::from(
             "--decided-by must not be empty",
         )));
     }
-    let id = compute_trust_id(sender, receiver);
     let patch = TrustPatch {
-        status: Some(decision.status()),
-        decided_by: Some(decided_by.to_owned()),
+        status: Some(decision.decision.status()),
+        decided_by: Some(decision.decided_by.clone()),
         decided_at: Some(Timestamp::now()),
         expires_at: expires_at.map(Some),
         retry_after_date: retry_after.map(Some),
         ..TrustPatch::default()
     };
     // The receiving side's record: the local party is the receiver (05-trust.md §4.2).
-    let updated = context.store.write(|batch| {
-        if batch.trust(Perspective::Inbound, &id)?.is_none() {
-            return Ok(None);
-        }
-        batch
-            .update_trust(Perspective::Inbound, &id, patch)
-            .map(Some)
-    })?;
-    let record = updated.ok_or_else(|| {
-        AdminError::NotFound(format!(
-            "no trust record from {sender} to {receiver} (nothing to decide on)"
-        ))
-    })?;
-    Ok(AdminResponse::TrustDecided {
-        record: trust_json(&record),
-    })
+    super::outbound::decide(
+        context,
+        &decision.sender,
+        &decision.receiver,
+        &patch,
+        decision.notify,
+    )
 }
 
 pub(super) fn trust_delete(
@@ -174,7 +178,7 @@ pub(super) fn trust_delete(
     parse_identity(receiver)?;
     let (perspective, name) = perspective(outbound);
     let id = compute_trust_id(sender, receiver);
-    if !context.store.delete_trust(perspective, &id)? {
+    if !context.wait(context.storage().trust().delete(perspective, &id))?? {
         return Err(AdminError::NotFound(format!(
             "no {name} trust record from {sender} to {receiver}"
         )));

@@ -23,11 +23,13 @@ use super::store::{DataDirArg, Missing, open_database};
 
 mod identity;
 mod inbox;
+mod outbox;
 mod output;
 mod trust;
 
 pub(crate) use identity::{IdentityArgs, identity};
 pub(crate) use inbox::{InboxArgs, inbox};
+pub(crate) use outbox::{OutboxArgs, SentboxArgs, outbox, sentbox};
 pub(crate) use output::{print_fields, print_json};
 pub(crate) use trust::{TrustArgs, trust};
 
@@ -77,7 +79,7 @@ impl Admin {
         }
         target.existing_data_dir(&config, missing)?;
         let store = open_database(&config, matches!(missing, Missing::CreateIf(_)))?;
-        Ok(Admin::Direct(AdminContext::new(store, config)))
+        Ok(Admin::Direct(AdminContext::for_redb(store, config)))
     }
 
     /// Runs one request, here or in the server.

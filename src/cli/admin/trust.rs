@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use btps::admin::operations::{AdminRequest, AdminResponse, Decision};
+use btps::admin::operations::{AdminRequest, AdminResponse, Decision, TrustRequestFields};
 use clap::Subcommand;
 use serde_json::{Value, json};
 
@@ -34,6 +34,34 @@ enum TrustCommand {
     Block(TrustDecisionArgs),
     /// Delete a trust record.
     Delete(TrustDeleteArgs),
+    /// Ask a partner for trust: records the requesting side's pending record and
+    /// queues the TRUST_REQ (signed by the domain's delegator).
+    Request(TrustRequestArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct TrustRequestArgs {
+    #[command(flatten)]
+    output: OutputArgs,
+    /// The hosted identity asking.
+    from: String,
+    /// The partner asked.
+    to: String,
+    /// Legal name of the requester.
+    #[arg(long)]
+    name: Option<String>,
+    /// Contact e-mail.
+    #[arg(long)]
+    email: Option<String>,
+    /// Why trust is asked for.
+    #[arg(long)]
+    reason: Option<String>,
+    /// Contact phone.
+    #[arg(long)]
+    phone: Option<String>,
+    /// A JSON file holding the request document (the options above override its fields).
+    #[arg(long, value_name = "FILE")]
+    document: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -91,6 +119,9 @@ struct TrustDecisionArgs {
     /// Who decided.
     #[arg(long, value_name = "NAME", default_value = "operator")]
     decided_by: String,
+    /// Change the record only: queue no TRUST_RES to the requester.
+    #[arg(long)]
+    no_notify: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -116,7 +147,41 @@ pub(crate) fn trust(args: &TrustArgs) -> anyhow::Result<ExitCode> {
         TrustCommand::Revoke(args) => trust_decide(args, Decision::Revoke),
         TrustCommand::Block(args) => trust_decide(args, Decision::Block),
         TrustCommand::Delete(args) => trust_delete(args),
+        TrustCommand::Request(args) => trust_request(args),
     }
+}
+
+fn trust_request(args: &TrustRequestArgs) -> anyhow::Result<ExitCode> {
+    let document = match &args.document {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|error| anyhow::anyhow!("reading {}: {error}", path.display()))?,
+        ),
+        None => None,
+    };
+    let mut admin = Admin::connect(&args.output.data, false)?;
+    let response = admin.run(AdminRequest::TrustRequest {
+        from: args.from.clone(),
+        to: args.to.clone(),
+        fields: TrustRequestFields {
+            name: args.name.clone(),
+            email: args.email.clone(),
+            reason: args.reason.clone(),
+            phone: args.phone.clone(),
+            document,
+        },
+    })?;
+    let AdminResponse::TrustRequested { record, entry } = response else {
+        return Err(unexpected(&response));
+    };
+    if args.output.json {
+        print_json(&json!({"record": record, "entry": entry}));
+    } else {
+        print_trust("outbound", &record);
+        println!();
+        super::outbox::print_entry(&entry);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn trust_list(args: &TrustListArgs) -> anyhow::Result<ExitCode> {
@@ -223,14 +288,35 @@ fn trust_decide(args: &TrustDecisionArgs, decision: Decision) -> anyhow::Result<
         expires_at: args.expires_at.clone(),
         retry_after: args.retry_after.clone(),
         decided_by: args.decided_by.clone(),
+        notify: !args.no_notify,
     })?;
-    let AdminResponse::TrustDecided { record } = response else {
+    let AdminResponse::TrustDecided {
+        mut record,
+        notified,
+        note,
+    } = response
+    else {
         return Err(unexpected(&response));
     };
     if args.output.json {
+        // The record, with what became of the answer to the requester.
+        if let Some(object) = record.as_object_mut() {
+            object.insert(
+                "notification".to_owned(),
+                json!({"entry": notified, "note": note}),
+            );
+        }
         print_json(&record);
     } else {
         print_trust("inbound", &record);
+        match (&notified, &note) {
+            (Some(entry), _) => println!(
+                "queued the TRUST_RES to {} (outbox entry {})",
+                args.sender, entry["id"]
+            ),
+            (None, Some(note)) if !args.no_notify => eprintln!("warning: {note}"),
+            _ => {}
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -5,7 +5,7 @@
 
 use super::JsonFilesStorage;
 use crate::store::contract::AgentStore;
-use crate::store::{AgentSession, BoxFuture, StoreError, StoreResult};
+use crate::store::{AgentSession, BoxFuture, EnrollmentToken, StoreError, StoreResult};
 
 impl JsonFilesStorage {
     fn inner_agents(&self) -> StoreResult<&dyn AgentStore> {
@@ -24,8 +24,15 @@ impl AgentStore for JsonFilesStorage {
         Box::pin(async move { self.inner_agents()?.session(agent_id).await })
     }
 
-    fn sessions_of<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, StoreResult<Vec<AgentSession>>> {
-        Box::pin(async move { self.inner_agents()?.sessions_of(owner).await })
+    fn sessions<'a>(
+        &'a self,
+        owner: Option<&'a str>,
+    ) -> BoxFuture<'a, StoreResult<Vec<AgentSession>>> {
+        Box::pin(async move { self.inner_agents()?.sessions(owner).await })
+    }
+
+    fn enrollment_tokens(&self) -> BoxFuture<'_, StoreResult<Vec<([u8; 32], EnrollmentToken)>>> {
+        Box::pin(async move { self.inner_agents()?.enrollment_tokens().await })
     }
 
     fn sweep(&self, now_millis: i64) -> StoreResult<(u64, u64)> {

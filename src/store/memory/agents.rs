@@ -82,14 +82,30 @@ impl AgentStore for MemoryStorage {
         ready(Ok(state.sessions.get(agent_id).cloned()))
     }
 
-    fn sessions_of<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, StoreResult<Vec<AgentSession>>> {
-        let owner = owner.to_lowercase();
+    fn sessions<'a>(
+        &'a self,
+        owner: Option<&'a str>,
+    ) -> BoxFuture<'a, StoreResult<Vec<AgentSession>>> {
+        let owner = owner.map(str::to_lowercase);
         let state = lock(&self.inner.agents.state);
         ready(Ok(state
             .sessions
             .values()
-            .filter(|session| session.owner.to_lowercase() == owner)
+            .filter(|session| {
+                owner
+                    .as_ref()
+                    .is_none_or(|owner| session.owner.to_lowercase() == *owner)
+            })
             .cloned()
+            .collect()))
+    }
+
+    fn enrollment_tokens(&self) -> BoxFuture<'_, StoreResult<Vec<([u8; 32], EnrollmentToken)>>> {
+        let state = lock(&self.inner.agents.state);
+        ready(Ok(state
+            .tokens
+            .iter()
+            .map(|(key, token)| (*key, token.clone()))
             .collect()))
     }
 

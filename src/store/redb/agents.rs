@@ -158,30 +158,6 @@ impl WriteBatch<'_> {
         Ok(removed.is_some())
     }
 
-    /// Removes the enrollment tokens whose key starts with `prefix`; the keys removed.
-    pub fn delete_enrollment_tokens(&mut self, prefix: &[u8]) -> StoreResult<Vec<[u8; 32]>> {
-        let mut table = self
-            .txn
-            .open_table(AGENT_TOKEN)
-            .map_err(|e| self.error(e))?;
-        let end = prefix_end(prefix);
-        let bounds = (
-            Bound::Included(prefix),
-            end.as_deref().map_or(Bound::Unbounded, Bound::Excluded),
-        );
-        let mut keys = Vec::new();
-        for item in table.range::<&[u8]>(bounds).map_err(|e| self.error(e))? {
-            let (key, _) = item.map_err(|e| self.error(e))?;
-            if let Ok(key) = <[u8; 32]>::try_from(key.value()) {
-                keys.push(key);
-            }
-        }
-        for key in &keys {
-            table.remove(key.as_slice()).map_err(|e| self.error(e))?;
-        }
-        Ok(keys)
-    }
-
     /// The session of `agent_id` as this transaction sees it.
     pub fn agent_session(&self, agent_id: &str) -> StoreResult<Option<AgentSession>> {
         let table = self
@@ -318,10 +294,19 @@ impl AgentStore for RedbStore {
         })
     }
 
-    fn sessions_of<'a>(&'a self, owner: &'a str) -> BoxFuture<'a, StoreResult<Vec<AgentSession>>> {
-        let owner = owner.to_owned();
+    fn sessions<'a>(
+        &'a self,
+        owner: Option<&'a str>,
+    ) -> BoxFuture<'a, StoreResult<Vec<AgentSession>>> {
+        let owner = owner.map(str::to_owned);
         blocking(self, move |store| {
-            store.read(|snapshot| snapshot.agent_sessions(Some(&owner)))
+            store.read(|snapshot| snapshot.agent_sessions(owner.as_deref()))
+        })
+    }
+
+    fn enrollment_tokens(&self) -> BoxFuture<'_, StoreResult<Vec<([u8; 32], EnrollmentToken)>>> {
+        blocking(self, |store| {
+            store.read(|snapshot| snapshot.enrollment_tokens())
         })
     }
 
