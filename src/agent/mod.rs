@@ -270,7 +270,10 @@ impl Agent {
             .unwrap_or(AgentAction::SystemPing);
         let response = self.connection.request(&artifact.to_canonical()).await?;
         let id = artifact.str("id").unwrap_or_default();
-        if response.req_id.as_deref() != Some(id) {
+        // A line refused before it was parsed (a document that fails validation)
+        // is answered without reqId, as the reference answers it.
+        let unparsed_refusal = response.req_id.is_none() && response.kind == ResponseType::Error;
+        if response.req_id.as_deref() != Some(id) && !unparsed_refusal {
             return Err(AgentError::UnexpectedAnswer {
                 action,
                 detail: format!("the answer is for {:?}, not {id:?}", response.req_id),

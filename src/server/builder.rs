@@ -18,7 +18,7 @@ use crate::identity::Identity;
 use crate::identity::dns::{
     CacheConfig, CachingResolver, HickoryTxtResolver, KeyDirectory, ResolverOptions,
 };
-use crate::server::agent::{AgentPolicy, AgentSweeper};
+use crate::server::agent::{AgentOutbound, AgentPolicy, AgentSweeper};
 use crate::server::clock::ClockPolicy;
 use crate::server::events::Events;
 use crate::server::hooks::{ErrorCallback, ErrorEvent, Lifecycle, StartInfo};
@@ -118,6 +118,7 @@ pub struct ServerBuilder {
     on_error: Option<ErrorCallback>,
     services: Vec<Box<dyn Service>>,
     agents: AgentPolicy,
+    agent_outbound: Option<Arc<dyn AgentOutbound>>,
 }
 
 impl ServerBuilder {
@@ -254,6 +255,14 @@ impl ServerBuilder {
         self
     }
 
+    /// What queues the agents' `trust.request`, `trust.respond` and `artifact.send`
+    /// (outbound delivery's [`crate::delivery::Outbound`]); without it those three
+    /// actions are refused.
+    pub fn agent_outbound(mut self, outbound: Arc<dyn AgentOutbound>) -> Self {
+        self.agent_outbound = Some(outbound);
+        self
+    }
+
     /// Assembles the server: loads TLS, sets up key discovery, starts the
     /// group-commit thread. Nothing listens until [`Server::run`].
     pub fn build(self) -> Result<Server, BuildError> {
@@ -306,6 +315,7 @@ impl ServerBuilder {
             on_error: self.on_error,
             committer_nice: self.committer_nice,
             agents: self.agents.clone(),
+            agent_outbound: self.agent_outbound,
         })
         .map_err(BuildError::Committer)?;
         let mut services = self.services;
@@ -383,6 +393,7 @@ impl Server {
             on_error: None,
             services: Vec::new(),
             agents: AgentPolicy::default(),
+            agent_outbound: None,
         }
     }
 

@@ -165,6 +165,8 @@ pub struct PipelineParts {
     pub committer_nice: u8,
     /// How agents enroll, refresh and act.
     pub agents: crate::server::agent::AgentPolicy,
+    /// What queues the agents' outbound artifacts (outbound delivery), if any.
+    pub agent_outbound: Option<Arc<dyn crate::server::agent::AgentOutbound>>,
 }
 
 pub(super) fn internal(error: impl std::fmt::Display) -> ProtocolError {
@@ -210,7 +212,7 @@ impl Pipeline {
             on_error: parts.on_error,
             clock: parts.clock,
             committed,
-            agents: crate::server::agent::Agents::new(parts.agents),
+            agents: crate::server::agent::Agents::new(parts.agents, parts.agent_outbound),
         })
     }
 

@@ -205,6 +205,20 @@ pub trait StoreTransaction {
     /// Removes the entry; the entry removed, if there was one.
     fn remove_entry(&mut self, entry_id: u64) -> StoreResult<Option<MailboxEntry>>;
 
+    /// The entries of (`owner` case-insensitive, `mailbox`) holding the artifact id
+    /// `artifact_id` (exact), in entry-id order: what the agents' ids-based actions
+    /// (`inbox.seen`, `inbox.delete`, …) act on. The default refuses (a backend
+    /// without agent support).
+    fn entries_by_artifact(
+        &mut self,
+        owner: &str,
+        mailbox: Mailbox,
+        artifact_id: &str,
+    ) -> StoreResult<Vec<MailboxEntry>> {
+        let _ = (owner, mailbox, artifact_id);
+        Err(no_agents())
+    }
+
     /// The enrollment token stored under `key` ([`crate::model::enrollment_token_key`]),
     /// if any. A backend without agent tables ([`Storage::agents`] is `None`) keeps
     /// the default, which refuses every agent method.

@@ -19,9 +19,9 @@ use super::contract::{
     StoreTransaction,
 };
 use super::{
-    AgentSession, EnrollmentToken, IdentityStore, JsonIdentityStore, JsonTrustStore, MailboxEntry,
-    NewTrustRecord, Perspective, PreparedInboxEntry, StoreError, StoreResult, TrustPatch,
-    TrustRecord, TrustStore,
+    AgentSession, EnrollmentToken, IdentityStore, JsonIdentityStore, JsonTrustStore, Mailbox,
+    MailboxEntry, NewTrustRecord, Perspective, PreparedInboxEntry, StoreError, StoreResult,
+    TrustPatch, TrustRecord, TrustStore,
 };
 
 /// Trust and identity records in the reference's JSON files; mailboxes in `inner`.
@@ -242,6 +242,16 @@ impl StoreTransaction for FileStoreTransaction<'_> {
 
     // Tokens and sessions have no place in the reference's files: they live in the
     // inner backend, beside the mailboxes.
+
+    fn entries_by_artifact(
+        &mut self,
+        owner: &str,
+        mailbox: Mailbox,
+        artifact_id: &str,
+    ) -> StoreResult<Vec<MailboxEntry>> {
+        self.mailboxes
+            .entries_by_artifact(owner, mailbox, artifact_id)
+    }
 
     fn enrollment_token(&mut self, key: &[u8; 32]) -> StoreResult<Option<EnrollmentToken>> {
         self.mailboxes.enrollment_token(key)

@@ -367,6 +367,25 @@ impl StoreTransaction for MemoryTransaction<'_> {
         Ok(before)
     }
 
+    fn entries_by_artifact(
+        &mut self,
+        owner: &str,
+        mailbox: Mailbox,
+        artifact_id: &str,
+    ) -> StoreResult<Vec<MailboxEntry>> {
+        let owner = owner.to_lowercase();
+        Ok(lock(&self.storage.mailboxes.state)
+            .entries
+            .values()
+            .filter(|entry| {
+                entry.mailbox == mailbox
+                    && entry.artifact_id == artifact_id
+                    && entry.owner.to_lowercase() == owner
+            })
+            .cloned()
+            .collect())
+    }
+
     fn enrollment_token(&mut self, key: &[u8; 32]) -> StoreResult<Option<EnrollmentToken>> {
         Ok(self.enrollment_token_of(key))
     }

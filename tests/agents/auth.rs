@@ -1,7 +1,7 @@
 //! Enrollment, refresh, key rotation, revocation, and every way authentication is
 //! refused (`spec/07-agents-auth.md` §6).
 
-use btps::admin::operations::{AdminRequest, AdminResponse, execute};
+use btps::admin::operations::{AdminRequest, AdminResponse};
 use btps::agent::{Agent, AgentError};
 use btps::crypto::PrivateKey;
 use btps::identity::Identity;
@@ -10,7 +10,7 @@ use btps::protocol::AgentAction;
 use btps::protocol::json::{Object, Value};
 use btps::store::{PrivacyType, TrustStatus};
 
-use super::{BILLING, FINANCE, admin, agent_record, connect, enroll, issue_token, options};
+use super::{BILLING, FINANCE, agent_record, connect, enroll, issue_token, operator, options};
 use crate::util::server::{TestOptions, TestServer, vector_key};
 
 fn two_identities() -> TestOptions {
@@ -86,12 +86,13 @@ async fn enrollment_creates_the_agent_record_and_its_session() {
     // The agent acts at once.
     agent.ping().await.unwrap();
     // The operator sees it.
-    let response = execute(
-        &admin(&server),
+    let response = operator(
+        &server,
         AdminRequest::AgentList {
             identity: Some(FINANCE.to_owned()),
         },
     )
+    .await
     .unwrap();
     let AdminResponse::Agents { agents } = response else {
         panic!("{response:?}")
@@ -193,13 +194,14 @@ async fn the_operator_revokes_an_agent_and_its_next_request_is_refused() {
     let server = TestServer::start(TestOptions::default()).await;
     let (mut agent, session) = enroll(&server, FINANCE, "agent-device").await;
     agent.ping().await.unwrap();
-    let response = execute(
-        &admin(&server),
+    let response = operator(
+        &server,
         AdminRequest::AgentRevoke {
             agent_id: session.agent_id.clone(),
             decided_by: "operator".to_owned(),
         },
     )
+    .await
     .unwrap();
     assert!(matches!(response, AdminResponse::AgentRevoked { ref owner, .. } if owner == FINANCE));
     let (message, reason) = refused(agent.ping().await);
@@ -216,13 +218,14 @@ async fn the_operator_revokes_an_agent_and_its_next_request_is_refused() {
     // Unknown agents and malformed ids are refused by the operation.
     for bad in ["btps_ag_00000000-0000-4000-8000-000000000000", "a$b.test"] {
         assert!(
-            execute(
-                &admin(&server),
+            operator(
+                &server,
                 AdminRequest::AgentRevoke {
                     agent_id: bad.to_owned(),
                     decided_by: "operator".to_owned(),
                 },
             )
+            .await
             .is_err(),
             "{bad}"
         );
@@ -249,21 +252,22 @@ async fn used_expired_revoked_and_foreign_tokens_are_refused() {
         }
     };
     // Used: single use.
-    let token = issue_token(&server, FINANCE);
+    let token = issue_token(&server, FINANCE).await;
     enroll_with(token.clone(), FINANCE).await.unwrap();
     let (message, reason) = refused(enroll_with(token, FINANCE).await);
     assert_eq!(message, "Authentication failed");
     assert_eq!(reason.as_deref(), Some("unknown enrollment token"));
 
     // Expired.
-    let response = execute(
-        &admin(&server),
+    let response = operator(
+        &server,
         AdminRequest::AgentTokenIssue {
             identity: FINANCE.to_owned(),
             ttl_ms: Some(1),
             issued_by: "test".to_owned(),
         },
     )
+    .await
     .unwrap();
     let AdminResponse::AgentToken { token, .. } = response else {
         panic!("{response:?}")
@@ -273,13 +277,14 @@ async fn used_expired_revoked_and_foreign_tokens_are_refused() {
     assert_eq!(reason.as_deref(), Some("enrollment token expired"));
 
     // Revoked by the operator before use.
-    let token = issue_token(&server, FINANCE);
-    let AdminResponse::AgentTokens { tokens } = execute(
-        &admin(&server),
+    let token = issue_token(&server, FINANCE).await;
+    let AdminResponse::AgentTokens { tokens } = operator(
+        &server,
         AdminRequest::AgentTokenList {
             identity: Some(FINANCE.to_owned()),
         },
     )
+    .await
     .unwrap() else {
         panic!()
     };
@@ -292,23 +297,24 @@ async fn used_expired_revoked_and_foreign_tokens_are_refused() {
         .iter()
         .find(|listed| listed["expired"] == false)
         .unwrap();
-    execute(
-        &admin(&server),
+    operator(
+        &server,
         AdminRequest::AgentTokenRevoke {
             token_id: live["tokenId"].as_str().unwrap().to_owned(),
         },
     )
+    .await
     .unwrap();
     let (_, reason) = refused(enroll_with(token, FINANCE).await);
     assert_eq!(reason.as_deref(), Some("unknown enrollment token"));
 
     // A token of another identity: the reference accepts it, btps does not.
-    let billing_token = issue_token(&server, BILLING);
+    let billing_token = issue_token(&server, BILLING).await;
     let (_, reason) = refused(enroll_with(billing_token.clone(), FINANCE).await);
     assert_eq!(reason.as_deref(), Some("unknown enrollment token"));
     // Nor the reference's other hole: `to` with its own token, document.identity another.
     let key = vector_key("agent-device");
-    let finance_token = issue_token(&server, FINANCE);
+    let finance_token = issue_token(&server, FINANCE).await;
     let (_, reason) = refused(
         auth_request(
             &server,
@@ -330,7 +336,7 @@ async fn used_expired_revoked_and_foreign_tokens_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_signature_is_refused_without_spending_the_token() {
     let server = TestServer::start(TestOptions::default()).await;
-    let token = issue_token(&server, FINANCE);
+    let token = issue_token(&server, FINANCE).await;
     let device = vector_key("agent-device");
     // Signed with another key than the one presented (the reference's tampered
     // vector does the same).
@@ -372,7 +378,7 @@ async fn failed_attempts_are_limited_per_address() {
         assert_eq!(message, "Authentication failed", "attempt {attempt}");
     }
     // The eleventh is not even looked at, a good token included.
-    let token = issue_token(&server, FINANCE);
+    let token = issue_token(&server, FINANCE).await;
     let outcome = auth_request(&server, FINANCE, auth_document(FINANCE, &token, &key), key).await;
     match outcome {
         Err(AgentError::Refused { response, .. }) => {

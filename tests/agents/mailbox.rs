@@ -275,3 +275,209 @@ async fn a_cursor_of_another_query_and_bad_queries_are_refused() {
     assert_eq!(message, "BTPS artifact validation failed");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seen_delete_and_purge_move_entries_between_mailboxes() {
+    let server = inbox_with(&["One", "Two", "Three"]).await;
+    let (mut agent, _) = enroll(&server, FINANCE, "agent-device").await;
+
+    // Seen: once each, unknown ids reported, duplicates taken once.
+    let done = agent
+        .mark_seen(&["doc-0", "doc-1", "doc-0", "nope"])
+        .await
+        .unwrap();
+    assert_eq!(done.updated, ["doc-0", "doc-1"]);
+    assert_eq!(done.not_found, ["nope"]);
+    let page = agent.fetch(Mailbox::Inbox, &Query::new()).await.unwrap();
+    let seen: Vec<(String, bool, bool)> = page
+        .results
+        .iter()
+        .map(|result| {
+            let result = result.as_object().unwrap();
+            let meta = result.get("meta").unwrap().as_object().unwrap();
+            (
+                result
+                    .get("artifact")
+                    .unwrap()
+                    .as_object()
+                    .unwrap()
+                    .str("id")
+                    .unwrap()
+                    .to_owned(),
+                meta.get("seen") == Some(&Value::Bool(true)),
+                meta.str("seenAt").is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("doc-2".to_owned(), false, false),
+            ("doc-1".to_owned(), true, true),
+            ("doc-0".to_owned(), true, true)
+        ]
+    );
+    // Seen again: seenAt is kept.
+    let first_seen_at = |page: &btps::agent::QueryResult| {
+        page.results[2]
+            .as_object()
+            .unwrap()
+            .get("meta")
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .str("seenAt")
+            .unwrap()
+            .to_owned()
+    };
+    let before = first_seen_at(&page);
+    agent.mark_seen(&["doc-0"]).await.unwrap();
+    let again = agent.fetch(Mailbox::Inbox, &Query::new()).await.unwrap();
+    assert_eq!(first_seen_at(&again), before);
+
+    // Delete: to the trash, with its origin.
+    let done = agent.delete(Mailbox::Inbox, &["doc-1"]).await.unwrap();
+    assert_eq!(done.updated, ["doc-1"]);
+    let inbox = agent.fetch(Mailbox::Inbox, &Query::new()).await.unwrap();
+    assert_eq!(inbox.artifact_ids(), ["doc-2", "doc-0"]);
+    let trash = agent.fetch(Mailbox::Trash, &Query::new()).await.unwrap();
+    assert_eq!(trash.artifact_ids(), ["doc-1"]);
+    let meta = trash.results[0]
+        .as_object()
+        .unwrap()
+        .get("meta")
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .clone();
+    assert_eq!(meta.str("origin"), Some("inbox"));
+    assert!(meta.str("trashedAt").is_some());
+    // The trash of the inbox is not the inbox: seen on it finds nothing.
+    let done = agent.mark_seen(&["doc-1"]).await.unwrap();
+    assert_eq!(done.not_found, ["doc-1"]);
+
+    // Purge: gone for good.
+    let done = agent
+        .delete(Mailbox::Trash, &["doc-1", "doc-2"])
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.updated.as_slice(), done.not_found.as_slice()),
+        (
+            ["doc-1".to_owned()].as_slice(),
+            ["doc-2".to_owned()].as_slice()
+        )
+    );
+    let trash = agent.fetch(Mailbox::Trash, &Query::new()).await.unwrap();
+    assert_eq!(trash.total, Some(0));
+    // An empty list succeeds with empty answers.
+    let done = agent.delete(Mailbox::Inbox, &[]).await.unwrap();
+    assert!(done.updated.is_empty() && done.not_found.is_empty());
+    // The counts follow: two in the inbox, nothing in the trash.
+    let inbox = agent.fetch(Mailbox::Inbox, &Query::new()).await.unwrap();
+    assert_eq!(inbox.total, Some(2));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drafts_are_created_updated_and_deleted() {
+    let server = TestServer::start(TestOptions::default()).await;
+    let (mut agent, _) = enroll(&server, FINANCE, "agent-device").await;
+    let invoice = json::parse(&crate::util::server::invoice("INV-9")).unwrap();
+    let mut create = json::Object::new();
+    create.insert("type", "BTPS_DOC");
+    create.insert("document", invoice.clone());
+    create.insert("to", BILLING);
+    let response = agent
+        .command(AgentAction::DraftCreate, Some(Value::Object(create)))
+        .await
+        .unwrap();
+    let document = response.raw.get("document").unwrap().as_object().unwrap();
+    let result = document.get("results").unwrap().as_array().unwrap()[0]
+        .as_object()
+        .unwrap()
+        .clone();
+    let draft = result.get("artifact").unwrap().as_object().unwrap().clone();
+    let draft_id = draft.str("id").unwrap().to_owned();
+    assert_eq!(draft.str("type"), Some("BTPS_DOC"));
+    assert_eq!(draft.str("to"), Some(BILLING));
+    assert!(uuid::Uuid::parse_str(&draft_id).is_ok());
+    // Listed, and found by its title.
+    let drafts = agent
+        .fetch(
+            Mailbox::Draft,
+            &Query::new().filter("title", "like", "inv-9"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(drafts.artifact_ids(), [draft_id.clone()]);
+
+    // A document of another type than the draft's is refused; the right one replaces it.
+    let mut wrong = json::Object::new();
+    wrong.insert("id", draft_id.as_str());
+    wrong.insert(
+        "document",
+        json::parse(crate::util::server::TRUST_REQUEST).unwrap(),
+    );
+    let (message, _) = refusal(
+        agent
+            .command(AgentAction::DraftUpdate, Some(Value::Object(wrong)))
+            .await,
+    );
+    assert_eq!(message, "BTPS artifact validation failed");
+    let mut update = json::Object::new();
+    update.insert("id", draft_id.as_str());
+    update.insert(
+        "document",
+        json::parse(&crate::util::server::invoice("INV-10")).unwrap(),
+    );
+    agent
+        .command(AgentAction::DraftUpdate, Some(Value::Object(update)))
+        .await
+        .unwrap();
+    let drafts = agent.fetch(Mailbox::Draft, &Query::new()).await.unwrap();
+    assert_eq!(drafts.total, Some(1));
+    let stored = drafts.results[0]
+        .as_object()
+        .unwrap()
+        .get("artifact")
+        .unwrap()
+        .as_object()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        stored
+            .get("document")
+            .unwrap()
+            .as_object()
+            .unwrap()
+            .str("id"),
+        Some("INV-10")
+    );
+    // An unknown draft is refused.
+    let mut unknown = json::Object::new();
+    unknown.insert("id", "no-such-draft");
+    unknown.insert("document", invoice.clone());
+    let (_, reason) = refusal(
+        agent
+            .command(AgentAction::DraftUpdate, Some(Value::Object(unknown)))
+            .await,
+    );
+    assert_eq!(reason.as_deref(), Some("unknown draft"));
+    // A create whose document does not fit its type is refused.
+    let mut mismatched = json::Object::new();
+    mismatched.insert("type", "TRUST_RES");
+    mismatched.insert("document", invoice);
+    refusal(
+        agent
+            .command(AgentAction::DraftCreate, Some(Value::Object(mismatched)))
+            .await,
+    );
+
+    // Delete: to the trash.
+    let done = agent.delete(Mailbox::Draft, &[&draft_id]).await.unwrap();
+    assert_eq!(done.updated, [draft_id.clone()]);
+    let trash = agent.fetch(Mailbox::Trash, &Query::new()).await.unwrap();
+    assert_eq!(trash.artifact_ids(), [draft_id]);
+    server.stop().await;
+}

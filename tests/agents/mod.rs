@@ -5,6 +5,7 @@
 
 mod auth;
 mod mailbox;
+mod outbound;
 mod trust;
 mod vectors;
 
@@ -28,16 +29,29 @@ pub(crate) fn admin(server: &TestServer) -> AdminContext {
     AdminContext::for_redb(server.store.clone(), config_for(&server.data_dir))
 }
 
+/// Runs an operator request on the server's database, as the admin socket does
+/// (on the blocking pool).
+pub(crate) async fn operator(
+    server: &TestServer,
+    request: AdminRequest,
+) -> Result<AdminResponse, btps::admin::operations::AdminError> {
+    let context = admin(server);
+    tokio::task::spawn_blocking(move || execute(&context, request))
+        .await
+        .unwrap()
+}
+
 /// A one-time enrollment token for `identity`, as `btps agent token issue` makes it.
-pub(crate) fn issue_token(server: &TestServer, identity: &str) -> String {
-    let response = execute(
-        &admin(server),
+pub(crate) async fn issue_token(server: &TestServer, identity: &str) -> String {
+    let response = operator(
+        server,
         AdminRequest::AgentTokenIssue {
             identity: identity.to_owned(),
             ttl_ms: None,
             issued_by: "test".to_owned(),
         },
     )
+    .await
     .unwrap();
     let AdminResponse::AgentToken { token, .. } = response else {
         panic!("unexpected answer {response:?}");
@@ -56,7 +70,7 @@ pub(crate) fn options() -> ClientOptions {
 
 /// Enrolls an agent of `identity` with the vector key `key` and a fresh token.
 pub(crate) async fn enroll(server: &TestServer, identity: &str, key: &str) -> (Agent, Session) {
-    let token = issue_token(server, identity);
+    let token = issue_token(server, identity).await;
     Agent::enroll(
         "127.0.0.1",
         server.address.port(),

@@ -22,6 +22,7 @@ async fn vector_server() -> TestServer {
             (BILLING, "billing"),
             ("admin$vendor.test", "admin-vendor"),
         ],
+        agent_outbound: true,
         ..TestOptions::default()
     })
     .await;

@@ -26,14 +26,19 @@ mod auth;
 mod cursor;
 mod documents;
 mod fetch;
+mod mailbox;
+mod outbound;
 mod sweep;
 mod trust;
 
 use std::borrow::Cow;
+
+use mailbox::Change;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use auth::{TOKEN_ALPHABET, new_enrollment_token, new_refresh_token};
+pub use outbound::{AgentOutbound, OutboundAction, OutboundRequest};
 pub use sweep::{AgentSweeper, SweepReport};
 
 use crate::crypto::PublicKey;
@@ -47,7 +52,6 @@ use crate::server::pipeline::{After, Halt, Pipeline, Reply, internal, storage_fa
 use crate::signing;
 use crate::store::{
     Mailbox, Perspective, Storage, StoreError, StoreResult, StoreTransaction, Timestamp,
-    TrustRecord,
 };
 
 /// How agents enroll, refresh and act (`[agents]` in the configuration).
@@ -84,20 +88,23 @@ impl Default for AgentPolicy {
     }
 }
 
-/// The agent state the pipeline keeps: the policy and the failed-attempt counts.
+/// The agent state the pipeline keeps: the policy, the failed-attempt counts and
+/// what queues the agents' outbound artifacts.
 pub(crate) struct Agents {
     policy: AgentPolicy,
     failures: auth::AuthFailures,
+    outbound: Option<Arc<dyn AgentOutbound>>,
 }
 
 impl Agents {
-    pub(crate) fn new(policy: AgentPolicy) -> Self {
+    pub(crate) fn new(policy: AgentPolicy, outbound: Option<Arc<dyn AgentOutbound>>) -> Self {
         Agents {
             failures: auth::AuthFailures::new(
                 policy.auth_failures_burst,
                 policy.auth_failures_per_minute,
             ),
             policy,
+            outbound,
         }
     }
 }
@@ -111,8 +118,6 @@ struct Verified<'a> {
     document: Option<Cow<'a, Value>>,
     /// The key that verified the artifact.
     key: PublicKey,
-    /// The agent's inbound trust record (none for `auth.request`).
-    record: Option<TrustRecord>,
 }
 
 impl Verified<'_> {
@@ -201,10 +206,12 @@ impl Pipeline {
         let checked = if trusted {
             Ok(())
         } else {
+            // The reason names the cause, as for transporter artifacts (05 §5.5).
             Err(ProtocolError::new(
                 ErrorCode::TrustNotAllowed,
                 "the agent's record is not active",
-            ))
+            )
+            .with_reason(ErrorCode::TrustNotAllowed.code()))
         };
         self.run_after_hooks(Phase::AfterTrustVerification, request, &checked)
             .await?;
@@ -215,10 +222,9 @@ impl Pipeline {
             owner,
             document,
             key,
-            record,
         };
         let reply = self
-            .agent_action(&verified, request)
+            .agent_action(&verified)
             .await
             .map_err(Halt::at(ErrorStage::OnArtifact))?;
         self.run_hooks(Phase::AfterOnArtifact, request).await?;
@@ -284,11 +290,7 @@ impl Pipeline {
     }
 
     /// The action of a verified, trusted agent artifact.
-    async fn agent_action(
-        &self,
-        verified: &Verified<'_>,
-        request: &Request<'_>,
-    ) -> Result<Reply, ProtocolError> {
+    async fn agent_action(&self, verified: &Verified<'_>) -> Result<Reply, ProtocolError> {
         use AgentAction::*;
         match verified.artifact.action {
             AuthRequest => self.auth_request(verified).await,
@@ -302,15 +304,33 @@ impl Pipeline {
             TrustFetch => self.trust_fetch(verified).await,
             TrustUpdate => self.trust_update(verified).await,
             TrustDelete => self.trust_delete(verified).await,
-            InboxSeen | InboxDelete | SentboxDelete | DraftDelete | TrashDelete | OutboxCancel
-            | DraftCreate | DraftUpdate | TrustRequest | TrustRespond | ArtifactSend => {
-                let _ = request;
-                Err(ProtocolError::new(
-                    ErrorCode::InvalidAction,
-                    format!("agent action {} is not supported", verified.artifact.action),
-                )
-                .with_reason("unsupported agent action"))
+            InboxSeen => {
+                self.change_entries(verified, Mailbox::Inbox, Change::Seen)
+                    .await
             }
+            InboxDelete => {
+                self.change_entries(verified, Mailbox::Inbox, Change::Trash)
+                    .await
+            }
+            SentboxDelete => {
+                self.change_entries(verified, Mailbox::Sentbox, Change::Trash)
+                    .await
+            }
+            DraftDelete => {
+                self.change_entries(verified, Mailbox::Draft, Change::Trash)
+                    .await
+            }
+            TrashDelete => {
+                self.change_entries(verified, Mailbox::Trash, Change::Purge)
+                    .await
+            }
+            OutboxCancel => {
+                self.change_entries(verified, Mailbox::Outbox, Change::Cancel)
+                    .await
+            }
+            DraftCreate => self.draft_create(verified).await,
+            DraftUpdate => self.draft_update(verified).await,
+            TrustRequest | TrustRespond | ArtifactSend => self.outbound(verified).await,
         }
     }
 

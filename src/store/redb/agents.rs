@@ -13,11 +13,15 @@ use crate::store::contract::AgentStore;
 use crate::store::keys::prefix_end;
 use crate::store::keys::string_part;
 use crate::store::{
-    AgentSession, BoxFuture, EnrollmentToken, RecordKind, RedbStore, StoreError, StoreResult,
+    AgentSession, BoxFuture, EnrollmentToken, Mailbox, MailboxEntry, RecordKind, RedbStore,
+    StoreError, StoreResult,
 };
 
 use super::codec;
-use super::tables::{AGENT_BY_OWNER, AGENT_SESSION, AGENT_TOKEN, Bytes, agent_owner_key};
+use super::tables::{
+    AGENT_BY_OWNER, AGENT_SESSION, AGENT_TOKEN, Bytes, MAILBOX_ARTIFACT, MAILBOX_ENTRY,
+    agent_owner_key,
+};
 use super::{Snapshot, WriteBatch};
 
 /// Reads a session from an open table.
@@ -156,6 +160,27 @@ impl WriteBatch<'_> {
             .map_err(|e| self.error(e))?;
         let removed = table.remove(key.as_slice()).map_err(|e| self.error(e))?;
         Ok(removed.is_some())
+    }
+
+    /// The entries of (`owner`, `mailbox`) holding `artifact_id`, as this
+    /// transaction sees them.
+    pub fn mailbox_entries_by_artifact(
+        &self,
+        owner: &str,
+        mailbox: Mailbox,
+        artifact_id: &str,
+    ) -> StoreResult<Vec<MailboxEntry>> {
+        let error = |e| super::error::database_error(self.path, e);
+        let index = self.txn.open_table(MAILBOX_ARTIFACT).map_err(error)?;
+        let entries = self.txn.open_table(MAILBOX_ENTRY).map_err(error)?;
+        super::mailbox::entries_by_artifact(
+            &index,
+            &entries,
+            self.path,
+            owner,
+            mailbox,
+            artifact_id,
+        )
     }
 
     /// The session of `agent_id` as this transaction sees it.

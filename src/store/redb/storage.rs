@@ -192,6 +192,16 @@ impl StoreTransaction for RedbTransaction<'_, '_> {
         self.batch.remove_entry(entry_id)
     }
 
+    fn entries_by_artifact(
+        &mut self,
+        owner: &str,
+        mailbox: Mailbox,
+        artifact_id: &str,
+    ) -> StoreResult<Vec<MailboxEntry>> {
+        self.batch
+            .mailbox_entries_by_artifact(owner, mailbox, artifact_id)
+    }
+
     fn enrollment_token(&mut self, key: &[u8; 32]) -> StoreResult<Option<EnrollmentToken>> {
         self.batch.enrollment_token(key)
     }
