@@ -261,6 +261,31 @@ impl Agent {
         artifact
     }
 
+    /// A signed agent artifact whose document is encrypted to `server_key` — the
+    /// DNS key of the session's `decryptBy` identity — an appliance extension
+    /// (`07-agents-auth.md` §2.4): the server takes the owner from the agent's
+    /// session and decrypts the document once the signature verified.
+    pub fn encrypted_artifact(
+        &self,
+        action: AgentAction,
+        document: &Value,
+        server_key: &PublicKey,
+    ) -> Result<Object, AgentError> {
+        let (ciphertext, encryption) =
+            signing::encrypt_document(document, server_key, EncryptionMode::Standard)?;
+        let mut artifact = Object::new();
+        artifact.insert("action", action.as_str());
+        artifact.insert("agentId", self.agent_id.as_str());
+        artifact.insert("to", self.identity.as_str());
+        artifact.insert("document", ciphertext);
+        artifact.insert("encryption", encryption);
+        artifact.insert("id", new_id());
+        artifact.insert("issuedAt", now_iso());
+        artifact.insert("version", VERSION);
+        signing::sign_object(&mut artifact, &self.key);
+        Ok(artifact)
+    }
+
     /// Sends `artifact` (built by [`artifact`](Self::artifact)) and reads its answer;
     /// an error answer is [`AgentError::Refused`].
     pub async fn request(&mut self, artifact: &Object) -> Result<ServerResponse, AgentError> {

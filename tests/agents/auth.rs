@@ -410,3 +410,67 @@ async fn an_agent_of_one_identity_cannot_act_for_another() {
     assert_eq!(message, " Signature verification failed");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_tokens_sessions_and_agent_records_are_swept() {
+    use btps::server::agent::{AgentSweeper, SweepReport};
+    use btps::store::{Perspective, Storage, Timestamp, TrustPatch};
+    let server = TestServer::start(TestOptions::default()).await;
+    let storage: std::sync::Arc<dyn Storage> = std::sync::Arc::new(server.store.clone());
+    let sweeper = AgentSweeper::new(
+        std::time::Duration::from_secs(3600),
+        std::time::Duration::from_secs(24 * 3600),
+    );
+    let (_, kept) = enroll(&server, FINANCE, "agent-device").await;
+    let (_, old) = enroll(&server, FINANCE, "rogue").await;
+    operator(
+        &server,
+        AdminRequest::AgentTokenIssue {
+            identity: FINANCE.to_owned(),
+            ttl_ms: Some(1),
+            issued_by: "test".to_owned(),
+        },
+    )
+    .await
+    .unwrap();
+    issue_token(&server, FINANCE).await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    // The old agent's session and record expired two days ago.
+    let two_days_ago = Timestamp::from_millis(Timestamp::now().millis() - 2 * 86_400_000).unwrap();
+    server
+        .store
+        .write(|batch| {
+            let mut session = batch.agent_session(&old.agent_id)?.unwrap();
+            session.refresh_expires_at = two_days_ago.clone();
+            batch.put_agent_session(&session)
+        })
+        .unwrap();
+    server
+        .store
+        .update_trust(
+            Perspective::Inbound,
+            &btps::identity::compute_trust_id(&old.agent_id, FINANCE),
+            TrustPatch {
+                expires_at: Some(Some(two_days_ago)),
+                ..TrustPatch::default()
+            },
+        )
+        .unwrap();
+    let report = sweeper.sweep(&storage).await.unwrap();
+    assert_eq!(
+        report,
+        SweepReport {
+            tokens: 1,
+            sessions: 1,
+            records: 1
+        }
+    );
+    assert!(agent_record(&server, &old.agent_id, FINANCE).is_none());
+    assert!(agent_record(&server, &kept.agent_id, FINANCE).is_some());
+    // Nothing more to do.
+    assert_eq!(
+        sweeper.sweep(&storage).await.unwrap(),
+        SweepReport::default()
+    );
+    server.stop().await;
+}

@@ -4,6 +4,8 @@
 //! server.
 
 mod auth;
+mod cli;
+mod encryption;
 mod mailbox;
 mod outbound;
 mod trust;

@@ -89,6 +89,8 @@ pub struct TestOptions {
     /// delivery's originator (the worker itself does not run), each hosted
     /// domain's delegator published in DNS with the server key.
     pub agent_outbound: bool,
+    /// How agents enroll, refresh and act.
+    pub agents: btps::server::agent::AgentPolicy,
 }
 
 /// A function that wraps a server's storage in another (to inject failures).
@@ -111,6 +113,7 @@ impl Default for TestOptions {
             json_records: None,
             wrap_storage: None,
             agent_outbound: false,
+            agents: btps::server::agent::AgentPolicy::default(),
         }
     }
 }
@@ -220,6 +223,7 @@ impl TestServer {
             .tls(prepared.tls)
             .key_source(keys)
             .trust_policy(options.policy)
+            .agent_policy(options.agents)
             .clock_policy(options.clock)
             .listener_settings(ListenerSettings {
                 connection: ConnectionLimits {
