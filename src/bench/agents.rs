@@ -139,7 +139,11 @@ fn stored_artifact(owner: &str, index: usize, at: &str) -> Vec<u8> {
 
 /// Fills `data_dir` with N identities, their agents, and N × E entries, unless its
 /// marker says it holds exactly that already. Returns the seconds spent.
-fn prepare(options: &AgentBenchOptions, key: &PrivateKey, progress: &dyn Fn(&str)) -> Result<f64, BenchError> {
+fn prepare(
+    options: &AgentBenchOptions,
+    key: &PrivateKey,
+    progress: &dyn Fn(&str),
+) -> Result<f64, BenchError> {
     let marker = options.data_dir.join(MARKER);
     let wanted = format!(
         "{{\"identities\":{},\"entriesPerIdentity\":{}}}",
@@ -149,7 +153,11 @@ fn prepare(options: &AgentBenchOptions, key: &PrivateKey, progress: &dyn Fn(&str
         progress(&format!("reusing {}", options.data_dir.display()));
         return Ok(0.0);
     }
-    if options.data_dir.join(crate::store::DATABASE_FILE_NAME).exists() {
+    if options
+        .data_dir
+        .join(crate::store::DATABASE_FILE_NAME)
+        .exists()
+    {
         return Err(BenchError::InvalidOption(format!(
             "{} holds another database; give an empty or a prepared --agent-data",
             options.data_dir.display()
@@ -208,10 +216,9 @@ fn prepare(options: &AgentBenchOptions, key: &PrivateKey, progress: &dyn Fn(&str
                 batch.with_inbox(|_, inbox| {
                     for index in next..end {
                         let owner = identity_of(index % options.identities);
-                        let received = Timestamp::from_millis(
-                            base + i64::try_from(index).unwrap_or(0),
-                        )
-                        .unwrap_or_else(|_| now.clone());
+                        let received =
+                            Timestamp::from_millis(base + i64::try_from(index).unwrap_or(0))
+                                .unwrap_or_else(|_| now.clone());
                         let entry = NewInboxEntry {
                             owner: owner.clone(),
                             artifact_id: format!("doc-{index}"),
@@ -296,11 +303,13 @@ async fn check_answer(
     request: &Prepared,
     options: &AgentBenchOptions,
 ) -> Result<usize, BenchError> {
-    let invalid = |detail: String| BenchError::InvalidOption(format!("the check request: {detail}"));
+    let invalid =
+        |detail: String| BenchError::InvalidOption(format!("the check request: {detail}"));
     let client_options = load::client_options(options.timeout);
-    let mut client = crate::client::BtpsClient::connect("127.0.0.1", address.port(), &client_options)
-        .await
-        .map_err(|error| invalid(error.to_string()))?;
+    let mut client =
+        crate::client::BtpsClient::connect("127.0.0.1", address.port(), &client_options)
+            .await
+            .map_err(|error| invalid(error.to_string()))?;
     client
         .send_line(&request.line)
         .await
@@ -332,7 +341,10 @@ async fn check_answer(
 }
 
 /// Runs the agent benchmark.
-pub fn run(options: &AgentBenchOptions, progress: &dyn Fn(&str)) -> Result<AgentBenchReport, BenchError> {
+pub fn run(
+    options: &AgentBenchOptions,
+    progress: &dyn Fn(&str),
+) -> Result<AgentBenchReport, BenchError> {
     if options.identities == 0 || options.requests == 0 || options.connections == 0 {
         return Err(BenchError::InvalidOption(String::from(
             "identities, requests and connections must be at least 1",
@@ -353,16 +365,22 @@ pub fn run(options: &AgentBenchOptions, progress: &dyn Fn(&str)) -> Result<Agent
     let signing = Instant::now();
     let requests = Arc::new(presign(options, key));
     report.presign_s = round_to(signing.elapsed().as_secs_f64(), 1);
-    progress(&format!("signed {} requests in {:.1} s", requests.len(), report.presign_s));
+    progress(&format!(
+        "signed {} requests in {:.1} s",
+        requests.len(),
+        report.presign_s
+    ));
     let database = options.data_dir.join(crate::store::DATABASE_FILE_NAME);
     report.database_mib = std::fs::metadata(&database).map_or(0.0, |metadata| {
         #[allow(clippy::cast_precision_loss)]
         let mib = metadata.len() as f64 / 1_048_576.0;
         round_to(mib, 0)
     });
-    let dns = crate::identity::responder::DnsResponder::start("127.0.0.1:0".parse().map_err(
-        |_| BenchError::InvalidOption(String::from("loopback address")),
-    )?)
+    let dns = crate::identity::responder::DnsResponder::start(
+        "127.0.0.1:0"
+            .parse()
+            .map_err(|_| BenchError::InvalidOption(String::from("loopback address")))?,
+    )
     .map_err(|source| BenchError::Io {
         what: String::from("starting the DNS responder"),
         source,

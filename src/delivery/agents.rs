@@ -118,12 +118,12 @@ impl Outbound {
         let policy = self.policy.clone();
         tokio::task::spawn_blocking(move || match action {
             OutboundAction::TrustRequest => {
-                queue::queue_trust_request_entry(storage.as_ref(), &artifact, entry, &now, &policy)
+                queue::queue_trust_request_entry(storage.as_ref(), &artifact, &entry, &now, &policy)
                     .map(drop)
             }
-            OutboundAction::TrustRespond => respond(storage.as_ref(), &artifact, entry),
+            OutboundAction::TrustRespond => respond(storage.as_ref(), &artifact, &entry),
             OutboundAction::Send { require_trust } => {
-                send(storage.as_ref(), &artifact, entry, require_trust, &now)
+                send(storage.as_ref(), &artifact, &entry, require_trust, &now)
             }
         })
         .await
@@ -137,7 +137,7 @@ impl Outbound {
 fn respond(
     storage: &dyn Storage,
     artifact: &crate::protocol::json::Object,
-    entry: NewOutboxEntry,
+    entry: &NewOutboxEntry,
 ) -> Result<(), QueueError> {
     let (owner, requester) = (entry.from.clone(), entry.to.clone());
     let id = compute_trust_id(&requester, &owner);
@@ -177,7 +177,7 @@ fn respond(
 fn send(
     storage: &dyn Storage,
     artifact: &crate::protocol::json::Object,
-    entry: NewOutboxEntry,
+    entry: &NewOutboxEntry,
     require_trust: bool,
     now: &Timestamp,
 ) -> Result<(), QueueError> {

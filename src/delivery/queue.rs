@@ -130,7 +130,7 @@ pub fn queue_trust_request(
     policy: &TrustPolicy,
 ) -> Result<(TrustRecord, MailboxEntry), QueueError> {
     let entry = outbox_entry(artifact, now.clone())?;
-    queue_trust_request_entry(storage, artifact, entry, now, policy)
+    queue_trust_request_entry(storage, artifact, &entry, now, policy)
 }
 
 /// [`queue_trust_request`] of an outbox entry made beforehand (an agent's, which
@@ -138,7 +138,7 @@ pub fn queue_trust_request(
 pub fn queue_trust_request_entry(
     storage: &dyn Storage,
     artifact: &Object,
-    entry: NewOutboxEntry,
+    entry: &NewOutboxEntry,
     now: &Timestamp,
     policy: &TrustPolicy,
 ) -> Result<(TrustRecord, MailboxEntry), QueueError> {

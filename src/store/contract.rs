@@ -383,6 +383,9 @@ pub trait MailboxStore: Send + Sync {
     }
 }
 
+/// An enrollment token with the key it is stored under.
+pub type KeyedToken = ([u8; 32], EnrollmentToken);
+
 /// Enrollment tokens and agent sessions (`07-agents-auth.md` §6.7).
 ///
 /// Reads are async; every change is made in a [`Storage::transact`] (the agent
@@ -399,7 +402,7 @@ pub trait AgentStore: Send + Sync {
     ) -> BoxFuture<'a, StoreResult<Vec<AgentSession>>>;
 
     /// Every stored enrollment token with its key, in key order.
-    fn enrollment_tokens(&self) -> BoxFuture<'_, StoreResult<Vec<([u8; 32], EnrollmentToken)>>>;
+    fn enrollment_tokens(&self) -> BoxFuture<'_, StoreResult<Vec<KeyedToken>>>;
 
     /// Removes the enrollment tokens and sessions that expired before `now_millis`,
     /// in one transaction; how many of each. **Blocking.**

@@ -41,8 +41,8 @@ pub use self::redb::{
     RedbOptions, RedbStore, SCHEMA_VERSION, Snapshot, WriteBatch,
 };
 pub use contract::{
-    AgentStore, InboundGroup, InboundTransaction, MailboxStore, Maintenance, OutboxStats,
-    OutboxStore, Storage, StoreTransaction,
+    AgentStore, InboundGroup, InboundTransaction, KeyedToken, MailboxStore, Maintenance,
+    OutboxStats, OutboxStore, Storage, StoreTransaction,
 };
 pub use error::{RecordKind, RecordProblem, StoreError, StoreResult};
 pub use json_storage::JsonFilesStorage;

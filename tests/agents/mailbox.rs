@@ -410,7 +410,7 @@ async fn drafts_are_created_updated_and_deleted() {
         )
         .await
         .unwrap();
-    assert_eq!(drafts.artifact_ids(), [draft_id.clone()]);
+    assert_eq!(drafts.artifact_ids(), std::slice::from_ref(&draft_id));
 
     // A document of another type than the draft's is refused; the right one replaces it.
     let mut wrong = json::Object::new();
@@ -476,7 +476,7 @@ async fn drafts_are_created_updated_and_deleted() {
 
     // Delete: to the trash.
     let done = agent.delete(Mailbox::Draft, &[&draft_id]).await.unwrap();
-    assert_eq!(done.updated, [draft_id.clone()]);
+    assert_eq!(done.updated, std::slice::from_ref(&draft_id));
     let trash = agent.fetch(Mailbox::Trash, &Query::new()).await.unwrap();
     assert_eq!(trash.artifact_ids(), [draft_id]);
     server.stop().await;

@@ -133,7 +133,7 @@ async fn a_document_is_delegated_queued_and_can_be_cancelled() {
         .delete(Mailbox::Outbox, &[&queued.artifact_id])
         .await
         .unwrap();
-    assert_eq!(done.updated, [queued.artifact_id.clone()]);
+    assert_eq!(done.updated, std::slice::from_ref(&queued.artifact_id));
     assert!(done.in_flight.is_empty());
     let trash = agent.fetch(Mailbox::Trash, &Query::new()).await.unwrap();
     let meta = trash.results[0]

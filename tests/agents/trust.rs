@@ -115,7 +115,7 @@ async fn the_owner_lists_updates_and_deletes_its_own_records() {
         .trust_delete(&[&outbound, "feed", &foreign])
         .await
         .unwrap();
-    assert_eq!(done.updated, [outbound.clone()]);
+    assert_eq!(done.updated, std::slice::from_ref(&outbound));
     assert_eq!(done.not_found, ["feed".to_owned(), foreign.clone()]);
     assert!(
         server

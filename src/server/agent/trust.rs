@@ -205,36 +205,30 @@ impl Pipeline {
         }
         let id = id.to_lowercase();
         let owner = verified.owner.as_str().to_owned();
-        let updated = transact(
-            &self.storage,
-            &verified.owner.as_str().to_owned(),
-            move |transaction| {
-                let mut updated = Vec::new();
-                for perspective in Perspective::ALL {
-                    let Some(record) = transaction.trust(perspective, &id)? else {
-                        continue;
-                    };
-                    if !owned_by(perspective, &record, &owner) {
-                        continue;
-                    }
-                    let record = transaction.update_trust(perspective, &id, decision.patch())?;
-                    if is_agent_record(perspective, &record)
-                        && record.status != TrustStatus::Accepted
-                    {
-                        transaction.delete_session(&record.sender_id)?;
-                    }
-                    updated.push(record);
+        let updated = transact(&self.storage, verified.owner.as_str(), move |transaction| {
+            let mut updated = Vec::new();
+            for perspective in Perspective::ALL {
+                let Some(record) = transaction.trust(perspective, &id)? else {
+                    continue;
+                };
+                if !owned_by(perspective, &record, &owner) {
+                    continue;
                 }
-                if updated.is_empty() {
-                    let error = ProtocolError::new(
-                        ErrorCode::TrustNonExistent,
-                        format!("no trust record {id} of this identity"),
-                    );
-                    return Ok(Err(error));
+                let record = transaction.update_trust(perspective, &id, decision.patch())?;
+                if is_agent_record(perspective, &record) && record.status != TrustStatus::Accepted {
+                    transaction.delete_session(&record.sender_id)?;
                 }
-                Ok(Ok(updated))
-            },
-        )
+                updated.push(record);
+            }
+            if updated.is_empty() {
+                let error = ProtocolError::new(
+                    ErrorCode::TrustNonExistent,
+                    format!("no trust record {id} of this identity"),
+                );
+                return Ok(Err(error));
+            }
+            Ok(Ok(updated))
+        })
         .await?;
         let mut answer = Object::new();
         let total = count(u64::try_from(updated.len()).unwrap_or(u64::MAX));
@@ -259,10 +253,8 @@ impl Pipeline {
     ) -> Result<Reply, ProtocolError> {
         let ids = documents::ids(verified.document())?;
         let owner = verified.owner.as_str().to_owned();
-        let (deleted, not_found) = transact(
-            &self.storage,
-            &verified.owner.as_str().to_owned(),
-            move |transaction| {
+        let (deleted, not_found) =
+            transact(&self.storage, verified.owner.as_str(), move |transaction| {
                 let (mut deleted, mut not_found) = (Vec::new(), Vec::new());
                 for id in &ids {
                     let mut found = false;
@@ -286,9 +278,8 @@ impl Pipeline {
                     }
                 }
                 Ok(Ok((deleted, not_found)))
-            },
-        )
-        .await?;
+            })
+            .await?;
         let strings = |ids: Vec<String>| Value::Array(ids.into_iter().map(Value::from).collect());
         let mut answer = Object::new();
         answer.insert("updated", strings(deleted));

@@ -4,8 +4,8 @@
 //! the storage's [`Storage::transact`](crate::store::Storage::transact).
 
 use super::JsonFilesStorage;
-use crate::store::contract::AgentStore;
-use crate::store::{AgentSession, BoxFuture, EnrollmentToken, StoreError, StoreResult};
+use crate::store::contract::{AgentStore, KeyedToken};
+use crate::store::{AgentSession, BoxFuture, StoreError, StoreResult};
 
 impl JsonFilesStorage {
     fn inner_agents(&self) -> StoreResult<&dyn AgentStore> {
@@ -31,7 +31,7 @@ impl AgentStore for JsonFilesStorage {
         Box::pin(async move { self.inner_agents()?.sessions(owner).await })
     }
 
-    fn enrollment_tokens(&self) -> BoxFuture<'_, StoreResult<Vec<([u8; 32], EnrollmentToken)>>> {
+    fn enrollment_tokens(&self) -> BoxFuture<'_, StoreResult<Vec<KeyedToken>>> {
         Box::pin(async move { self.inner_agents()?.enrollment_tokens().await })
     }
 

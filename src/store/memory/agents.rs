@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use super::{MemoryStorage, MemoryTransaction, Undo, lock, ready};
-use crate::store::contract::AgentStore;
+use crate::store::contract::{AgentStore, KeyedToken};
 use crate::store::{AgentSession, BoxFuture, EnrollmentToken, StoreResult};
 
 /// Tokens by the hash of their lookup key, sessions by agent id.
@@ -100,7 +100,7 @@ impl AgentStore for MemoryStorage {
             .collect()))
     }
 
-    fn enrollment_tokens(&self) -> BoxFuture<'_, StoreResult<Vec<([u8; 32], EnrollmentToken)>>> {
+    fn enrollment_tokens(&self) -> BoxFuture<'_, StoreResult<Vec<KeyedToken>>> {
         let state = lock(&self.inner.agents.state);
         ready(Ok(state
             .tokens

@@ -9,7 +9,7 @@ use std::ops::Bound;
 
 use redb::ReadableTable;
 
-use crate::store::contract::AgentStore;
+use crate::store::contract::{AgentStore, KeyedToken};
 use crate::store::keys::prefix_end;
 use crate::store::keys::string_part;
 use crate::store::{
@@ -329,7 +329,7 @@ impl AgentStore for RedbStore {
         })
     }
 
-    fn enrollment_tokens(&self) -> BoxFuture<'_, StoreResult<Vec<([u8; 32], EnrollmentToken)>>> {
+    fn enrollment_tokens(&self) -> BoxFuture<'_, StoreResult<Vec<KeyedToken>>> {
         blocking(self, |store| {
             store.read(|snapshot| snapshot.enrollment_tokens())
         })

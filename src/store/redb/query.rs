@@ -77,14 +77,9 @@ impl Snapshot<'_> {
             Some(since) => concat(&[&prefix, &instant_part(since)]),
             None => prefix.clone(),
         };
-        let high = match query.until {
-            Some(until) => Some(concat(&[
-                &prefix,
-                &instant_part(until),
-                &u64::MAX.to_be_bytes(),
-            ])),
-            None => None,
-        };
+        let high = query
+            .until
+            .map(|until| concat(&[&prefix, &instant_part(until), &u64::MAX.to_be_bytes()]));
         let window_start = Bound::Included(low.clone());
         let window_end = match &high {
             Some(high) => Bound::Included(high.clone()),
