@@ -224,3 +224,121 @@ fn notice(
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{MemoryStorage, NewOutboxEntry};
+
+    const OWNER: &str = "billing$vendor.test";
+
+    fn at(millis: i64) -> Timestamp {
+        Timestamp::from_millis(millis).unwrap()
+    }
+
+    /// An entry queued at `T0`, claimed.
+    fn queued(storage: &MemoryStorage) -> MailboxEntry {
+        let mut claimed = None;
+        storage
+            .transact(OWNER, &mut |tx| {
+                claimed = Some(tx.enqueue(NewOutboxEntry {
+                    owner: OWNER.to_owned(),
+                    artifact_id: "a1".to_owned(),
+                    artifact_type: "BTPS_DOC".to_owned(),
+                    from: OWNER.to_owned(),
+                    to: "pay$client.test".to_owned(),
+                    title: None,
+                    raw: br#"{"id":"a1"}"#.to_vec(),
+                    queued_at: at(T0),
+                    agent_artifact_id: None,
+                    agent_id: None,
+                })?);
+                Ok(())
+            })
+            .unwrap();
+        claimed.unwrap()
+    }
+
+    const T0: i64 = 1_735_689_600_000;
+
+    fn end(storage: &MemoryStorage, entry: &MailboxEntry, outcome: &Outcome, now: i64) -> Finished {
+        let schedule = RetrySchedule::new(vec![Duration::from_secs(60); 2]);
+        let from = Identity::parse("admin$vendor.test").unwrap();
+        let now = at(now);
+        let context = FinishContext {
+            schedule: &schedule,
+            jitter: 0.0,
+            notice_from: &from,
+            delay_notice_after: Some(Duration::from_secs(90)),
+            now: &now,
+        };
+        finish(storage, entry, outcome, &Destination::default(), &context).unwrap()
+    }
+
+    fn inbox(storage: &MemoryStorage) -> Vec<MailboxEntry> {
+        storage
+            .memory_mailboxes()
+            .all()
+            .into_iter()
+            .filter(|entry| entry.mailbox == Mailbox::Inbox)
+            .collect()
+    }
+
+    #[test]
+    fn transient_failures_retry_on_schedule_then_fail_with_one_delay_and_one_final_notice() {
+        let storage = MemoryStorage::new();
+        let entry = queued(&storage);
+        let down = Outcome::Transient(Failure::connect("refused"));
+        assert_eq!(
+            end(&storage, &entry, &down, T0 + 1_000),
+            Finished::Retry(at(T0 + 61_000))
+        );
+        assert!(inbox(&storage).is_empty(), "not delayed yet");
+        // The second failure passes the 90 s mark: one delay notice.
+        assert_eq!(
+            end(&storage, &entry, &down, T0 + 100_000),
+            Finished::Retry(at(T0 + 160_000))
+        );
+        let notices = inbox(&storage);
+        assert_eq!(notices.len(), 1);
+        let text = String::from_utf8(notices[0].raw.clone()).unwrap();
+        assert!(
+            text.contains("BTP_DELIVERY_DELAYED") && text.contains(r#""final":false"#),
+            "{text}"
+        );
+        // The schedule is used up: the entry fails, a final notice follows.
+        assert_eq!(end(&storage, &entry, &down, T0 + 200_000), Finished::Failed);
+        let notices = inbox(&storage);
+        assert_eq!(notices.len(), 2);
+        let last = String::from_utf8(notices[1].raw.clone()).unwrap();
+        assert!(
+            last.contains(r#""retryCount":2"#) && last.contains(r#""final":true"#),
+            "{last}"
+        );
+        assert!(last.contains(r#""recipient":"pay$client.test""#), "{last}");
+        assert!(last.contains(r#""document":{"id":"a1"}"#), "{last}");
+        assert_eq!(notices[1].kind, EntryKind::DeliveryFailure);
+        assert_eq!(notices[1].owner, OWNER);
+        // Nothing is left in the outbox; a late end changes nothing.
+        assert_eq!(end(&storage, &entry, &down, T0 + 300_000), Finished::Gone);
+    }
+
+    #[test]
+    fn delivery_moves_the_entry_to_the_sentbox_with_the_answer_id() {
+        let storage = MemoryStorage::new();
+        let entry = queued(&storage);
+        let delivered = Outcome::Delivered {
+            response_id: Some("answer-1".to_owned()),
+        };
+        assert_eq!(
+            end(&storage, &entry, &delivered, T0 + 5),
+            Finished::Delivered
+        );
+        let stored = storage.memory_mailboxes().all();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].mailbox, Mailbox::Sentbox);
+        assert_eq!(stored[0].meta.response_id.as_deref(), Some("answer-1"));
+        assert_eq!(stored[0].meta.attempts, 1);
+        assert_eq!(stored[0].meta.delivered_at, Some(at(T0 + 5)));
+    }
+}

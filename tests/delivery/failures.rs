@@ -164,3 +164,81 @@ fn two_hundred_queued_entries_survive_a_kill_and_are_delivered_once_each() {
     vendor.stop();
     client.stop();
 }
+
+#[test]
+fn without_the_delegator_key_in_dns_nothing_is_signed_and_the_operator_is_told_why() {
+    let world = World::new();
+    let (mut vendor, _client) = world.pair();
+    let delegator = btps::identity::Identity::parse("admin$vendor.test").unwrap();
+    world.dns.remove(&delegator.key_record_name("btps1"));
+    vendor.start();
+    let document = world.dir.join("invoice.json");
+    std::fs::write(&document, super::invoice_document("Unsigned")).unwrap();
+    let output = vendor.btps(&[
+        "send",
+        "--from",
+        VENDOR,
+        "--to",
+        CLIENT,
+        "--type",
+        "BTPS_DOC",
+        "--document",
+        document.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the delegator admin$vendor.test cannot sign for vendor.test")
+            && stderr.contains("btps1._btps.identity.admin.vendor.test"),
+        "{stderr}"
+    );
+    assert!(list(&vendor, &["outbox", "list"]).is_empty());
+    vendor.stop();
+}
+
+#[test]
+fn an_operator_retries_one_entry_now_and_cancels_another() {
+    let world = World::new();
+    let (mut vendor, mut client) = world.pair();
+    trusted(&client);
+    vendor.set_env("BTPS_DELIVERY_RETRY_SCHEDULE_MS", "600000");
+    vendor.start();
+    let mut admin = vendor.admin();
+    let first = vendor.queue_invoice(&mut admin, VENDOR, CLIENT, "Retried");
+    let second = vendor.queue_invoice(&mut admin, VENDOR, CLIENT, "Cancelled");
+    // The first fails once and waits ten minutes; the second waits behind it.
+    let id = first["id"].to_string();
+    let waiting = eventually(Duration::from_secs(20), "a failed attempt", || {
+        let shown = vendor.json(&["outbox", "show", &id]);
+        (shown["state"] == "retry_wait").then_some(shown)
+    });
+    assert_eq!(waiting["attempts"], 1);
+    let cancelled = vendor.json(&["outbox", "cancel", &second["id"].to_string()]);
+    assert_eq!(cancelled["state"], "cancelled");
+    assert_eq!(cancelled["mailbox"], "trash");
+    let again = vendor.btps(&["outbox", "cancel", &second["id"].to_string()]);
+    assert_eq!(
+        again.status.code(),
+        Some(2),
+        "a cancelled entry is not in the outbox"
+    );
+
+    client.start();
+    let retried = vendor.json(&["outbox", "retry", &id]);
+    assert_eq!(retried["attempts"], 1, "attempts unchanged");
+    eventually(
+        Duration::from_secs(20),
+        "delivered right after the retry",
+        || {
+            let sent = list(&vendor, &["sentbox", "list", VENDOR]);
+            (sent.len() == 1).then_some(())
+        },
+    );
+    assert_eq!(
+        inbox_ids(&client, CLIENT),
+        [first["artifactId"].as_str().unwrap()]
+    );
+    assert!(list(&vendor, &["outbox", "list"]).is_empty());
+    vendor.stop();
+    client.stop();
+}

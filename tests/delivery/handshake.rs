@@ -15,6 +15,7 @@ fn entries(value: &Value) -> Vec<Value> {
 fn request_accept_and_an_invoice_travel_between_two_appliances() {
     let world = World::new();
     let (mut vendor, mut client) = world.pair();
+    vendor.set_env("BTPS_HTTP_LISTEN", "127.0.0.1:0");
     vendor.start();
     client.start();
 
@@ -153,6 +154,80 @@ fn request_accept_and_an_invoice_travel_between_two_appliances() {
     // The id of the client's answer is recorded.
     assert!(!stored["responseId"].as_str().unwrap().is_empty());
 
+    // Encrypted to the client's key from DNS: only its owner reads the document.
+    let encrypted = vendor.json(&[
+        "send",
+        "--from",
+        VENDOR,
+        "--to",
+        CLIENT,
+        "--type",
+        "BTPS_DOC",
+        "--document",
+        document.to_str().unwrap(),
+        "--encrypt",
+    ]);
+    let encrypted_id = encrypted["artifactId"].as_str().unwrap().to_owned();
+    let received = eventually(
+        Duration::from_secs(20),
+        "the encrypted invoice arrives",
+        || {
+            let inbox = client.json(&["inbox", "list", CLIENT]);
+            inbox["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|entry| entry["artifactId"] == encrypted_id.as_str())
+                .cloned()
+        },
+    );
+    let shown = client.json(&["inbox", "show", &received["entryId"].to_string()]);
+    let text = shown["artifact"].as_str().unwrap();
+    let artifact: Value = serde_json::from_str(text).unwrap();
+    assert_eq!(artifact["encryption"]["algorithm"], "aes-256-gcm");
+    assert!(artifact["document"].is_string(), "ciphertext");
+    let path = world.dir.join("encrypted.json");
+    std::fs::write(&path, text).unwrap();
+    let key = world.dir.join("finance.key.pem");
+    std::fs::write(&key, crate::util::vector_text("keys/finance.key.pem")).unwrap();
+    let decrypted = std::process::Command::new(env!("CARGO_BIN_EXE_btps"))
+        .args([
+            "verify",
+            path.to_str().unwrap(),
+            "--decrypt-key",
+            key.to_str().unwrap(),
+            "--dns-server",
+        ])
+        .arg(world.dns.local_addr().to_string())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&decrypted.stdout);
+    assert!(
+        decrypted.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&decrypted.stderr)
+    );
+    assert!(out.contains("Invoice 42"), "{out}");
+
+    // The vendor's metrics saw three deliveries and an empty outbox.
+    let samples = vendor.metrics();
+    let metric = |name: &str, labels: &[(&str, &str)]| crate::http::value(&samples, name, labels);
+    assert_eq!(
+        metric("btps_delivery_attempts_total", &[("class", "delivered")]),
+        3.0
+    );
+    assert_eq!(
+        metric("btps_outbox_events_total", &[("event", "delivered")]),
+        3.0
+    );
+    assert_eq!(
+        metric("btps_outbox_events_total", &[("event", "queued")]),
+        3.0
+    );
+    assert_eq!(metric("btps_outbox_entries", &[]), 0.0);
+    assert_eq!(metric("btps_outbox_in_flight", &[]), 0.0);
+    assert_eq!(metric("btps_outbox_oldest_age_seconds", &[]), 0.0);
+
     vendor.stop();
     client.stop();
 }
@@ -198,4 +273,75 @@ fn a_decision_without_notify_sends_nothing_and_one_on_a_settled_record_says_why(
     assert_eq!(shown["outbound"]["status"], "pending");
     vendor.stop();
     client.stop();
+}
+
+#[test]
+fn both_parties_on_one_appliance_are_served_in_process() {
+    let world = World::new();
+    let (mut vendor, _unused) = world.pair();
+    vendor.also_host(&world, "client.test", CLIENT, "finance");
+    vendor.start();
+    let one = &vendor;
+
+    one.json(&[
+        "trust",
+        "request",
+        VENDOR,
+        CLIENT,
+        "--name",
+        "V",
+        "--email",
+        "v@vendor.test",
+        "--reason",
+        "r",
+        "--phone",
+        "1",
+    ]);
+    let pending = eventually(
+        Duration::from_secs(20),
+        "the request is delivered in-process",
+        || {
+            let shown = one.json(&["trust", "show", VENDOR, CLIENT]);
+            (shown["inbound"]["status"] == "pending").then_some(shown)
+        },
+    );
+    // Both perspectives of one relationship live side by side (05-trust.md §6.6).
+    assert_eq!(pending["outbound"]["status"], "pending");
+    let accepted = one.json(&["trust", "accept", VENDOR, CLIENT]);
+    assert_eq!(accepted["notification"]["entry"]["type"], "TRUST_RES");
+    eventually(
+        Duration::from_secs(20),
+        "the answer is applied to the requesting side",
+        || {
+            let shown = one.json(&["trust", "show", VENDOR, CLIENT]);
+            (shown["outbound"]["status"] == "accepted").then_some(())
+        },
+    );
+    let mut admin = one.admin();
+    let queued = one.queue_invoice(&mut admin, VENDOR, CLIENT, "Local invoice");
+    let artifact = queued["artifactId"].as_str().unwrap().to_owned();
+    eventually(
+        Duration::from_secs(20),
+        "the invoice is in the client's inbox",
+        || {
+            let inbox = one.json(&["inbox", "list", CLIENT]);
+            inbox["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|entry| entry["artifactId"] == artifact.as_str())
+                .then_some(())
+        },
+    );
+    let sent = entries(&one.json(&["sentbox", "list", VENDOR]));
+    let types: Vec<&str> = sent
+        .iter()
+        .map(|entry| entry["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["BTPS_DOC", "TRUST_REQ"], "newest first");
+    let client_sent = entries(&one.json(&["sentbox", "list", CLIENT]));
+    assert_eq!(client_sent.len(), 1);
+    assert_eq!(client_sent[0]["type"], "TRUST_RES");
+    assert!(entries(&one.json(&["outbox", "list"])).is_empty());
+    vendor.stop();
 }

@@ -3,6 +3,7 @@
 //! through `delivery.ca_file`), and one DNS responder on loopback publishing both
 //! domains' host records and delegator keys.
 
+mod bench;
 mod failures;
 mod handshake;
 mod reference;
@@ -84,10 +85,15 @@ pub(crate) struct Appliance {
     pub(crate) domain: &'static str,
     pub(crate) data: PathBuf,
     pub(crate) port: u16,
+    /// Every domain it hosts (`BTPS_HOSTED_DOMAINS`).
+    hosted: Vec<String>,
+    server_key: &'static str,
     ca_file: PathBuf,
     dns: SocketAddr,
     extra_env: Vec<(String, String)>,
     child: Option<Child>,
+    /// The HTTP endpoint's address, when it is on (`BTPS_HTTP_LISTEN`).
+    pub(crate) http: Option<SocketAddr>,
 }
 
 impl Appliance {
@@ -98,12 +104,18 @@ impl Appliance {
         world: &World,
         domain: &'static str,
         identities: &[(&str, &str)],
-        server_key: &str,
+        server_key: &'static str,
     ) -> Appliance {
         let data = world.dir.join(domain);
         let store = RedbStore::open_dir(&data, &RedbOptions::default()).unwrap();
         for (identity, key) in identities {
             host(&store, identity, key);
+            // The identity's own key record, for senders that encrypt to it.
+            world.dns.publish_key(
+                &Identity::parse(identity).unwrap(),
+                "btps1",
+                &vector_key(key).public_key().to_base64(),
+            );
         }
         drop(store);
         let key = vector_key(server_key);
@@ -128,6 +140,8 @@ impl Appliance {
             domain,
             data,
             port,
+            hosted: vec![domain.to_owned()],
+            server_key,
             ca_file: world.ca.pem_path.clone(),
             dns: world.dns.local_addr(),
             extra_env: vec![
@@ -138,7 +152,31 @@ impl Appliance {
                 ),
             ],
             child: None,
+            http: None,
         }
+    }
+
+    /// Sets an environment variable of the next starts.
+    pub(crate) fn set_env(&mut self, name: &str, value: &str) {
+        self.extra_env.retain(|(existing, _)| existing != name);
+        self.extra_env.push((name.to_owned(), value.to_owned()));
+    }
+
+    /// Hosts `domain` as well (its host record names this appliance, its delegator
+    /// key is the server key) and `identity` of it, with the vector key `key`.
+    pub(crate) fn also_host(&mut self, world: &World, domain: &str, identity: &str, key: &str) {
+        let store = RedbStore::open_dir(&self.data, &RedbOptions::default()).unwrap();
+        host(&store, identity, key);
+        drop(store);
+        world
+            .dns
+            .publish_host(domain, &format!("127.0.0.1:{}", self.port), "btps1");
+        world.dns.publish_key(
+            &Identity::parse(&format!("admin${domain}")).unwrap(),
+            "btps1",
+            &vector_key(self.server_key).public_key().to_base64(),
+        );
+        self.hosted.push(domain.to_owned());
     }
 
     /// Starts `btps serve` and waits until it listens.
@@ -156,7 +194,7 @@ impl Appliance {
             .env_remove("BTPS_CONFIG")
             .env_remove("BTPS_ADMIN_SOCKET")
             .env("BTPS_HTTP_LISTEN", "off")
-            .env("BTPS_HOSTED_DOMAINS", self.domain)
+            .env("BTPS_HOSTED_DOMAINS", self.hosted.join(","))
             .env("BTPS_DELIVERY_CA_FILE", &self.ca_file)
             // Negative DNS answers are not kept: tests publish records as they go.
             .env("BTPS_DNS_CACHE_NEGATIVE_TTL_MS", "1")
@@ -172,6 +210,9 @@ impl Appliance {
                 .next()
                 .unwrap_or_else(|| panic!("btps serve of {} exited before listening", self.domain))
                 .unwrap();
+            if let Some(address) = line.strip_prefix("btps http endpoint on http://") {
+                self.http = Some(address.trim().parse().unwrap());
+            }
             if line.starts_with("btps listening on ") {
                 break;
             }
@@ -193,6 +234,21 @@ impl Appliance {
         let mut child = self.child.take().expect("running");
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    /// `GET /metrics` of the running server (its HTTP endpoint must be on).
+    pub(crate) fn metrics(&self) -> Vec<crate::http::Sample> {
+        use std::io::{Read, Write};
+        let address = self.http.expect("the HTTP endpoint is on");
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: btps\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        crate::http::parse_prometheus(body)
     }
 
     /// Runs the CLI against this appliance's data directory.
