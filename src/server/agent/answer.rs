@@ -51,4 +51,38 @@ impl Pipeline {
         }
         Ok(Reply::respond(&answer, After::KeepOpen))
     }
+
+    /// [`Self::agent_answer`] of a query result given as JSON text: the stored
+    /// artifacts go into the answer byte for byte, without being parsed and written
+    /// out again (`document_text` must be one JSON object on one line).
+    pub(super) fn agent_answer_text(
+        &self,
+        verified: &Verified<'_>,
+        message: &str,
+        document_text: String,
+    ) -> Result<Reply, ProtocolError> {
+        if self.agents.policy.encrypt_answers {
+            // Encrypted, the text is the plaintext as it is.
+            return self.agent_answer(
+                verified,
+                message,
+                Value::from(document_text),
+                Content::QueryResult,
+            );
+        }
+        let answer = response::success(message, Some(&verified.artifact.id));
+        let mut line = answer.to_canonical();
+        // The envelope is an object: its text ends with the closing brace.
+        line.pop();
+        line.reserve(document_text.len() + 13);
+        line.push_str(",\"document\":");
+        line.push_str(&document_text);
+        line.push('}');
+        Ok(Reply {
+            line: Some(line),
+            after: After::KeepOpen,
+            request_id: None,
+            answered_error: None,
+        })
+    }
 }

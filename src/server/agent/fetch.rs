@@ -8,11 +8,10 @@
 //! verifiable), with the mailbox's own `meta`.
 
 use crate::protocol::ProtocolError;
-use crate::protocol::json::{self, Object, Value};
+use crate::protocol::json::{Object, Value};
 use crate::server::pipeline::{Pipeline, Reply, storage_failure};
 use crate::store::{ListingPosition, Mailbox, MailboxEntry, MailboxQuery, Timestamp};
 
-use super::answer::Content;
 use super::cursor::{self, Position};
 use super::{Verified, documents};
 
@@ -58,30 +57,38 @@ impl Pipeline {
             .query(owner, mailbox, &query)
             .await
             .map_err(storage_failure)?;
-        let results = page
-            .items
-            .iter()
-            .map(result_entry)
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut answer = Object::new();
-        answer.insert("results", Value::Array(results));
+        let mut text = String::with_capacity(
+            page.items
+                .iter()
+                .map(|entry| entry.raw.len() + 200)
+                .sum::<usize>()
+                + 100,
+        );
+        text.push_str("{\"results\":[");
+        for (index, entry) in page.items.iter().enumerate() {
+            if index > 0 {
+                text.push(',');
+            }
+            push_result(&mut text, entry)?;
+        }
+        text.push(']');
         if page.has_next
             && let Some(last) = page.items.last()
         {
             let position = Position::Entry(ListingPosition::of(last));
-            answer.insert(
-                "cursor",
-                cursor::encode(query.newest_first, &position, &digest),
+            text.push_str(",\"cursor\":");
+            text.push_str(
+                &Value::from(cursor::encode(query.newest_first, &position, &digest)).to_canonical(),
             );
         }
-        answer.insert("total", count(page.total));
-        answer.insert("hasNext", page.has_next);
-        self.agent_answer(
-            verified,
-            "success",
-            Value::Object(answer),
-            Content::QueryResult,
-        )
+        text.push_str(",\"total\":");
+        text.push_str(&Value::from(count(page.total)).to_canonical());
+        text.push_str(if page.has_next {
+            ",\"hasNext\":true}"
+        } else {
+            ",\"hasNext\":false}"
+        });
+        self.agent_answer_text(verified, "success", text)
     }
 }
 
@@ -92,16 +99,26 @@ pub(super) fn count(value: u64) -> f64 {
     number
 }
 
-/// One result: the artifact as stored and the mailbox's meta (§5.2).
-fn result_entry(entry: &MailboxEntry) -> Result<Value, ProtocolError> {
-    let text = std::str::from_utf8(&entry.raw)
+/// One result, `{"artifact": <the artifact as stored>, "meta": {…}}` (§5.2): the
+/// artifact's bytes go in as they were received or built — valid JSON by
+/// construction (they were parsed before they were stored), so the sender's
+/// signature stays verifiable byte for byte.
+fn push_result(text: &mut String, entry: &MailboxEntry) -> Result<(), ProtocolError> {
+    let raw = std::str::from_utf8(&entry.raw)
         .map_err(|_| storage_failure(format!("mailbox entry {} is not UTF-8", entry.entry_id)))?;
-    let artifact = json::parse(text)
-        .map_err(|error| storage_failure(format!("mailbox entry {}: {error}", entry.entry_id)))?;
-    let mut result = Object::new();
-    result.insert("artifact", artifact);
-    result.insert("meta", meta(entry));
-    Ok(Value::Object(result))
+    let raw = raw.trim_matches([' ', '\t', '\r', '\n']);
+    if !(raw.starts_with('{') && raw.ends_with('}')) || raw.contains('\n') {
+        return Err(storage_failure(format!(
+            "mailbox entry {} does not hold a JSON object",
+            entry.entry_id
+        )));
+    }
+    text.push_str("{\"artifact\":");
+    text.push_str(raw);
+    text.push_str(",\"meta\":");
+    text.push_str(&meta(entry).to_canonical());
+    text.push('}');
+    Ok(())
 }
 
 /// The `meta` of an entry: what its mailbox knows of it, and its `entryId`.

@@ -12,7 +12,9 @@ use crate::server::builder::{Service, ServiceContext};
 use crate::store::{PageRequest, Perspective, Storage, StoreError, Timestamp};
 
 /// Agent trust records removed per sweep at most (the next sweep takes the rest).
-const RECORDS_PER_SWEEP: u32 = 500;
+const RECORDS_PER_SWEEP: usize = 500;
+/// The page size of the expiry index while looking for them.
+const PAGE: u32 = 500;
 
 /// What one sweep removed.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -45,21 +47,30 @@ impl AgentSweeper {
         }
         let now = Timestamp::now().millis();
         let grace = i64::try_from(self.grace.as_millis()).unwrap_or(i64::MAX);
-        let expired = storage
-            .trust()
-            .list_expiring_before(
-                Perspective::Inbound,
-                now.saturating_sub(grace),
-                None,
-                PageRequest::first(RECORDS_PER_SWEEP),
-            )
-            .await?;
-        let agents: Vec<(String, String, String)> = expired
-            .items
-            .into_iter()
-            .filter(|record| !is_schema_identity(&record.sender_id))
-            .map(|record| (record.id, record.sender_id, record.receiver_id))
-            .collect();
+        // Partner records expire too: page through the expiry index, keeping the
+        // agents' (at most RECORDS_PER_SWEEP a sweep; the next sweep takes the rest).
+        let mut agents: Vec<(String, String, String)> = Vec::new();
+        let mut page = PageRequest::first(PAGE);
+        loop {
+            let expired = storage
+                .trust()
+                .list_expiring_before(Perspective::Inbound, now.saturating_sub(grace), None, page)
+                .await?;
+            agents.extend(
+                expired
+                    .items
+                    .into_iter()
+                    .filter(|record| !is_schema_identity(&record.sender_id))
+                    .map(|record| (record.id, record.sender_id, record.receiver_id)),
+            );
+            match expired.next {
+                Some(next) if agents.len() < RECORDS_PER_SWEEP => {
+                    page = PageRequest::after(next, PAGE);
+                }
+                _ => break,
+            }
+        }
+        agents.truncate(RECORDS_PER_SWEEP);
         let storage = Arc::clone(storage);
         tokio::task::spawn_blocking(move || {
             let Some(store) = storage.agents() else {
