@@ -10,8 +10,9 @@
 //!
 //! * `trust.request`: the requesting side's guard and pending record
 //!   ([`queue::queue_trust_request_entry`]), and the entry;
-//! * `trust.respond`: the receiving side's record must be `pending`; its decision
-//!   (when the document is readable) is applied, and the entry queued;
+//! * `trust.respond`: the receiving side's record must be `pending` (and, when its
+//!   privacy type is `encrypted`, the answer encrypted); a readable decision is
+//!   applied to it, and the entry queued;
 //! * `artifact.send`: with `agents.require_outbound_trust`, an active
 //!   requesting-side record; an `encrypted` privacy type refuses a plain document.
 //!
@@ -158,6 +159,14 @@ fn respond(
             return Err(refused(
                 ErrorCode::TrustNotAllowed,
                 format!("the trust request from {requester} is not pending"),
+            ));
+        }
+        if plain && record.privacy_type == PrivacyType::Encrypted {
+            return Err(QueueError::Refused(
+                ProtocolError::validation(format!(
+                    "{requester} asked for encrypted documents: the answer must be encrypted"
+                ))
+                .with_reason("encryption required by trust"),
             ));
         }
         if let Some(decision) = &decision {
