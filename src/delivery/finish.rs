@@ -31,13 +31,24 @@ pub enum Finished {
     Gone,
 }
 
-/// What the finishing transaction needs besides the attempt.
+/// One attempt, ended: what [`finish_group`] commits.
+#[derive(Clone, Debug)]
+pub struct Attempted {
+    /// The entry as claimed.
+    pub entry: MailboxEntry,
+    /// What the attempt came to.
+    pub outcome: Outcome,
+    /// Where it went.
+    pub destination: Destination,
+    /// Random jitter in `[-1, 1]` for the next delay.
+    pub jitter: f64,
+}
+
+/// What the finishing transaction needs besides the attempts.
 pub struct FinishContext<'a> {
     /// The retry delays.
     pub schedule: &'a RetrySchedule,
-    /// Random jitter in `[-1, 1]` for the next delay.
-    pub jitter: f64,
-    /// The identity notices come from (the owner's domain's server identity).
+    /// The identity notices come from (the owners' domain's server identity).
     pub notice_from: &'a Identity,
     /// After how long in the outbox a delay notice is sent.
     pub delay_notice_after: Option<Duration>,
@@ -45,17 +56,21 @@ pub struct FinishContext<'a> {
     pub now: &'a Timestamp,
 }
 
-/// Commits the end of the attempt on `claimed` (the entry as claimed).
-pub fn finish(
+/// Commits the ends of several attempts on entries of one `owner` in one
+/// transaction (the worker's group commit: one durable write for many
+/// deliveries), in order; what each came to.
+pub fn finish_group(
     storage: &dyn Storage,
-    claimed: &MailboxEntry,
-    outcome: &Outcome,
-    destination: &Destination,
+    owner: &str,
+    attempts: &[Attempted],
     context: &FinishContext<'_>,
-) -> Result<Finished, StoreError> {
-    let mut finished = Finished::Gone;
-    storage.transact(&claimed.owner, &mut |tx| {
-        finished = finish_in(tx, claimed, outcome, destination, context)?;
+) -> Result<Vec<Finished>, StoreError> {
+    let mut finished = Vec::with_capacity(attempts.len());
+    storage.transact(owner, &mut |tx| {
+        finished.clear();
+        for attempted in attempts {
+            finished.push(finish_in(tx, attempted, context)?);
+        }
         Ok(())
     })?;
     Ok(finished)
@@ -63,11 +78,15 @@ pub fn finish(
 
 fn finish_in(
     tx: &mut dyn StoreTransaction,
-    claimed: &MailboxEntry,
-    outcome: &Outcome,
-    destination: &Destination,
+    attempted: &Attempted,
     context: &FinishContext<'_>,
 ) -> Result<Finished, StoreError> {
+    let Attempted {
+        entry: claimed,
+        outcome,
+        destination,
+        jitter,
+    } = attempted;
     let now = context.now;
     let Some(mut entry) = tx.entry(claimed.entry_id)? else {
         return Ok(Finished::Gone);
@@ -91,10 +110,7 @@ fn finish_in(
             return Ok(Finished::Delivered);
         }
         Outcome::Transient(failure) => {
-            if let Some(delay) = context
-                .schedule
-                .delay_after(entry.meta.attempts, context.jitter)
-            {
+            if let Some(delay) = context.schedule.delay_after(entry.meta.attempts, *jitter) {
                 let next = Timestamp::from_millis(
                     now.millis()
                         .saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
@@ -267,12 +283,18 @@ mod tests {
         let now = at(now);
         let context = FinishContext {
             schedule: &schedule,
-            jitter: 0.0,
             notice_from: &from,
             delay_notice_after: Some(Duration::from_secs(90)),
             now: &now,
         };
-        finish(storage, entry, outcome, &Destination::default(), &context).unwrap()
+        let attempted = Attempted {
+            entry: entry.clone(),
+            outcome: outcome.clone(),
+            destination: Destination::default(),
+            jitter: 0.0,
+        };
+        let mut done = finish_group(storage, OWNER, &[attempted], &context).unwrap();
+        done.remove(0)
     }
 
     fn inbox(storage: &MemoryStorage) -> Vec<MailboxEntry> {

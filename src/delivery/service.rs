@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 
 use crate::BoxFuture;
@@ -24,7 +24,7 @@ use crate::protocol::response::parse_response;
 use crate::server::{Pipeline, Service, ServiceContext};
 use crate::store::{MailboxEntry, Storage, Timestamp};
 
-use super::finish::{FinishContext, Finished, finish};
+use super::finish::{Attempted, FinishContext, Finished, finish_group};
 use super::outcome::{Failure, Outcome, classify};
 use super::remote::{Destination, Remote};
 use super::schedule::RetrySchedule;
@@ -105,6 +105,13 @@ impl DeliveryService {
             schedule: self.schedule.clone(),
             config: Arc::clone(&self.config),
         });
+        // Attempts end into the finisher, which commits what has ended together.
+        let (ended, to_finish) = mpsc::unbounded_channel::<Attempted>();
+        let finisher = tokio::spawn(finisher(
+            Arc::clone(&shared),
+            to_finish,
+            Arc::clone(&self.wake),
+        ));
         let mut attempts: JoinSet<()> = JoinSet::new();
         loop {
             let free = limit.saturating_sub(attempts.len());
@@ -122,9 +129,12 @@ impl DeliveryService {
                         for entry in claimed {
                             crate::metrics::outbox_in_flight(true);
                             let shared = Arc::clone(&shared);
+                            let ended = ended.clone();
                             attempts.spawn(async move {
-                                attempt(&shared, entry).await;
-                                crate::metrics::outbox_in_flight(false);
+                                let attempted = attempt(&shared, entry).await;
+                                // The finisher outlives the attempts; if it is gone
+                                // the claim runs out and the entry is tried again.
+                                let _ = ended.send(attempted);
                             });
                         }
                     }
@@ -150,6 +160,8 @@ impl DeliveryService {
             }
         }
         while attempts.join_next().await.is_some() {}
+        drop(ended);
+        let _ = finisher.await;
     }
 
     /// How long until the next entry is due, at most [`POLL`].
@@ -171,8 +183,111 @@ fn later(now: &Timestamp, by: Duration) -> Timestamp {
     Timestamp::from_millis(millis).unwrap_or_else(|_| now.clone())
 }
 
-/// One attempt on a claimed entry, and its end committed.
-async fn attempt(shared: &Shared, entry: MailboxEntry) {
+/// The most attempts committed in one transaction.
+const FINISH_BATCH: usize = 256;
+
+/// Commits ended attempts: whatever has ended while the previous commit ran goes
+/// into the next one, one transaction per owner, so that a burst of deliveries
+/// costs a few durable writes instead of one each. Wakes the worker after each
+/// commit (the next entry of a queue may now be due).
+async fn finisher(
+    shared: Arc<Shared>,
+    mut ended: mpsc::UnboundedReceiver<Attempted>,
+    wake: Arc<Notify>,
+) {
+    while let Some(first) = ended.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < FINISH_BATCH {
+            match ended.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
+        let mut by_owner: Vec<(String, Vec<Attempted>)> = Vec::new();
+        for attempted in batch {
+            let owner = attempted.entry.owner.to_lowercase();
+            match by_owner.iter_mut().find(|(known, _)| *known == owner) {
+                Some((_, group)) => group.push(attempted),
+                None => by_owner.push((owner, vec![attempted])),
+            }
+        }
+        for (_, group) in by_owner {
+            commit(&shared, group).await;
+        }
+        wake.notify_one();
+    }
+}
+
+/// Commits one owner's ended attempts, then counts and logs them.
+async fn commit(shared: &Shared, group: Vec<Attempted>) {
+    let owner = group[0].entry.owner.clone();
+    let owner_domain = owner
+        .rsplit_once('$')
+        .map_or(owner.as_str(), |(_, domain)| domain)
+        .to_owned();
+    let notice_from = shared.config.lookup_signer(&owner_domain);
+    let storage = Arc::clone(&shared.storage);
+    let schedule = shared.schedule.clone();
+    let delay_notice_after = shared.config.delivery.delay_notice_after;
+    let count = group.len();
+    let finished = tokio::task::spawn_blocking(move || {
+        let now = Timestamp::now();
+        let context = FinishContext {
+            schedule: &schedule,
+            notice_from: &notice_from,
+            delay_notice_after,
+            now: &now,
+        };
+        finish_group(storage.as_ref(), &owner, &group, &context).map(|done| (done, group))
+    })
+    .await;
+    for _ in 0..count {
+        crate::metrics::outbox_in_flight(false);
+    }
+    let (done, group) = match finished {
+        Ok(Ok(finished)) => finished,
+        Ok(Err(error)) => {
+            // The claims stay until they run out; the entries are then tried again.
+            tracing::error!(error = %error, attempts = count, "committing delivery attempts failed");
+            return;
+        }
+        Err(error) => {
+            tracing::error!(error = %error, "a delivery commit task failed");
+            return;
+        }
+    };
+    for (done, attempted) in done.iter().zip(&group) {
+        let entry = &attempted.entry;
+        let event = match done {
+            Finished::Delivered => Some("delivered"),
+            Finished::Retry(_) => Some("retried"),
+            Finished::Failed => Some("failed"),
+            Finished::Gone => None,
+        };
+        if let Some(event) = event {
+            crate::metrics::outbox_event(event);
+        }
+        match (done, &attempted.outcome) {
+            (Finished::Delivered, _) => tracing::debug!(
+                entry = entry.entry_id, id = %entry.artifact_id, to = %entry.to, "delivered"
+            ),
+            (Finished::Retry(at), Outcome::Transient(failure)) => tracing::info!(
+                entry = entry.entry_id, id = %entry.artifact_id, to = %entry.to,
+                error = %failure.message, next = %at, "delivery failed for now; retrying"
+            ),
+            (Finished::Failed, Outcome::Transient(failure) | Outcome::Permanent(failure)) => {
+                tracing::warn!(
+                    entry = entry.entry_id, id = %entry.artifact_id, to = %entry.to,
+                    error = %failure.message, "delivery failed; the owner is notified"
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+/// One attempt on a claimed entry.
+async fn attempt(shared: &Shared, entry: MailboxEntry) -> Attempted {
     let (outcome, destination) = match Identity::parse(&entry.to) {
         Err(error) => (
             Outcome::Permanent(Failure::new(
@@ -197,61 +312,11 @@ async fn attempt(shared: &Shared, entry: MailboxEntry) {
         Outcome::Transient(_) => "transient",
         Outcome::Permanent(_) => "permanent",
     });
-    let owner_domain = entry
-        .owner
-        .rsplit_once('$')
-        .map_or(entry.owner.as_str(), |(_, domain)| domain)
-        .to_owned();
-    let notice_from = shared.config.lookup_signer(&owner_domain);
-    let storage = Arc::clone(&shared.storage);
-    let schedule = shared.schedule.clone();
-    let delay_notice_after = shared.config.delivery.delay_notice_after;
-    let logged = outcome.clone();
-    let finished = tokio::task::spawn_blocking(move || {
-        let now = Timestamp::now();
-        let context = FinishContext {
-            schedule: &schedule,
-            jitter: RetrySchedule::random_jitter(),
-            notice_from: &notice_from,
-            delay_notice_after,
-            now: &now,
-        };
-        finish(storage.as_ref(), &entry, &outcome, &destination, &context).map(|done| (done, entry))
-    })
-    .await;
-    match finished {
-        Ok(Ok((done, entry))) => {
-            let event = match &done {
-                Finished::Delivered => Some("delivered"),
-                Finished::Retry(_) => Some("retried"),
-                Finished::Failed => Some("failed"),
-                Finished::Gone => None,
-            };
-            if let Some(event) = event {
-                crate::metrics::outbox_event(event);
-            }
-            match (&done, &logged) {
-                (Finished::Delivered, _) => tracing::debug!(
-                    entry = entry.entry_id, id = %entry.artifact_id, to = %entry.to, "delivered"
-                ),
-                (Finished::Retry(at), Outcome::Transient(failure)) => tracing::info!(
-                    entry = entry.entry_id, id = %entry.artifact_id, to = %entry.to,
-                    error = %failure.message, next = %at, "delivery failed for now; retrying"
-                ),
-                (Finished::Failed, Outcome::Transient(failure) | Outcome::Permanent(failure)) => {
-                    tracing::warn!(
-                        entry = entry.entry_id, id = %entry.artifact_id, to = %entry.to,
-                        error = %failure.message, "delivery failed; the owner is notified"
-                    );
-                }
-                _ => {}
-            }
-        }
-        Ok(Err(error)) => {
-            // The claim stays until it runs out; the entry is then tried again.
-            tracing::error!(error = %error, "committing a delivery attempt failed");
-        }
-        Err(error) => tracing::error!(error = %error, "a delivery attempt task failed"),
+    Attempted {
+        entry,
+        outcome,
+        destination,
+        jitter: RetrySchedule::random_jitter(),
     }
 }
 
