@@ -13,16 +13,16 @@ use super::Session;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StateError {
-    /// Reading or writing the file failed.
-    #[error("{}: {source}", path.display())]
+    /// Reading or writing the file failed (the cause is the error's source).
+    #[error("{}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
         /// The error.
         source: std::io::Error,
     },
-    /// The file is not an agent state.
-    #[error("{}: not an agent state file: {source}", path.display())]
+    /// The file is not an agent state (the cause is the error's source).
+    #[error("{}: not an agent state file", path.display())]
     Format {
         /// The file.
         path: PathBuf,

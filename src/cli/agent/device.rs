@@ -240,12 +240,13 @@ fn read_key(path: &Path) -> anyhow::Result<PrivateKey> {
 }
 
 fn load(args: &StateArgs) -> anyhow::Result<Loaded> {
-    let state = AgentState::load(&args.state).with_context(|| {
-        format!(
+    if !args.state.exists() {
+        bail!(
             "no agent state at {} (enroll first with `btps agent enroll`, or give --state)",
             args.state.display()
-        )
-    })?;
+        );
+    }
+    let state = AgentState::load(&args.state).context("reading the agent state")?;
     let key = read_key(&state.key_file)?;
     let options = options(&state, args);
     Ok(Loaded {
