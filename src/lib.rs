@@ -29,12 +29,15 @@
 //! * [`delivery`] — outbound delivery: the durable outbox's worker (retries, the
 //!   outcome classes, delivery-failure notices), signing for hosted identities
 //!   through their domain's delegator, and queueing with the trust changes it implies.
+//! * [`agent`] — a BTPS agent: enrollment, refresh and every agent action, signed
+//!   with the agent's own key, over a [`client`] connection.
 //! * [`http`] — the local operations endpoint: health, readiness, metrics, backup.
 //! * [`admin`] — the operator's operations, and the local admin socket that runs
 //!   them inside a running server.
 //! * [`bench`](mod@bench) — the load generator of `btps bench`: setup, load, measurement.
 
 pub mod admin;
+pub mod agent;
 pub mod bench;
 pub mod client;
 pub mod config;

@@ -46,7 +46,8 @@ const LAYERS: &[&str] = &[
     "client",
     // Outbound delivery: the outbox worker (in-process through the server's
     // pipeline, remote through the client) and signing for hosted identities.
-    "delivery", // The local operations endpoint: health, readiness, metrics, backup.
+    "delivery", // The agent client: enrollment and agent actions over a client connection.
+    "agent",    // The local operations endpoint: health, readiness, metrics, backup.
     "http",     // The operator's operations and the admin socket.
     "admin",    // The load generator; measures the server from outside.
     "bench",

@@ -208,3 +208,34 @@ fn bench_measures_a_prepared_target_server() {
         assert!(report[field].is_null(), "{field}: {report}");
     }
 }
+
+#[test]
+fn bench_agents_answers_every_query_and_reuses_its_store() {
+    let temp = tempfile::tempdir().unwrap();
+    let keys = temp.path().join("keys");
+    let args = [
+        "--agents",
+        "--agent-identities",
+        "4",
+        "--agent-entries",
+        "60",
+        "--agent-requests",
+        "80",
+        "--agent-limit",
+        "25",
+        "--connections",
+        "3",
+    ];
+    let report = bench(&args, &keys);
+    assert_eq!(report["mode"], "agents", "{report}");
+    assert_eq!(report["entries"], 240, "{report}");
+    assert_eq!(report["answered"], 80, "{report}");
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+    for field in ["requests_per_second", "p50_ms", "p99_ms"] {
+        assert!(report[field].as_f64().unwrap() > 0.0, "{field}: {report}");
+    }
+    // The second run finds the store prepared.
+    let again = bench(&args, &keys);
+    assert_eq!(again["prepare_s"], 0.0, "{again}");
+    assert_eq!(again["answered"], 80, "{again}");
+}

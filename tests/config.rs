@@ -363,6 +363,33 @@ fn every_environment_name_is_read() {
         ("BTPS_HTTP_TOKEN", "a-token-of-sufficient-length", |c| {
             c.http.token.as_ref().map(|t| t.expose()) == Some("a-token-of-sufficient-length")
         }),
+        ("BTPS_AGENT_ENROLLMENT_TTL_MS", "600000", |c| {
+            c.agents.enrollment_ttl == Duration::from_secs(600)
+        }),
+        ("BTPS_AGENT_TOKEN_LENGTH", "16", |c| {
+            c.agents.token_length == 16
+        }),
+        ("BTPS_AGENT_REFRESH_TTL_MS", "86400000", |c| {
+            c.agents.refresh_ttl == Duration::from_secs(86_400)
+        }),
+        ("BTPS_AGENT_ENCRYPT_ANSWERS", "true", |c| {
+            c.agents.encrypt_answers
+        }),
+        ("BTPS_AGENT_AUTH_FAILURES_BURST", "3", |c| {
+            c.agents.auth_failures_burst == 3
+        }),
+        ("BTPS_AGENT_AUTH_FAILURES_PER_MINUTE", "7", |c| {
+            c.agents.auth_failures_per_minute == 7
+        }),
+        ("BTPS_AGENT_REQUIRE_OUTBOUND_TRUST", "false", |c| {
+            !c.agents.require_outbound_trust
+        }),
+        ("BTPS_AGENT_SWEEP_INTERVAL_MS", "1000", |c| {
+            c.agents.sweep_interval == Duration::from_secs(1)
+        }),
+        ("BTPS_AGENT_EXPIRED_RECORD_GRACE_MS", "0", |c| {
+            c.agents.expired_record_grace == Duration::ZERO
+        }),
     ];
     // The table covers every environment name there is.
     let documented: std::collections::BTreeSet<&str> =
@@ -980,4 +1007,22 @@ fn bootstrap_refuses_inconsistent_files_and_names_them() {
     let error = bootstrap::prepare(&config).unwrap_err();
     assert!(matches!(error, BootstrapError::Tls(_)), "{error}");
     assert!(error.to_string().contains("cert.pem"), "{error}");
+}
+
+#[test]
+fn agent_settings_are_checked() {
+    let found = errors(
+        Some("[agents]\ntoken_length = 7\nrefresh_ttl_ms = 0\nenrollment_ttl_ms = \"x\""),
+        &[],
+    );
+    assert_eq!(
+        settings(&found),
+        [
+            "agents.enrollment_ttl_ms",
+            "agents.token_length",
+            "agents.refresh_ttl_ms"
+        ]
+    );
+    let found = errors(None, &[("BTPS_AGENT_TOKEN_LENGTH", "25")]);
+    assert_eq!(settings(&found), ["BTPS_AGENT_TOKEN_LENGTH"]);
 }

@@ -4,6 +4,7 @@
 
 mod admin;
 mod admin_running;
+mod agents;
 mod architecture;
 mod bench;
 mod cli;

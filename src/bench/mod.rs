@@ -14,6 +14,7 @@
 //! [`prepare_target`] from the same key directory, and it must resolve keys from
 //! the benchmark's DNS responder (a fixed `dns_listen` address).
 
+pub mod agents;
 pub mod artifacts;
 pub mod child;
 pub mod load;

@@ -67,6 +67,28 @@ pub(crate) struct BenchArgs {
     /// which shares the machine; one per core with --target].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     client_threads: Option<u16>,
+    /// Measure agents instead: `inbox.fetch` of --agent-limit entries by the agents of
+    /// --agent-identities identities with --agent-entries inbox entries each, over
+    /// --connections connections, --agent-requests requests in all.
+    #[arg(long)]
+    agents: bool,
+    /// Hosted identities, one agent each (--agents).
+    #[arg(long, default_value_t = 1000)]
+    agent_identities: usize,
+    /// Inbox entries per identity (--agents).
+    #[arg(long, default_value_t = 1000)]
+    agent_entries: usize,
+    /// `inbox.fetch` requests to send (--agents).
+    #[arg(long, default_value_t = 20_000)]
+    agent_requests: usize,
+    /// Entries per request (--agents).
+    #[arg(long, default_value_t = 50)]
+    agent_limit: u32,
+    /// The data directory of --agents, kept and reused by later runs with the same
+    /// identities and entries [default: btps-agents-bench-NxE in --work-dir or the
+    /// system's temporary directory].
+    #[arg(long, value_name = "DIR")]
+    agent_data: Option<PathBuf>,
     /// Leave the load generator's threads to the scheduler. By default, when the
     /// benchmark starts its own server on a machine with two or more CPUs, they
     /// keep to the last CPU the process may use, and the server to whichever it
@@ -91,6 +113,35 @@ pub(crate) fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             key_dir.display()
         );
         return Ok(ExitCode::SUCCESS);
+    }
+    if args.agents {
+        let data_dir = args.agent_data.clone().unwrap_or_else(|| {
+            args.work_dir
+                .clone()
+                .unwrap_or_else(std::env::temp_dir)
+                .join(format!(
+                    "btps-agents-bench-{}x{}",
+                    args.agent_identities, args.agent_entries
+                ))
+        });
+        let options = bench::agents::AgentBenchOptions {
+            identities: args.agent_identities,
+            entries_per_identity: args.agent_entries,
+            requests: args.agent_requests,
+            limit: args.agent_limit,
+            connections: args.connections,
+            data_dir,
+            key_dir,
+            executable: std::env::current_exe().context("locating the btps executable")?,
+            timeout: Duration::from_millis(args.timeout_ms),
+        };
+        let report = bench::agents::run(&options, &|line| eprintln!("bench: {line}"))?;
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(if report.answered == report.requests {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
     }
     let options = BenchOptions {
         connections: args.connections,

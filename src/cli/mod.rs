@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod admin;
+mod agent;
 mod backup;
 mod backup_http;
 mod bench;
@@ -50,6 +51,9 @@ enum Command {
     Trust(admin::TrustArgs),
     /// Inboxes of hosted identities: list entries, show an artifact as received.
     Inbox(admin::InboxArgs),
+    /// Agents: enrollment tokens and enrolled agents (operator); enroll this machine
+    /// as an agent and act for its identity (agent).
+    Agent(agent::AgentArgs),
     /// What the hosted identities send: list the queue, show, retry or cancel an entry.
     Outbox(admin::OutboxArgs),
     /// What the hosted identities sent and was delivered.
@@ -94,6 +98,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Identity(args) => admin::identity(&args),
         Command::Trust(args) => admin::trust(&args),
         Command::Inbox(args) => admin::inbox(&args),
+        Command::Agent(args) => agent::agent(&args),
         Command::Outbox(args) => admin::outbox(&args),
         Command::Sentbox(args) => admin::sentbox(&args),
         Command::Dns(args) => dns::dns(&args),

@@ -293,7 +293,7 @@ fn sign_here(args: &SendArgs, key: &PrivateKey, document_text: &str) -> anyhow::
     Ok(btps::protocol::json::Value::from(artifact).to_canonical())
 }
 
-fn resolver(servers: &[SocketAddr]) -> anyhow::Result<Arc<dyn TxtResolver>> {
+pub(crate) fn resolver(servers: &[SocketAddr]) -> anyhow::Result<Arc<dyn TxtResolver>> {
     let resolver = if servers.is_empty() {
         HickoryTxtResolver::from_system_config(ResolverOptions::default())
             .context("reading the system DNS configuration (give --dns-server)")?
@@ -308,7 +308,7 @@ fn resolver(servers: &[SocketAddr]) -> anyhow::Result<Arc<dyn TxtResolver>> {
 
 /// Reads `--host` the way a host record's `u=` is read (`btps://` optional, port
 /// 3443 by default), with the reference's default selector.
-fn fixed_host(text: &str) -> anyhow::Result<HostRecord> {
+pub(crate) fn fixed_host(text: &str) -> anyhow::Result<HostRecord> {
     let pairs = BTreeMap::from([
         ("v".to_owned(), RECORD_VERSION.to_owned()),
         ("u".to_owned(), text.to_owned()),
@@ -318,7 +318,7 @@ fn fixed_host(text: &str) -> anyhow::Result<HostRecord> {
 }
 
 /// The receiver's public key from its DNS key record.
-async fn receiver_key(
+pub(crate) async fn receiver_key(
     directory: &KeyDirectory,
     receiver: &Identity,
     selector: &str,

@@ -200,7 +200,9 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
             max_connections_per_ip: config.limits.max_connections_per_ip,
             shutdown_grace: config.limits.shutdown_grace,
         })
-        .committer_nice(config.limits.committer_nice);
+        .committer_nice(config.limits.committer_nice)
+        .agent_policy(super::agent::policy(&config.agents))
+        .agent_outbound(Arc::new(outbound.clone()));
     if !config.ip_filter.allow.is_empty() || !config.ip_filter.deny.is_empty() {
         builder = builder.middleware(Arc::new(IpFilter::new(config.ip_filter.clone())));
     }

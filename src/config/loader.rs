@@ -370,6 +370,7 @@ impl<'a> Loader<'a> {
         self.admin(&mut top, &mut config);
         self.http(&mut top, &mut config);
         self.delivery(&mut top, &mut config);
+        self.agents(&mut top, &mut config);
         self.finish(top);
         config
     }

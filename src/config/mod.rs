@@ -24,6 +24,7 @@
 // setting. Every other file is one section of the TOML file (`[dns]` in `dns.rs`):
 // its settings struct, defaults, keys, environment variables and value parsers.
 mod admin;
+mod agents;
 mod delivery;
 mod dns;
 mod domains;
@@ -47,6 +48,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use admin::{ADMIN_SOCKET_FILE_NAME, AdminSettings};
+pub use agents::{AgentSettings, TOKEN_LENGTHS};
 pub use delivery::DeliverySettings;
 pub use dns::DnsSettings;
 pub use domains::DomainSettings;
@@ -110,6 +112,8 @@ pub struct Config {
     pub http: HttpSettings,
     /// Outbound delivery.
     pub delivery: DeliverySettings,
+    /// Agent enrollment, sessions and actions.
+    pub agents: AgentSettings,
 }
 
 /// One invalid setting.
@@ -199,6 +203,7 @@ impl Config {
             admin: AdminSettings::defaults_under(data_dir),
             http: HttpSettings::defaults(),
             delivery: DeliverySettings::defaults(),
+            agents: AgentSettings::defaults(),
         }
     }
 

@@ -125,6 +125,33 @@ pub const SETTINGS: &[(&str, Option<&str>)] = &[
     ("admin.socket_mode", Some("BTPS_ADMIN_SOCKET_MODE")),
     ("http.listen", Some("BTPS_HTTP_LISTEN")),
     ("http.token", Some("BTPS_HTTP_TOKEN")),
+    (
+        "agents.enrollment_ttl_ms",
+        Some("BTPS_AGENT_ENROLLMENT_TTL_MS"),
+    ),
+    ("agents.token_length", Some("BTPS_AGENT_TOKEN_LENGTH")),
+    ("agents.refresh_ttl_ms", Some("BTPS_AGENT_REFRESH_TTL_MS")),
+    ("agents.encrypt_answers", Some("BTPS_AGENT_ENCRYPT_ANSWERS")),
+    (
+        "agents.auth_failures_burst",
+        Some("BTPS_AGENT_AUTH_FAILURES_BURST"),
+    ),
+    (
+        "agents.auth_failures_per_minute",
+        Some("BTPS_AGENT_AUTH_FAILURES_PER_MINUTE"),
+    ),
+    (
+        "agents.require_outbound_trust",
+        Some("BTPS_AGENT_REQUIRE_OUTBOUND_TRUST"),
+    ),
+    (
+        "agents.sweep_interval_ms",
+        Some("BTPS_AGENT_SWEEP_INTERVAL_MS"),
+    ),
+    (
+        "agents.expired_record_grace_ms",
+        Some("BTPS_AGENT_EXPIRED_RECORD_GRACE_MS"),
+    ),
 ];
 
 #[cfg(test)]

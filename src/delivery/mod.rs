@@ -13,6 +13,7 @@
 //!
 //! `docs/delivery.md` describes the behaviour for operators.
 
+mod agents;
 pub mod finish;
 pub mod originate;
 pub mod outcome;

@@ -205,6 +205,38 @@ impl Originator {
         Ok(artifact)
     }
 
+    /// Adds the delegation of `from`'s domain delegator to an artifact an agent of
+    /// `from` signed (`07-agents-auth.md` §8.3 step 2): `signedBy` the delegator,
+    /// `selector` the server key's, `agentPubKey` the agent's key, no attestation.
+    /// The delegator must have passed [`Self::check_delegator`].
+    pub fn delegate_agent_artifact(
+        &self,
+        artifact: &mut Object,
+        from: &Identity,
+        agent_id: &str,
+        agent_key: &PublicKey,
+    ) -> Result<(), OriginateError> {
+        let domain = from.domain().to_ascii_lowercase();
+        if !self.is_checked(&domain) {
+            return Err(OriginateError::Delegator {
+                delegator: self.delegator(&domain).to_string(),
+                domain,
+                reason: "its DNS key has not been checked against the server key".to_owned(),
+            });
+        }
+        let delegator = self.delegator(&domain);
+        delegate(
+            artifact,
+            agent_id,
+            agent_key,
+            &delegator,
+            &self.key,
+            &self.selector,
+            None,
+        );
+        Ok(())
+    }
+
     /// The public key of `receiver` to encrypt to: its key record at the selector
     /// of its domain's host record.
     pub async fn receiver_key(&self, receiver: &Identity) -> Result<PublicKey, String> {

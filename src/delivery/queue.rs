@@ -130,6 +130,18 @@ pub fn queue_trust_request(
     policy: &TrustPolicy,
 ) -> Result<(TrustRecord, MailboxEntry), QueueError> {
     let entry = outbox_entry(artifact, now.clone())?;
+    queue_trust_request_entry(storage, artifact, &entry, now, policy)
+}
+
+/// [`queue_trust_request`] of an outbox entry made beforehand (an agent's, which
+/// names the agent).
+pub fn queue_trust_request_entry(
+    storage: &dyn Storage,
+    artifact: &Object,
+    entry: &NewOutboxEntry,
+    now: &Timestamp,
+    policy: &TrustPolicy,
+) -> Result<(TrustRecord, MailboxEntry), QueueError> {
     let (from, to) = (entry.from.clone(), entry.to.clone());
     let terms = match artifact.get("encryption") {
         None | Some(Value::Null) => artifact

@@ -192,6 +192,17 @@ impl fmt::Display for OutboxState {
 }
 
 impl MailboxEntry {
+    /// The entry moved to the trash at `now` (`06-storage.md` §5.2): the mailbox
+    /// it came from becomes its `origin`, `at` and `trashedAt` become `now`.
+    #[must_use]
+    pub fn into_trash(mut self, now: &Timestamp) -> Self {
+        self.origin = Some(self.mailbox);
+        self.mailbox = Mailbox::Trash;
+        self.at_millis = now.millis();
+        self.meta.trashed_at = Some(now.clone());
+        self
+    }
+
     /// When an outbox entry is next looked at: the end of its claim while one holds
     /// it, else its next attempt time (else the time it was queued). This is the
     /// key of the delivery schedule index.

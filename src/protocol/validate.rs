@@ -571,6 +571,12 @@ fn agent(raw: Object) -> Check<AgentArtifact> {
     })
 }
 
+/// Validates the plaintext of an encrypted agent document for `action`, as an
+/// unencrypted document is validated (`spec/07-agents-auth.md` §2.4 step 4).
+pub fn decrypted_agent_document(action: AgentAction, document: &Value) -> Check<()> {
+    agent_document(action, Some(document), false)
+}
+
 /// The agent document rule of the careful implementation (`spec/02-artifacts.md` §4.3).
 fn agent_document(action: AgentAction, document: Option<&Value>, encrypted: bool) -> Check<()> {
     let Some(document) = document else {

@@ -18,6 +18,7 @@ use crate::identity::Identity;
 use crate::identity::dns::{
     CacheConfig, CachingResolver, HickoryTxtResolver, KeyDirectory, ResolverOptions,
 };
+use crate::server::agent::{AgentOutbound, AgentPolicy, AgentSweeper};
 use crate::server::clock::ClockPolicy;
 use crate::server::events::Events;
 use crate::server::hooks::{ErrorCallback, ErrorEvent, Lifecycle, StartInfo};
@@ -116,6 +117,8 @@ pub struct ServerBuilder {
     lifecycle: Vec<Arc<dyn Lifecycle>>,
     on_error: Option<ErrorCallback>,
     services: Vec<Box<dyn Service>>,
+    agents: AgentPolicy,
+    agent_outbound: Option<Arc<dyn AgentOutbound>>,
 }
 
 impl ServerBuilder {
@@ -246,6 +249,20 @@ impl ServerBuilder {
         self
     }
 
+    /// How agents enroll, refresh and act (default: [`AgentPolicy::default`]).
+    pub fn agent_policy(mut self, policy: AgentPolicy) -> Self {
+        self.agents = policy;
+        self
+    }
+
+    /// What queues the agents' `trust.request`, `trust.respond` and `artifact.send`
+    /// (outbound delivery's [`crate::delivery::Outbound`]); without it those three
+    /// actions are refused.
+    pub fn agent_outbound(mut self, outbound: Arc<dyn AgentOutbound>) -> Self {
+        self.agent_outbound = Some(outbound);
+        self
+    }
+
     /// Assembles the server: loads TLS, sets up key discovery, starts the
     /// group-commit thread. Nothing listens until [`Server::run`].
     pub fn build(self) -> Result<Server, BuildError> {
@@ -297,8 +314,16 @@ impl ServerBuilder {
             lifecycle: self.lifecycle.clone(),
             on_error: self.on_error,
             committer_nice: self.committer_nice,
+            agents: self.agents.clone(),
+            agent_outbound: self.agent_outbound,
         })
         .map_err(BuildError::Committer)?;
+        let mut services = self.services;
+        // Expired tokens and sessions go away while the server runs.
+        services.push(Box::new(AgentSweeper::new(
+            self.agents.sweep_interval,
+            self.agents.expired_record_grace,
+        )));
         let pipeline = Arc::new(pipeline);
         let listener = Listener::new(Arc::clone(&pipeline), tls, self.settings);
         Ok(Server {
@@ -307,7 +332,7 @@ impl ServerBuilder {
             listener,
             storage,
             lifecycle: self.lifecycle,
-            services: self.services,
+            services,
             shutdown_grace: self.settings.shutdown_grace,
         })
     }
@@ -367,6 +392,8 @@ impl Server {
             lifecycle: Vec::new(),
             on_error: None,
             services: Vec::new(),
+            agents: AgentPolicy::default(),
+            agent_outbound: None,
         }
     }
 

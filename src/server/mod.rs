@@ -7,6 +7,7 @@
 //! (up to a grace period), flushes the group committer, stops the services, runs the
 //! stop hooks and releases the storage.
 
+pub mod agent;
 pub mod bootstrap;
 mod builder;
 pub mod clock;

@@ -134,6 +134,8 @@ pub struct Pipeline {
     clock: ClockPolicy,
     /// Woken after every group commit that stored something.
     committed: Arc<tokio::sync::Notify>,
+    /// The agent policy and the failed-authentication counts.
+    pub(super) agents: crate::server::agent::Agents,
 }
 
 /// The parts of a [`Pipeline`].
@@ -161,6 +163,10 @@ pub struct PipelineParts {
     /// How far below the connection threads the group-commit thread runs
     /// (`limits.committer_nice`).
     pub committer_nice: u8,
+    /// How agents enroll, refresh and act.
+    pub agents: crate::server::agent::AgentPolicy,
+    /// What queues the agents' outbound artifacts (outbound delivery), if any.
+    pub agent_outbound: Option<Arc<dyn crate::server::agent::AgentOutbound>>,
 }
 
 pub(super) fn internal(error: impl std::fmt::Display) -> ProtocolError {
@@ -206,6 +212,7 @@ impl Pipeline {
             on_error: parts.on_error,
             clock: parts.clock,
             committed,
+            agents: crate::server::agent::Agents::new(parts.agents, parts.agent_outbound),
         })
     }
 

@@ -24,9 +24,9 @@
 use std::path::Path;
 
 use super::{
-    BackupReport, BoxFuture, IdentityStore, Mailbox, MailboxEntry, NewOutboxEntry, NewTrustRecord,
-    Page, PageRequest, Perspective, PreparedInboxEntry, StoreResult, Timestamp, TrustPatch,
-    TrustRecord, TrustStore,
+    AgentSession, BackupReport, BoxFuture, EnrollmentToken, IdentityStore, Mailbox, MailboxEntry,
+    MailboxQuery, NewOutboxEntry, NewTrustRecord, Page, PageRequest, Perspective,
+    PreparedInboxEntry, QueryPage, StoreResult, Timestamp, TrustPatch, TrustRecord, TrustStore,
 };
 
 /// Everything a BTPS server keeps, behind one handle (`Arc<dyn Storage>`).
@@ -89,6 +89,13 @@ pub trait Storage: Send + Sync + 'static {
 
     /// What only a local database file can do, if this backend has one.
     fn maintenance(&self) -> Option<&dyn Maintenance> {
+        None
+    }
+
+    /// Enrollment tokens and agent sessions, if this backend keeps them; without
+    /// them agents cannot enroll (every other agent action still works for agent
+    /// trust records that exist).
+    fn agents(&self) -> Option<&dyn AgentStore> {
         None
     }
 }
@@ -198,6 +205,58 @@ pub trait StoreTransaction {
     /// Removes the entry; the entry removed, if there was one.
     fn remove_entry(&mut self, entry_id: u64) -> StoreResult<Option<MailboxEntry>>;
 
+    /// The entries of (`owner` case-insensitive, `mailbox`) holding the artifact id
+    /// `artifact_id` (exact), in entry-id order: what the agents' ids-based actions
+    /// (`inbox.seen`, `inbox.delete`, …) act on. The default refuses (a backend
+    /// without agent support).
+    fn entries_by_artifact(
+        &mut self,
+        owner: &str,
+        mailbox: Mailbox,
+        artifact_id: &str,
+    ) -> StoreResult<Vec<MailboxEntry>> {
+        let _ = (owner, mailbox, artifact_id);
+        Err(no_agents())
+    }
+
+    /// The enrollment token stored under `key` ([`crate::model::enrollment_token_key`]),
+    /// if any. A backend without agent tables ([`Storage::agents`] is `None`) keeps
+    /// the default, which refuses every agent method.
+    fn enrollment_token(&mut self, key: &[u8; 32]) -> StoreResult<Option<EnrollmentToken>> {
+        let _ = key;
+        Err(no_agents())
+    }
+
+    /// Stores an enrollment token under `key`, replacing any token there.
+    fn put_enrollment_token(&mut self, key: &[u8; 32], token: &EnrollmentToken) -> StoreResult<()> {
+        let _ = (key, token);
+        Err(no_agents())
+    }
+
+    /// Removes the enrollment token under `key`; whether there was one.
+    fn delete_enrollment_token(&mut self, key: &[u8; 32]) -> StoreResult<bool> {
+        let _ = key;
+        Err(no_agents())
+    }
+
+    /// The session of the agent `agent_id`, if any.
+    fn session(&mut self, agent_id: &str) -> StoreResult<Option<AgentSession>> {
+        let _ = agent_id;
+        Err(no_agents())
+    }
+
+    /// Stores `session` under its agent id, replacing any session there.
+    fn put_session(&mut self, session: &AgentSession) -> StoreResult<()> {
+        let _ = session;
+        Err(no_agents())
+    }
+
+    /// Removes the session of `agent_id`; whether there was one.
+    fn delete_session(&mut self, agent_id: &str) -> StoreResult<bool> {
+        let _ = agent_id;
+        Err(no_agents())
+    }
+
     /// Queues an outbound artifact: a new outbox entry due at once, returned with
     /// its entry id.
     fn enqueue(&mut self, entry: NewOutboxEntry) -> StoreResult<MailboxEntry> {
@@ -209,6 +268,14 @@ pub trait StoreTransaction {
             })?;
         entry.entry_id = self.insert_entry(entry.clone())?;
         Ok(entry)
+    }
+}
+
+/// The refusal of the agent methods of a backend that keeps no agent tables.
+fn no_agents() -> super::StoreError {
+    super::StoreError::Invalid {
+        kind: super::RecordKind::AgentSession,
+        reason: String::from("this storage keeps no agent sessions or enrollment tokens"),
     }
 }
 
@@ -288,6 +355,58 @@ pub trait MailboxStore: Send + Sync {
 
     /// Stores the position of the subscription `name`, durably.
     fn set_cursor<'a>(&'a self, name: &'a str, entry_id: u64) -> BoxFuture<'a, StoreResult<()>>;
+
+    /// Runs `query` over the entries of (`owner` case-insensitive, `mailbox`)
+    /// (`07-agents-auth.md` §4.2). A backend with indexes walks only the owner's
+    /// entries inside the time window; this default pages through
+    /// [`MailboxStore::list`] and filters, which is correct but reads the whole
+    /// mailbox.
+    fn query<'a>(
+        &'a self,
+        owner: &'a str,
+        mailbox: Mailbox,
+        query: &'a MailboxQuery,
+    ) -> BoxFuture<'a, StoreResult<QueryPage>> {
+        Box::pin(async move {
+            let mut entries = Vec::new();
+            let mut page = PageRequest::first(500);
+            loop {
+                let listed = self.list(owner, mailbox, page, false).await?;
+                entries.extend(listed.items);
+                match listed.next {
+                    Some(next) => page = PageRequest::after(next, 500),
+                    None => break,
+                }
+            }
+            Ok(crate::model::run_query(entries.iter(), query))
+        })
+    }
+}
+
+/// An enrollment token with the key it is stored under.
+pub type KeyedToken = ([u8; 32], EnrollmentToken);
+
+/// Enrollment tokens and agent sessions (`07-agents-auth.md` §6.7).
+///
+/// Reads are async; every change is made in a [`Storage::transact`] (the agent
+/// methods of [`StoreTransaction`]), except the periodic sweep.
+pub trait AgentStore: Send + Sync {
+    /// The session of `agent_id`, if any.
+    fn session<'a>(&'a self, agent_id: &'a str)
+    -> BoxFuture<'a, StoreResult<Option<AgentSession>>>;
+
+    /// The sessions of `owner` (case-insensitive), or of every owner, by agent id.
+    fn sessions<'a>(
+        &'a self,
+        owner: Option<&'a str>,
+    ) -> BoxFuture<'a, StoreResult<Vec<AgentSession>>>;
+
+    /// Every stored enrollment token with its key, in key order.
+    fn enrollment_tokens(&self) -> BoxFuture<'_, StoreResult<Vec<KeyedToken>>>;
+
+    /// Removes the enrollment tokens and sessions that expired before `now_millis`,
+    /// in one transaction; how many of each. **Blocking.**
+    fn sweep(&self, now_millis: i64) -> StoreResult<(u64, u64)>;
 }
 
 /// What only a backend with a local database file can do. Every method blocks.

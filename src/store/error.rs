@@ -12,6 +12,10 @@ pub enum RecordKind {
     Identity,
     /// A mailbox entry.
     MailboxEntry,
+    /// An agent session.
+    AgentSession,
+    /// An enrollment token.
+    EnrollmentToken,
 }
 
 impl std::fmt::Display for RecordKind {
@@ -20,6 +24,8 @@ impl std::fmt::Display for RecordKind {
             RecordKind::Trust => "trust record",
             RecordKind::Identity => "identity record",
             RecordKind::MailboxEntry => "mailbox entry",
+            RecordKind::AgentSession => "agent session",
+            RecordKind::EnrollmentToken => "enrollment token",
         })
     }
 }

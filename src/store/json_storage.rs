@@ -12,13 +12,16 @@
 
 use std::sync::{Arc, Mutex};
 
+mod agents;
+
 use super::contract::{
-    InboundGroup, InboundTransaction, MailboxStore, Maintenance, OutboxStore, Storage,
+    AgentStore, InboundGroup, InboundTransaction, MailboxStore, Maintenance, OutboxStore, Storage,
     StoreTransaction,
 };
 use super::{
-    IdentityStore, JsonIdentityStore, JsonTrustStore, MailboxEntry, NewTrustRecord, Perspective,
-    PreparedInboxEntry, StoreError, StoreResult, TrustPatch, TrustRecord, TrustStore,
+    AgentSession, EnrollmentToken, IdentityStore, JsonIdentityStore, JsonTrustStore, Mailbox,
+    MailboxEntry, NewTrustRecord, Perspective, PreparedInboxEntry, StoreError, StoreResult,
+    TrustPatch, TrustRecord, TrustStore,
 };
 
 /// Trust and identity records in the reference's JSON files; mailboxes in `inner`.
@@ -96,6 +99,10 @@ impl Storage for JsonFilesStorage {
 
     fn maintenance(&self) -> Option<&dyn Maintenance> {
         self.inner.maintenance()
+    }
+
+    fn agents(&self) -> Option<&dyn AgentStore> {
+        self.inner.agents().map(|_| self as &dyn AgentStore)
     }
 }
 
@@ -231,5 +238,42 @@ impl StoreTransaction for FileStoreTransaction<'_> {
 
     fn remove_entry(&mut self, entry_id: u64) -> StoreResult<Option<MailboxEntry>> {
         self.mailboxes.remove_entry(entry_id)
+    }
+
+    // Tokens and sessions have no place in the reference's files: they live in the
+    // inner backend, beside the mailboxes.
+
+    fn entries_by_artifact(
+        &mut self,
+        owner: &str,
+        mailbox: Mailbox,
+        artifact_id: &str,
+    ) -> StoreResult<Vec<MailboxEntry>> {
+        self.mailboxes
+            .entries_by_artifact(owner, mailbox, artifact_id)
+    }
+
+    fn enrollment_token(&mut self, key: &[u8; 32]) -> StoreResult<Option<EnrollmentToken>> {
+        self.mailboxes.enrollment_token(key)
+    }
+
+    fn put_enrollment_token(&mut self, key: &[u8; 32], token: &EnrollmentToken) -> StoreResult<()> {
+        self.mailboxes.put_enrollment_token(key, token)
+    }
+
+    fn delete_enrollment_token(&mut self, key: &[u8; 32]) -> StoreResult<bool> {
+        self.mailboxes.delete_enrollment_token(key)
+    }
+
+    fn session(&mut self, agent_id: &str) -> StoreResult<Option<AgentSession>> {
+        self.mailboxes.session(agent_id)
+    }
+
+    fn put_session(&mut self, session: &AgentSession) -> StoreResult<()> {
+        self.mailboxes.put_session(session)
+    }
+
+    fn delete_session(&mut self, agent_id: &str) -> StoreResult<bool> {
+        self.mailboxes.delete_session(agent_id)
     }
 }

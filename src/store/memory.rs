@@ -10,15 +10,18 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+mod agents;
+
 use super::contract::{
-    InboundGroup, InboundTransaction, MailboxStore, OutboxStats, OutboxStore, Storage,
+    AgentStore, InboundGroup, InboundTransaction, MailboxStore, OutboxStats, OutboxStore, Storage,
     StoreTransaction,
 };
 use super::keys::{concat, instant_part};
 use super::{
-    BoxFuture, Cursor, IdentityStore, JsonIdentityStore, JsonTrustStore, Mailbox, MailboxEntry,
-    NewTrustRecord, Page, PageRequest, Perspective, PreparedInboxEntry, RecordKind, StoreError,
-    StoreResult, Timestamp, TrustPatch, TrustRecord, TrustStatus, TrustStore,
+    AgentSession, BoxFuture, Cursor, EnrollmentToken, IdentityStore, JsonIdentityStore,
+    JsonTrustStore, Mailbox, MailboxEntry, MailboxQuery, NewTrustRecord, Page, PageRequest,
+    Perspective, PreparedInboxEntry, QueryPage, RecordKind, StoreError, StoreResult, Timestamp,
+    TrustPatch, TrustRecord, TrustStatus, TrustStore,
 };
 
 /// An in-memory [`Storage`]. Cloning gives another handle on the same data.
@@ -56,6 +59,7 @@ struct Inner {
     trust: PerspectiveTrust,
     identities: JsonIdentityStore,
     mailboxes: MemoryMailboxes,
+    agents: agents::MemoryAgents,
     /// Serialises inbound transactions and trust writes; counts them (the
     /// transaction generation). Shared with `trust`.
     transactions: Arc<Mutex<u64>>,
@@ -69,6 +73,7 @@ impl Default for Inner {
             trust,
             identities: JsonIdentityStore::in_memory(),
             mailboxes: MemoryMailboxes::default(),
+            agents: agents::MemoryAgents::default(),
         }
     }
 }
@@ -102,6 +107,10 @@ impl Storage for MemoryStorage {
 
     fn mailboxes(&self) -> &dyn MailboxStore {
         &self.inner.mailboxes
+    }
+
+    fn agents(&self) -> Option<&dyn AgentStore> {
+        Some(self)
     }
 
     fn outbox(&self) -> &dyn OutboxStore {
@@ -164,6 +173,8 @@ enum Undo {
     Entry(u64),
     /// An entry changed or removed: how it was.
     EntryBefore(Box<MailboxEntry>),
+    /// The tokens and sessions as they were before the first agent change.
+    Agents(Box<agents::AgentState>),
 }
 
 struct MemoryTransaction<'s> {
@@ -190,6 +201,7 @@ impl MemoryTransaction<'_> {
                 }
                 Undo::Entry(entry_id) => self.storage.mailboxes.remove(entry_id),
                 Undo::EntryBefore(entry) => self.storage.mailboxes.put(*entry),
+                Undo::Agents(state) => self.storage.agents.restore(*state),
             }
         }
     }
@@ -353,6 +365,51 @@ impl StoreTransaction for MemoryTransaction<'_> {
             self.undo.push(Undo::EntryBefore(Box::new(before.clone())));
         }
         Ok(before)
+    }
+
+    fn entries_by_artifact(
+        &mut self,
+        owner: &str,
+        mailbox: Mailbox,
+        artifact_id: &str,
+    ) -> StoreResult<Vec<MailboxEntry>> {
+        let owner = owner.to_lowercase();
+        Ok(lock(&self.storage.mailboxes.state)
+            .entries
+            .values()
+            .filter(|entry| {
+                entry.mailbox == mailbox
+                    && entry.artifact_id == artifact_id
+                    && entry.owner.to_lowercase() == owner
+            })
+            .cloned()
+            .collect())
+    }
+
+    fn enrollment_token(&mut self, key: &[u8; 32]) -> StoreResult<Option<EnrollmentToken>> {
+        Ok(self.enrollment_token_of(key))
+    }
+
+    fn put_enrollment_token(&mut self, key: &[u8; 32], token: &EnrollmentToken) -> StoreResult<()> {
+        self.put_token(key, token);
+        Ok(())
+    }
+
+    fn delete_enrollment_token(&mut self, key: &[u8; 32]) -> StoreResult<bool> {
+        Ok(self.delete_token(key))
+    }
+
+    fn session(&mut self, agent_id: &str) -> StoreResult<Option<AgentSession>> {
+        Ok(self.session_of(agent_id))
+    }
+
+    fn put_session(&mut self, session: &AgentSession) -> StoreResult<()> {
+        self.put_agent_session(session);
+        Ok(())
+    }
+
+    fn delete_session(&mut self, agent_id: &str) -> StoreResult<bool> {
+        Ok(self.delete_agent_session(agent_id))
     }
 }
 
@@ -785,5 +842,22 @@ impl MailboxStore for MemoryMailboxes {
     fn set_cursor<'a>(&'a self, name: &'a str, entry_id: u64) -> BoxFuture<'a, StoreResult<()>> {
         lock(&self.state).cursors.insert(name.to_owned(), entry_id);
         ready(Ok(()))
+    }
+
+    fn query<'a>(
+        &'a self,
+        owner: &'a str,
+        mailbox: Mailbox,
+        query: &'a MailboxQuery,
+    ) -> BoxFuture<'a, StoreResult<QueryPage>> {
+        let owner = owner.to_lowercase();
+        let state = lock(&self.state);
+        let mut entries: Vec<&MailboxEntry> = state
+            .entries
+            .values()
+            .filter(|entry| entry.mailbox == mailbox && entry.owner.to_lowercase() == owner)
+            .collect();
+        entries.sort_by_key(|entry| (entry.at_millis, entry.entry_id));
+        ready(Ok(crate::model::run_query(entries.into_iter(), query)))
     }
 }

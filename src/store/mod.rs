@@ -46,8 +46,8 @@ pub use self::redb::{
     RedbOptions, RedbStore, SCHEMA_VERSION, Snapshot, WriteBatch,
 };
 pub use contract::{
-    InboundGroup, InboundTransaction, MailboxStore, Maintenance, OutboxStats, OutboxStore, Storage,
-    StoreTransaction,
+    AgentStore, InboundGroup, InboundTransaction, KeyedToken, MailboxStore, Maintenance,
+    OutboxStats, OutboxStore, Storage, StoreTransaction,
 };
 pub use error::{RecordKind, RecordProblem, StoreError, StoreResult};
 pub use json_storage::JsonFilesStorage;
@@ -61,10 +61,11 @@ pub use postgres::{ImportBatch, POSTGRES_SCHEMA_VERSION, PgOptions, PgStorage};
 // re-exported here so that a backend (and `btps::store::TrustRecord`) needs only
 // this module.
 pub use crate::model::{
-    DELIVERY_FAILURE_TYPE, EntryKind, EntryMeta, IdentityPatch, IdentityRecord, KeyHistoryEntry,
-    Mailbox, MailboxEntry, NewInboxEntry, NewOutboxEntry, NewTrustRecord, OutboxState, Perspective,
-    PrivacyType, PublicKeyRecord, Source, Timestamp, TimestampError, TrustPatch, TrustRecord,
-    TrustStatus, validate_identity, validate_trust,
+    AgentSession, DELIVERY_FAILURE_TYPE, EnrollmentToken, EntryFilter, EntryKind, EntryMeta,
+    IdentityPatch, IdentityRecord, KeyHistoryEntry, ListingPosition, Mailbox, MailboxEntry,
+    MailboxQuery, NewInboxEntry, NewOutboxEntry, NewTrustRecord, OutboxState, Perspective,
+    PrivacyType, PublicKeyRecord, QueryPage, Source, TextFilter, Timestamp, TimestampError,
+    TrustPatch, TrustRecord, TrustStatus, validate_identity, validate_trust,
 };
 
 /// The store traits return boxed futures so that they can be used as

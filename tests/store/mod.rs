@@ -4,6 +4,7 @@
 // Test helpers outside `#[test]` functions unwrap too: a failure is a test failure.
 #![allow(clippy::unwrap_used)]
 
+mod agents;
 mod bad_input;
 mod check;
 mod concurrency;

@@ -85,6 +85,12 @@ pub struct TestOptions {
     pub json_records: Option<(JsonTrustStore, JsonIdentityStore)>,
     /// Wraps the storage the server is given (to inject failures).
     pub wrap_storage: Option<StorageWrapper>,
+    /// Agents may send: the server queues what they send through outbound
+    /// delivery's originator (the worker itself does not run), each hosted
+    /// domain's delegator published in DNS with the server key.
+    pub agent_outbound: bool,
+    /// How agents enroll, refresh and act.
+    pub agents: btps::server::agent::AgentPolicy,
 }
 
 /// A function that wraps a server's storage in another (to inject failures).
@@ -106,6 +112,8 @@ impl Default for TestOptions {
             on_error: None,
             json_records: None,
             wrap_storage: None,
+            agent_outbound: false,
+            agents: btps::server::agent::AgentPolicy::default(),
         }
     }
 }
@@ -193,8 +201,10 @@ impl TestServer {
             CachingResolver::new(resolver, CacheConfig::default())
                 .with_observer(btps::metrics::dns_cache),
         );
-        let keys: Arc<dyn KeySource> = Arc::new(DnsKeys::new(KeyDirectory::new(resolver)));
+        let keys: Arc<dyn KeySource> =
+            Arc::new(DnsKeys::new(KeyDirectory::new(Arc::clone(&resolver))));
         let server_key = prepared.server_key.public_key().clone();
+        let signing_key = Arc::new(prepared.server_key);
         let storage: Arc<dyn Storage> = match options.json_records {
             None => Arc::new(store.clone()),
             Some((trust, identities)) => Arc::new(JsonFilesStorage::new(
@@ -209,10 +219,11 @@ impl TestServer {
         };
         let mut builder = Server::builder()
             .storage(storage)
-            .server_key(prepared.server_key)
+            .server_key_shared(Arc::clone(&signing_key))
             .tls(prepared.tls)
             .key_source(keys)
             .trust_policy(options.policy)
+            .agent_policy(options.agents)
             .clock_policy(options.clock)
             .listener_settings(ListenerSettings {
                 connection: ConnectionLimits {
@@ -225,6 +236,26 @@ impl TestServer {
                 max_connections_per_ip: options.max_connections_per_ip,
                 shutdown_grace: Duration::from_secs(5),
             });
+        if options.agent_outbound {
+            let config = config_for(data_dir);
+            for (identity, _) in &options.hosted {
+                let domain = Identity::parse(identity).unwrap().domain().to_owned();
+                let delegator = config.lookup_signer(&domain);
+                dns.publish_key(&delegator, "btps1", &server_key.to_base64());
+                dns.publish_host(&domain, "127.0.0.1:1", "btps1");
+            }
+            let originator = btps::delivery::Originator::new(
+                Arc::clone(&signing_key),
+                "btps1",
+                Arc::new(config),
+                Some(KeyDirectory::new(Arc::clone(&resolver))),
+            );
+            builder = builder.agent_outbound(Arc::new(btps::delivery::Outbound {
+                originator: Arc::new(originator),
+                policy: TrustPolicy::default(),
+                wake: Arc::new(tokio::sync::Notify::new()),
+            }));
+        }
         for hook in options.middleware {
             builder = builder.middleware(hook);
         }

@@ -29,6 +29,7 @@ use crate::config::Config;
 use crate::delivery::Outbound;
 use crate::store::{RedbStore, Storage, StoreError};
 
+mod agent;
 mod args;
 mod dns;
 mod identity;
@@ -45,6 +46,7 @@ pub use maintenance::{CheckReport, check_file, temporary_beside, write_backup};
 pub use outbound::{SendRequest, TrustRequestFields};
 pub use trust::Decision;
 
+use agent::{agent_list, agent_revoke, agent_token_issue, agent_token_list, agent_token_revoke};
 use dns::{dns_records, identity_dns_records};
 use identity::{identity_add, identity_json, identity_list, identity_record, identity_rotate_key};
 use inbox::{inbox_list, inbox_show};
@@ -318,6 +320,37 @@ pub enum AdminRequest {
         /// The entry id.
         entry_id: u64,
     },
+    /// Issue a one-time enrollment token for a hosted identity's new agent.
+    AgentTokenIssue {
+        /// The hosted identity (`account$domain`).
+        identity: String,
+        /// Lifetime in milliseconds; `agents.enrollment_ttl_ms` when absent.
+        ttl_ms: Option<u64>,
+        /// Who issues it (recorded with the token).
+        issued_by: String,
+    },
+    /// The outstanding enrollment tokens (of one identity, or all).
+    AgentTokenList {
+        /// Only this identity's.
+        identity: Option<String>,
+    },
+    /// Delete an unused enrollment token.
+    AgentTokenRevoke {
+        /// The token id `agentTokenList` shows.
+        token_id: String,
+    },
+    /// The enrolled agents (of one identity, or all).
+    AgentList {
+        /// Only this identity's.
+        identity: Option<String>,
+    },
+    /// Revoke an agent: its trust record is revoked and its session deleted.
+    AgentRevoke {
+        /// `btps_ag_<uuid>`.
+        agent_id: String,
+        /// Who decided.
+        decided_by: String,
+    },
     /// Integrity check of the live database (through a consistent copy).
     Check,
     /// A consistent copy of the live database. Only over the admin socket, which
@@ -457,6 +490,39 @@ pub enum AdminResponse {
     InboxEntry {
         /// The entry.
         entry: Value,
+    },
+    /// A new enrollment token: shown once, stored only hashed.
+    AgentToken {
+        /// The token to give the agent's user.
+        token: String,
+        /// Its id in listings (the first 16 hex digits of its stored hash).
+        token_id: String,
+        /// The identity it enrolls an agent for.
+        identity: String,
+        /// When it expires.
+        expires_at: String,
+    },
+    /// The outstanding enrollment tokens (never the tokens themselves).
+    AgentTokens {
+        /// One object per token.
+        tokens: Vec<Value>,
+    },
+    /// An enrollment token was deleted.
+    AgentTokenRevoked {
+        /// Its id.
+        token_id: String,
+    },
+    /// The enrolled agents.
+    Agents {
+        /// One object per agent.
+        agents: Vec<Value>,
+    },
+    /// An agent was revoked.
+    AgentRevoked {
+        /// Its id.
+        agent_id: String,
+        /// The identity it acted for.
+        owner: String,
     },
     /// The check passed.
     Checked {
@@ -627,6 +693,18 @@ pub fn execute(context: &AdminContext, request: AdminRequest) -> AdminResult<Adm
             cursor,
         } => inbox_list(context, &identity, limit, cursor.as_deref()),
         AdminRequest::InboxShow { entry_id } => inbox_show(context, entry_id),
+        AdminRequest::AgentTokenIssue {
+            identity,
+            ttl_ms,
+            issued_by,
+        } => agent_token_issue(context, &identity, ttl_ms, &issued_by),
+        AdminRequest::AgentTokenList { identity } => agent_token_list(context, identity.as_deref()),
+        AdminRequest::AgentTokenRevoke { token_id } => agent_token_revoke(context, &token_id),
+        AdminRequest::AgentList { identity } => agent_list(context, identity.as_deref()),
+        AdminRequest::AgentRevoke {
+            agent_id,
+            decided_by,
+        } => agent_revoke(context, &agent_id, &decided_by),
         AdminRequest::Check => check_live(context).map(|report| AdminResponse::Checked { report }),
         AdminRequest::Backup => Err(AdminError::Unsupported(String::from(
             "a backup is streamed over the admin socket; use write_backup to write one directly",

@@ -391,7 +391,11 @@ pub(super) fn outbox_show(context: &AdminContext, entry_id: u64) -> AdminResult<
 fn stored_entry(context: &AdminContext, entry_id: u64) -> AdminResult<MailboxEntry> {
     context
         .wait(context.storage().mailboxes().entry(entry_id))??
-        .filter(|entry| entry.origin == Some(Mailbox::Outbox) || entry.mailbox != Mailbox::Inbox)
+        .filter(|entry| match entry.mailbox {
+            Mailbox::Outbox | Mailbox::Sentbox => true,
+            Mailbox::Trash => entry.origin == Some(Mailbox::Outbox),
+            Mailbox::Inbox | Mailbox::Draft => false,
+        })
         .ok_or_else(|| AdminError::NotFound(format!("no outbox entry {entry_id}")))
 }
 

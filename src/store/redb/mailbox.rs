@@ -77,7 +77,7 @@ fn entries_under_digest(
 
 /// The entries of (`owner` case-insensitive, `mailbox`) whose artifact id is
 /// `artifact_id` (exact), in entry-id order.
-fn entries_by_artifact(
+pub(super) fn entries_by_artifact(
     index: &impl ReadableTable<Bytes, ()>,
     entries: &impl ReadableTable<u64, Bytes>,
     path: &Path,

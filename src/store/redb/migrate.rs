@@ -15,10 +15,11 @@ use crate::store::{StoreError, StoreResult, Timestamp};
 
 use super::codec;
 use super::tables::{
-    COUNTERS, IDENTITY, IDENTITY_BY_NAME, IDENTITY_KEY, MAILBOX_ARTIFACT, MAILBOX_COUNT,
-    MAILBOX_ENTRY, MAILBOX_LISTING, META, META_CREATED_AT, META_DATABASE_ID, META_SCHEMA_VERSION,
-    OUTBOX_DUE, OUTBOX_ORDER, OUTBOX_PAIR, TRUST, TRUST_BY_EXPIRY, TRUST_BY_RECEIVER,
-    TRUST_BY_SENDER, TRUST_BY_STATUS, TRUST_STATUS_COUNT, artifact_key, legacy,
+    AGENT_BY_OWNER, AGENT_SESSION, AGENT_TOKEN, COUNTERS, IDENTITY, IDENTITY_BY_NAME, IDENTITY_KEY,
+    MAILBOX_ARTIFACT, MAILBOX_COUNT, MAILBOX_ENTRY, MAILBOX_LISTING, META, META_CREATED_AT,
+    META_DATABASE_ID, META_SCHEMA_VERSION, OUTBOX_DUE, OUTBOX_ORDER, OUTBOX_PAIR, TRUST,
+    TRUST_BY_EXPIRY, TRUST_BY_RECEIVER, TRUST_BY_SENDER, TRUST_BY_STATUS, TRUST_STATUS_COUNT,
+    artifact_key, legacy,
 };
 use super::{RedbStore, SCHEMA_VERSION, WriteBatch};
 
@@ -144,6 +145,16 @@ impl WriteBatch<'_> {
         self.txn
             .open_table(OUTBOX_ORDER)
             .map_err(|e| self.error(e))?;
+        // The agent tables (version 6).
+        self.txn
+            .open_table(AGENT_TOKEN)
+            .map_err(|e| self.error(e))?;
+        self.txn
+            .open_table(AGENT_BY_OWNER)
+            .map_err(|e| self.error(e))?;
+        self.txn
+            .open_table(AGENT_SESSION)
+            .map_err(|e| self.error(e))?;
         Ok(())
     }
 
@@ -152,7 +163,7 @@ impl WriteBatch<'_> {
         // Tables added by a later version are created empty here: version 2 added
         // `trust_status_count`, version 3 the mailbox tables, version 4
         // `mailbox_artifact` (filled below), version 5 the outbox indexes (no entry
-        // was ever in the outbox before it).
+        // was ever in the outbox before it), version 6 the agent tables.
         self.open_all_tables()?;
         if from < 4 {
             migrate_to_v4(self)?;

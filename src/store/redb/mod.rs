@@ -28,6 +28,7 @@
 //! [`TrustStore`]: crate::store::TrustStore
 //! [`IdentityStore`]: crate::store::IdentityStore
 
+mod agents;
 mod backup;
 mod codec;
 mod contract;
@@ -35,6 +36,7 @@ mod error;
 mod mailbox;
 mod migrate;
 mod outbox;
+mod query;
 mod read;
 mod storage;
 mod tables;
@@ -68,8 +70,9 @@ pub const DATABASE_FILE_NAME: &str = "btps.redb";
 /// Version 1 had no `trust_status_count` table; opening such a file adds it,
 /// filled from the status index, in one transaction. Version 2 had no mailbox
 /// tables; opening such a file creates them (empty). Version 5 added the outbox
-/// indexes (empty: nothing was queued before).
-pub const SCHEMA_VERSION: u32 = 5;
+/// indexes (empty: nothing was queued before). Version 6 added the agent tables
+/// (`agent_token`, `agent_session`, `agent_by_owner`), created empty.
+pub const SCHEMA_VERSION: u32 = 6;
 
 /// How a [`RedbStore`] opens its file.
 #[derive(Clone, Debug)]

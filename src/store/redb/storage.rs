@@ -5,13 +5,13 @@
 use std::path::Path;
 
 use crate::store::contract::{
-    InboundGroup, InboundTransaction, MailboxStore, Maintenance, OutboxStats, OutboxStore, Storage,
-    StoreTransaction,
+    AgentStore, InboundGroup, InboundTransaction, MailboxStore, Maintenance, OutboxStats,
+    OutboxStore, Storage, StoreTransaction,
 };
 use crate::store::{
-    BackupReport, BoxFuture, IdentityStore, InboxWriter, Mailbox, MailboxEntry, NewTrustRecord,
-    Page, PageRequest, Perspective, PreparedInboxEntry, RedbStore, StoreResult, Timestamp,
-    TrustPatch, TrustRecord, TrustStore, WriteBatch,
+    AgentSession, BackupReport, BoxFuture, EnrollmentToken, IdentityStore, InboxWriter, Mailbox,
+    MailboxEntry, MailboxQuery, NewTrustRecord, Page, PageRequest, Perspective, PreparedInboxEntry,
+    QueryPage, RedbStore, StoreResult, Timestamp, TrustPatch, TrustRecord, TrustStore, WriteBatch,
 };
 
 /// Runs `work` on the blocking pool with a handle on the store.
@@ -101,6 +101,10 @@ impl Storage for RedbStore {
     }
 
     fn maintenance(&self) -> Option<&dyn Maintenance> {
+        Some(self)
+    }
+
+    fn agents(&self) -> Option<&dyn AgentStore> {
         Some(self)
     }
 }
@@ -207,6 +211,40 @@ impl StoreTransaction for RedbTransaction<'_, '_> {
     fn remove_entry(&mut self, entry_id: u64) -> StoreResult<Option<MailboxEntry>> {
         self.batch.remove_entry(entry_id)
     }
+
+    fn entries_by_artifact(
+        &mut self,
+        owner: &str,
+        mailbox: Mailbox,
+        artifact_id: &str,
+    ) -> StoreResult<Vec<MailboxEntry>> {
+        self.batch
+            .mailbox_entries_by_artifact(owner, mailbox, artifact_id)
+    }
+
+    fn enrollment_token(&mut self, key: &[u8; 32]) -> StoreResult<Option<EnrollmentToken>> {
+        self.batch.enrollment_token(key)
+    }
+
+    fn put_enrollment_token(&mut self, key: &[u8; 32], token: &EnrollmentToken) -> StoreResult<()> {
+        self.batch.put_enrollment_token(key, token)
+    }
+
+    fn delete_enrollment_token(&mut self, key: &[u8; 32]) -> StoreResult<bool> {
+        self.batch.delete_enrollment_token(key)
+    }
+
+    fn session(&mut self, agent_id: &str) -> StoreResult<Option<AgentSession>> {
+        self.batch.agent_session(agent_id)
+    }
+
+    fn put_session(&mut self, session: &AgentSession) -> StoreResult<()> {
+        self.batch.put_agent_session(session)
+    }
+
+    fn delete_session(&mut self, agent_id: &str) -> StoreResult<bool> {
+        self.batch.delete_agent_session(agent_id)
+    }
 }
 
 impl OutboxStore for RedbStore {
@@ -308,6 +346,18 @@ impl MailboxStore for RedbStore {
         let key = cursor_key(name);
         blocking(self, move |store| {
             store.write(|batch| batch.set_meta(&key, &entry_id.to_be_bytes()))
+        })
+    }
+
+    fn query<'a>(
+        &'a self,
+        owner: &'a str,
+        mailbox: Mailbox,
+        query: &'a MailboxQuery,
+    ) -> BoxFuture<'a, StoreResult<QueryPage>> {
+        let (owner, query) = (owner.to_owned(), query.clone());
+        blocking(self, move |store| {
+            store.read(|snapshot| snapshot.query_mailbox(&owner, mailbox, &query))
         })
     }
 }

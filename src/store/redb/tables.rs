@@ -123,6 +123,17 @@ pub(super) const OUTBOX_PAIR: TableDefinition<Bytes, ()> = TableDefinition::new(
 /// `entry_id` → (): every outbox entry in the order it was queued.
 pub(super) const OUTBOX_ORDER: TableDefinition<u64, ()> = TableDefinition::new("outbox_order");
 
+// ---- Agent tables (`07-agents-auth.md` §6.7; since v6) ----
+
+/// SHA-256 of an enrollment token's lookup key → `0x01 ++ postcard(TokenV1)`.
+pub(super) const AGENT_TOKEN: TableDefinition<Bytes, Bytes> = TableDefinition::new("agent_token");
+/// Agent id → `0x01 ++ postcard(SessionV1)`.
+pub(super) const AGENT_SESSION: TableDefinition<&str, Bytes> =
+    TableDefinition::new("agent_session");
+/// `str(lower(owner)) ++ str(agent_id)` → (): the agents of an owner.
+pub(super) const AGENT_BY_OWNER: TableDefinition<Bytes, ()> =
+    TableDefinition::new("agent_by_owner");
+
 /// Tables of schema version 3 that version 4 replaced with [`MAILBOX_ARTIFACT`];
 /// the migration deletes them.
 pub(super) mod legacy {
@@ -190,6 +201,11 @@ pub(super) fn expiry_key(
 
 pub(super) fn identity_key_prefix(identity: &str) -> Vec<u8> {
     string_part(&identity.to_lowercase())
+}
+
+/// An agent's key in [`AGENT_BY_OWNER`].
+pub(super) fn agent_owner_key(owner: &str, agent_id: &str) -> Vec<u8> {
+    concat(&[&string_part(&owner.to_lowercase()), &string_part(agent_id)])
 }
 
 /// Length of a listing cursor: `instant(at) ++ u64be(entry_id)`.

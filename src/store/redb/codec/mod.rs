@@ -12,6 +12,7 @@
 //! public-key values; `entry` holds the mailbox entries, which are also stored
 //! LZ4-compressed when that pays.
 
+mod agent;
 mod entry;
 
 use serde::{Deserialize, Serialize};
@@ -22,6 +23,7 @@ use crate::store::{
     TrustRecord, TrustStatus,
 };
 
+pub(super) use self::agent::{decode_session, decode_token, encode_session, encode_token};
 pub(super) use self::entry::{decode_entry, encode_entry};
 
 /// Record format version of trust, identity, key and mailbox-entry values written
