@@ -15,11 +15,12 @@ use tokio_postgres::Row;
 use super::error::PgErrors;
 use super::records::{execute, rows};
 use super::{Db, Parts};
+use crate::model::run_query;
 use crate::store::contract::MailboxStore;
 use crate::store::keys::{concat, instant_part};
 use crate::store::{
-    BoxFuture, Cursor, EntryKind, EntryMeta, Mailbox, MailboxEntry, Page, PageRequest, RecordKind,
-    StoreError, StoreResult, Timestamp,
+    BoxFuture, Cursor, EntryKind, EntryMeta, Mailbox, MailboxEntry, MailboxQuery, Page,
+    PageRequest, QueryPage, RecordKind, StoreError, StoreResult, Timestamp,
 };
 
 /// The `mailbox` column.
@@ -362,6 +363,31 @@ impl EntrySql {
         Ok(Some(old))
     }
 
+    /// The entries of (owner, mailbox) holding `artifact_id`, by entry id.
+    pub(crate) async fn by_artifact(
+        client: &ClientWrapper,
+        parts: &Parts,
+        owner_lc: &str,
+        mailbox: Mailbox,
+        artifact_id: &str,
+    ) -> StoreResult<Vec<MailboxEntry>> {
+        let sql = format!(
+            "SELECT {ENTRY_COLUMNS} FROM btps_entries
+             WHERE owner_lc = $1 AND mailbox = $2 AND artifact_id = $3 ORDER BY entry_id"
+        );
+        let found = rows(
+            client,
+            &parts.errors,
+            &sql,
+            &[&owner_lc, &mailbox_code(mailbox), &artifact_id],
+        )
+        .await?;
+        found
+            .iter()
+            .map(|row| decode_entry(&parts.errors, row))
+            .collect()
+    }
+
     /// Keeps the queue heads of the pairs an outbox entry left or entered.
     async fn requeue_after(
         client: &ClientWrapper,
@@ -558,6 +584,44 @@ impl MailboxStore for PgMailboxes {
                             Ok(u64::try_from(id).unwrap_or(0))
                         }
                     }
+                })
+                .await
+        }))
+    }
+
+    /// Reads only the owner's entries inside the query's time window (the listing
+    /// index), then applies the reference semantics of [`run_query`].
+    fn query<'a>(
+        &'a self,
+        owner: &'a str,
+        mailbox: Mailbox,
+        query: &'a MailboxQuery,
+    ) -> BoxFuture<'a, StoreResult<QueryPage>> {
+        let parts = self.db.parts();
+        let owner = owner.to_lowercase();
+        let since = query.since.unwrap_or(i64::MIN);
+        let until = query.until.unwrap_or(i64::MAX);
+        let query = query.clone();
+        Box::pin(self.db.run(async move {
+            parts
+                .with(|client, parts| async move {
+                    let sql = format!(
+                        "SELECT {ENTRY_COLUMNS} FROM btps_entries
+                         WHERE owner_lc = $1 AND mailbox = $2 AND at_millis >= $3
+                         AND at_millis <= $4 ORDER BY at_millis, entry_id"
+                    );
+                    let found = rows(
+                        &client,
+                        &parts.errors,
+                        &sql,
+                        &[&owner, &mailbox_code(mailbox), &since, &until],
+                    )
+                    .await?;
+                    let entries = found
+                        .iter()
+                        .map(|row| decode_entry(&parts.errors, row))
+                        .collect::<StoreResult<Vec<_>>>()?;
+                    Ok(run_query(entries.iter(), &query))
                 })
                 .await
         }))

@@ -39,6 +39,8 @@ mod names;
 pub use names::{DEFAULT_IDENTITY_TABLE, DEFAULT_TRUST_TABLE, redact_uri, valid_table_name};
 
 #[cfg(feature = "postgres")]
+mod agents;
+#[cfg(feature = "postgres")]
 mod bulk;
 #[cfg(feature = "postgres")]
 mod entries;

@@ -14,7 +14,7 @@ use super::Parts;
 use crate::store::{StoreError, StoreResult};
 
 /// The newest schema this build creates and reads.
-pub const POSTGRES_SCHEMA_VERSION: u32 = 1;
+pub const POSTGRES_SCHEMA_VERSION: u32 = 2;
 
 /// The advisory lock migrations hold (`btps` in ASCII, then 1).
 const MIGRATION_LOCK: i64 = 0x6274_7073_0000_0001;
@@ -143,6 +143,31 @@ INSERT INTO btps_meta (name, value) VALUES ('entry_seq', 0);
     )
 }
 
+/// Version 2: enrollment tokens and agent sessions; the artifact-id lookup of the
+/// agents' ids-based actions.
+fn version_2() -> String {
+    r#"
+CREATE TABLE btps_enrollment_tokens (
+    key bytea PRIMARY KEY,
+    expires_at bigint NOT NULL,
+    record text NOT NULL
+);
+CREATE INDEX btps_enrollment_tokens_expiry ON btps_enrollment_tokens (expires_at);
+
+CREATE TABLE btps_agent_sessions (
+    agent_id text COLLATE "C" PRIMARY KEY,
+    owner_lc text COLLATE "C" NOT NULL,
+    expires_at bigint NOT NULL,
+    record text NOT NULL
+);
+CREATE INDEX btps_agent_sessions_owner ON btps_agent_sessions (owner_lc, agent_id);
+CREATE INDEX btps_agent_sessions_expiry ON btps_agent_sessions (expires_at);
+
+CREATE INDEX btps_entries_by_artifact ON btps_entries (owner_lc, mailbox, artifact_id, entry_id);
+"#
+    .to_owned()
+}
+
 /// Creates or migrates the schema in one transaction; refuses a newer one.
 pub(crate) async fn migrate(parts: &Parts) -> StoreResult<()> {
     parts
@@ -181,7 +206,7 @@ pub(crate) async fn migrate(parts: &Parts) -> StoreResult<()> {
                     supported: POSTGRES_SCHEMA_VERSION,
                 });
             }
-            let migrations = [version_1(&parts.tables)];
+            let migrations = [version_1(&parts.tables), version_2()];
             for (index, sql) in migrations.iter().enumerate() {
                 let version = u32::try_from(index + 1).unwrap_or(u32::MAX);
                 if version <= found {

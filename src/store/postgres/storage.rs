@@ -9,8 +9,10 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 
 use super::error::PgErrors;
 use super::names::{DEFAULT_IDENTITY_TABLE, DEFAULT_TRUST_TABLE, redact_uri, valid_table_name};
-use super::{entries, outbox, records, schema, transaction};
-use crate::store::contract::{InboundGroup, MailboxStore, OutboxStore, Storage, StoreTransaction};
+use super::{agents, entries, outbox, records, schema, transaction};
+use crate::store::contract::{
+    AgentStore, InboundGroup, MailboxStore, OutboxStore, Storage, StoreTransaction,
+};
 use crate::store::{IdentityStore, StoreError, StoreResult, TrustStore};
 
 /// How to reach the database and which tables to use.
@@ -244,6 +246,7 @@ pub struct PgStorage {
     identities: records::PgIdentities,
     mailboxes: entries::PgMailboxes,
     outbox: outbox::PgOutbox,
+    agents: agents::PgAgents,
 }
 
 impl std::fmt::Debug for PgStorage {
@@ -336,6 +339,9 @@ impl PgStorage {
             outbox: outbox::PgOutbox {
                 db: Arc::clone(&db),
             },
+            agents: agents::PgAgents {
+                db: Arc::clone(&db),
+            },
             db,
         })
     }
@@ -399,6 +405,10 @@ impl Storage for PgStorage {
 
     fn outbox(&self) -> &dyn OutboxStore {
         &self.outbox
+    }
+
+    fn agents(&self) -> Option<&dyn AgentStore> {
+        Some(&self.agents)
     }
 
     fn transact(

@@ -27,13 +27,14 @@ use std::sync::Arc;
 
 use deadpool_postgres::Object;
 
+use super::agents::AgentSql;
 use super::entries::EntrySql;
 use super::records::{IdentitySql, TrustSql};
 use super::{Db, Parts};
 use crate::store::contract::{InboundTransaction, StoreTransaction};
 use crate::store::{
-    MailboxEntry, NewTrustRecord, Perspective, PreparedInboxEntry, StoreError, StoreResult,
-    TrustPatch, TrustRecord,
+    AgentSession, EnrollmentToken, Mailbox, MailboxEntry, NewTrustRecord, Perspective,
+    PreparedInboxEntry, StoreError, StoreResult, TrustPatch, TrustRecord,
 };
 
 /// Polls `future` on the calling thread until it is ready, inside the backend
@@ -341,5 +342,56 @@ impl StoreTransaction for PgTransaction {
 
     fn remove_entry(&mut self, entry_id: u64) -> StoreResult<Option<MailboxEntry>> {
         self.step(|client, parts| async move { EntrySql::remove(&client, &parts, entry_id).await })
+    }
+
+    fn entries_by_artifact(
+        &mut self,
+        owner: &str,
+        mailbox: Mailbox,
+        artifact_id: &str,
+    ) -> StoreResult<Vec<MailboxEntry>> {
+        let owner = owner.to_lowercase();
+        let artifact_id = artifact_id.to_owned();
+        self.step(|client, parts| async move {
+            EntrySql::by_artifact(&client, &parts, &owner, mailbox, &artifact_id).await
+        })
+    }
+
+    fn enrollment_token(&mut self, key: &[u8; 32]) -> StoreResult<Option<EnrollmentToken>> {
+        let key = *key;
+        self.step(|client, parts| async move { AgentSql::token(&client, &parts, key).await })
+    }
+
+    fn put_enrollment_token(&mut self, key: &[u8; 32], token: &EnrollmentToken) -> StoreResult<()> {
+        let (key, token) = (*key, token.clone());
+        self.step(
+            |client, parts| async move { AgentSql::put_token(&client, &parts, key, &token).await },
+        )
+    }
+
+    fn delete_enrollment_token(&mut self, key: &[u8; 32]) -> StoreResult<bool> {
+        let key = *key;
+        self.step(|client, parts| async move { AgentSql::delete_token(&client, &parts, key).await })
+    }
+
+    fn session(&mut self, agent_id: &str) -> StoreResult<Option<AgentSession>> {
+        let agent_id = agent_id.to_owned();
+        self.step(|client, parts| async move {
+            AgentSql::session(&client, &parts, &agent_id, true).await
+        })
+    }
+
+    fn put_session(&mut self, session: &AgentSession) -> StoreResult<()> {
+        let session = session.clone();
+        self.step(
+            |client, parts| async move { AgentSql::put_session(&client, &parts, &session).await },
+        )
+    }
+
+    fn delete_session(&mut self, agent_id: &str) -> StoreResult<bool> {
+        let agent_id = agent_id.to_owned();
+        self.step(|client, parts| async move {
+            AgentSql::delete_session(&client, &parts, &agent_id).await
+        })
     }
 }
