@@ -1,7 +1,8 @@
 //! `btps migrate --from redb:PATH --to postgres:URI` (and back): copies every
 //! identity and trust record, every mailbox entry under its own id (the outbox's
-//! queues and the de-duplication of inbound artifacts with them) and every
-//! subscription cursor from a stopped source into an empty destination, then
+//! queues and the de-duplication of inbound artifacts with them), every
+//! subscription cursor, enrollment token and agent session from a stopped source
+//! into an empty destination, then
 //! reads both back and compares them record by record.
 //!
 //! The source must be stopped: a redb file is opened for writing, which fails
@@ -96,6 +97,9 @@ enum Side {
 /// Rows per table, by name.
 type Counts = BTreeMap<String, u64>;
 
+/// Enrollment tokens with their keys, and agent sessions.
+type AgentRows = (Vec<btps::store::KeyedToken>, Vec<btps::store::AgentSession>);
+
 impl Side {
     fn identities(&self) -> anyhow::Result<Vec<btps::store::IdentityRecord>> {
         let mut records = match self {
@@ -132,6 +136,45 @@ impl Side {
             Side::Redb(store) => store.subscription_cursors()?,
             Side::Postgres(storage) => storage.subscription_cursors()?,
         })
+    }
+
+    fn storage(&self) -> &dyn Storage {
+        match self {
+            Side::Redb(store) => store,
+            Side::Postgres(storage) => storage,
+        }
+    }
+
+    /// Enrollment tokens (by key) and agent sessions (by agent id).
+    fn agents(&self) -> anyhow::Result<AgentRows> {
+        let Some(agents) = self.storage().agents() else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting a runtime")?;
+        let mut tokens = runtime.block_on(agents.enrollment_tokens())?;
+        tokens.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut sessions = runtime.block_on(agents.sessions(None))?;
+        sessions.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
+        Ok((tokens, sessions))
+    }
+
+    fn write_agents(&self, (tokens, sessions): &AgentRows) -> anyhow::Result<()> {
+        if tokens.is_empty() && sessions.is_empty() {
+            return Ok(());
+        }
+        self.storage().transact("", &mut |tx| {
+            for (key, token) in tokens {
+                tx.put_enrollment_token(key, token)?;
+            }
+            for session in sessions {
+                tx.put_session(session)?;
+            }
+            Ok(())
+        })?;
+        Ok(())
     }
 
     fn write(&self, batch: ImportBatch) -> anyhow::Result<()> {
@@ -192,6 +235,9 @@ impl Side {
             }
         }
         counts.insert("cursors".to_owned(), len(self.cursors()?.len()));
+        let (tokens, sessions) = self.agents()?;
+        counts.insert("enrollment tokens".to_owned(), len(tokens.len()));
+        counts.insert("agent sessions".to_owned(), len(sessions.len()));
         Ok(counts)
     }
 }
@@ -347,7 +393,8 @@ fn copy(source: &Side, destination: &Side) -> anyhow::Result<()> {
     destination.write(ImportBatch {
         cursors: source.cursors()?,
         ..ImportBatch::default()
-    })
+    })?;
+    destination.write_agents(&source.agents()?)
 }
 
 /// Reads both sides back and compares them; the counts per table.
@@ -360,6 +407,9 @@ fn verify(source: &Side, destination: &Side) -> anyhow::Result<BTreeMap<String, 
     }
     if source.cursors()? != destination.cursors()? {
         bail!("verification failed: the subscription cursors differ");
+    }
+    if source.agents()? != destination.agents()? {
+        bail!("verification failed: the enrollment tokens or agent sessions differ");
     }
     let mut after = 0;
     loop {

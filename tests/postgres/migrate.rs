@@ -87,6 +87,33 @@ fn populated(path: &Path) {
             })
             .unwrap();
     }
+    // An enrolled agent and an enrollment token waiting for another.
+    store
+        .transact(OWNER, &mut |tx| {
+            tx.put_enrollment_token(
+                &btps::model::enrollment_token_key(OWNER, "ABCD2345"),
+                &btps::store::EnrollmentToken {
+                    identity: OWNER.to_owned(),
+                    created_at: Timestamp::now(),
+                    expires_at: Timestamp::from_millis(4_102_444_800_000).unwrap(),
+                    decrypt_by: "admin$client.test".to_owned(),
+                    issued_by: "test".to_owned(),
+                    metadata: None,
+                },
+            )?;
+            tx.put_session(&btps::store::AgentSession {
+                agent_id: "btps_ag_1".to_owned(),
+                owner: OWNER.to_owned(),
+                created_at: Timestamp::now(),
+                refresh_hash: btps::model::refresh_token_hash("refresh"),
+                refresh_expires_at: Timestamp::from_millis(4_102_444_800_000).unwrap(),
+                decrypt_by: "admin$client.test".to_owned(),
+                agent_info: None,
+                last_refresh_at: None,
+                retired: vec![btps::model::refresh_token_hash("old")],
+            })
+        })
+        .unwrap();
     // From any thread, inside a runtime or not.
     std::thread::scope(|scope| {
         scope.spawn(|| {
@@ -157,6 +184,8 @@ async fn redb_to_postgres_and_back_keeps_everything() {
     assert_eq!(count(&report, "entries (inbox)"), (30, 30));
     assert_eq!(count(&report, "entries (outbox)"), (1100, 1100));
     assert_eq!(count(&report, "cursors"), (1, 1));
+    assert_eq!(count(&report, "agent sessions"), (1, 1));
+    assert_eq!(count(&report, "enrollment tokens"), (1, 1));
 
     // A destination that is not empty is refused.
     let (ok, refused) = migrate(
