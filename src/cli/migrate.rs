@@ -155,7 +155,7 @@ impl Side {
             .build()
             .context("starting a runtime")?;
         let mut tokens = runtime.block_on(agents.enrollment_tokens())?;
-        tokens.sort_by(|a, b| a.0.cmp(&b.0));
+        tokens.sort_by_key(|(key, _)| *key);
         let mut sessions = runtime.block_on(agents.sessions(None))?;
         sessions.sort_by(|a, b| a.agent_id.cmp(&b.agent_id));
         Ok((tokens, sessions))
