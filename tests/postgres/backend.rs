@@ -64,6 +64,28 @@ fn a_database_of_a_newer_btps_is_refused_and_migration_runs_once() {
     }
 }
 
+/// A database of the first schema version (before the agent tables) is brought
+/// up to date at the next start, and works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_schema_is_migrated_at_start() {
+    let Some(base) = uri() else { return };
+    let (schema, uri) = fresh_schema(&base);
+    drop(PgStorage::connect(&options(&uri, "n")).unwrap());
+    admin_sql(
+        &base,
+        &format!(
+            "SET search_path TO {schema};
+             DROP TABLE btps_enrollment_tokens, btps_agent_sessions;
+             DROP INDEX btps_entries_by_artifact;
+             UPDATE btps_meta SET value = 1 WHERE name = 'schema_version'"
+        ),
+    );
+    let storage = PgStorage::connect(&options(&uri, "n")).unwrap();
+    let agents = storage.agents().unwrap();
+    assert!(agents.sessions(None).await.unwrap().is_empty());
+    assert_eq!(agents.sweep(0).unwrap(), (0, 0));
+}
+
 #[test]
 fn a_changed_table_name_on_a_migrated_database_is_refused() {
     let Some(base) = uri() else { return };
