@@ -76,6 +76,11 @@ pub(crate) struct PgTransaction {
     last_entry: i64,
     /// A statement timed out: the connection's state is unknown.
     broken: bool,
+    /// The inbound trust record of the artifact whose duplicate check ran last,
+    /// read in the same round trip (the two statements pipelined): what the
+    /// server's next call, `trust(Inbound, that id)`, asks for. Any other
+    /// statement first drops it.
+    read_ahead: Option<(String, Option<TrustRecord>)>,
 }
 
 impl PgTransaction {
@@ -125,6 +130,7 @@ impl PgTransaction {
             first_entry: counter,
             last_entry: counter,
             broken: false,
+            read_ahead: None,
         })
     }
 
@@ -135,6 +141,7 @@ impl PgTransaction {
         F: FnOnce(Arc<Object>, Parts) -> Fut,
         Fut: Future<Output = StoreResult<T>> + Send + 'static,
     {
+        self.read_ahead = None;
         let client = self
             .client
             .clone()
@@ -228,6 +235,12 @@ impl Drop for PgTransaction {
 
 impl InboundTransaction for PgTransaction {
     fn trust(&mut self, perspective: Perspective, id: &str) -> StoreResult<Option<TrustRecord>> {
+        if let Some((ahead, record)) = self.read_ahead.take()
+            && perspective == Perspective::Inbound
+            && ahead == id.to_lowercase()
+        {
+            return Ok(record);
+        }
         let id = id.to_owned();
         self.step(|client, parts| async move {
             TrustSql::get(&client, &parts, perspective, &id, false).await
@@ -271,9 +284,22 @@ impl InboundTransaction for PgTransaction {
         let receiver = entry.to_lowercase_receiver().to_owned();
         let sender = entry.to_lowercase_sender().to_owned();
         let artifact = entry.artifact_id().to_owned();
-        self.step(|client, parts| async move {
-            EntrySql::duplicate_of(&client, &parts, &receiver, &sender, &artifact).await
-        })
+        let trust_id = crate::identity::compute_trust_id(&sender, &receiver);
+        let id = trust_id.clone();
+        let (duplicate, record) = self.step(|client, parts| async move {
+            // One round trip: tokio-postgres pipelines the two statements.
+            let (duplicate, record) = tokio::join!(
+                EntrySql::duplicate_of(&client, &parts, &receiver, &sender, &artifact),
+                TrustSql::get(&client, &parts, Perspective::Inbound, &id, false),
+            );
+            Ok((duplicate?, record.ok()))
+        })?;
+        if duplicate.is_none()
+            && let Some(record) = record
+        {
+            self.read_ahead = Some((trust_id, record));
+        }
+        Ok(duplicate)
     }
 
     fn insert_inbox(&mut self, entry: &PreparedInboxEntry) -> StoreResult<u64> {
