@@ -4,7 +4,8 @@
 //! the rest cut into tokens — and the test fails when
 //!
 //! * a file outside `src/store/redb/` names the `redb` or `postcard` crates (only the
-//!   redb backend knows them);
+//!   redb backend knows them), or a file outside `src/store/postgres/` the
+//!   PostgreSQL driver's crates (`tokio_postgres`, `deadpool_postgres`, …);
 //! * the graph of the library's top-level modules has a cycle (an edge X → Y is a
 //!   `crate::Y…` path, or a `super::` path that climbs to the crate root and names
 //!   Y, in a file of module X);
@@ -56,8 +57,29 @@ const LAYERS: &[&str] = &[
 const REDB_FOLDER: &str = "store/redb/";
 const REDB_CRATES: &[&str] = &["redb", "postcard"];
 
+/// The same for the PostgreSQL backend and its driver's crates.
+const POSTGRES_FOLDER: &str = "store/postgres/";
+const POSTGRES_CRATES: &[&str] = &[
+    "tokio_postgres",
+    "deadpool_postgres",
+    "tokio_postgres_rustls",
+    "postgres_types",
+    "postgres_protocol",
+    "deadpool",
+];
+
 // ---------------------------------------------------------------------------------
 // The checks on the real source tree.
+
+#[test]
+fn only_the_postgres_backend_names_the_postgres_crates() {
+    let problems = crate_problems(&source_files(), POSTGRES_FOLDER, POSTGRES_CRATES);
+    assert!(
+        problems.is_empty(),
+        "only src/{POSTGRES_FOLDER} may know the PostgreSQL driver's crates (ARCHITECTURE.md):\n{}",
+        problems.join("\n")
+    );
+}
 
 #[test]
 fn only_the_redb_backend_names_redb_and_postcard() {
@@ -388,9 +410,15 @@ fn root_references(file: &str, text: &str) -> Vec<(String, usize)> {
 /// a module of that name (`self::redb::`, `store::redb::`) is the module, not the
 /// crate, and `mod redb;` declares the module.
 fn redb_problems(files: &[(String, String)]) -> Vec<String> {
+    crate_problems(files, REDB_FOLDER, REDB_CRATES)
+}
+
+/// Where a file outside `folder` names one of `crates` (the rules of
+/// [`redb_problems`]).
+fn crate_problems(files: &[(String, String)], folder: &str, crates: &[&str]) -> Vec<String> {
     let mut problems = Vec::new();
     for (file, text) in files {
-        if file.starts_with(REDB_FOLDER) {
+        if file.starts_with(folder) {
             continue;
         }
         let tokens = tokens(text);
@@ -399,7 +427,7 @@ fn redb_problems(files: &[(String, String)]) -> Vec<String> {
                 .map_or("", |token| token.text.as_str())
         };
         for (i, token) in tokens.iter().enumerate() {
-            if !REDB_CRATES.contains(&token.text.as_str()) {
+            if !crates.contains(&token.text.as_str()) {
                 continue;
             }
             let before = text_at(i.checked_sub(1));
@@ -661,6 +689,33 @@ fn naming_redb_outside_its_folder_is_reported() {
             "src/config/z.rs:1: names the redb crate",
             "src/config/z.rs:2: names the postcard crate",
             "src/config/z.rs:3: names the redb crate",
+        ]
+    );
+}
+
+#[test]
+fn naming_the_postgres_crates_outside_their_folder_is_reported() {
+    let problems = crate_problems(
+        &files(&[
+            ("server/x.rs", "use tokio_postgres::Client;"),
+            (
+                "cli/y.rs",
+                "fn f() { deadpool_postgres::Pool::builder(m); }",
+            ),
+            (
+                "store/mod.rs",
+                "mod postgres;\npub use postgres::PgStorage;",
+            ),
+            ("store/postgres/mod.rs", "use tokio_postgres::Config;"),
+        ]),
+        POSTGRES_FOLDER,
+        POSTGRES_CRATES,
+    );
+    assert_eq!(
+        problems,
+        [
+            "src/server/x.rs:1: names the tokio_postgres crate",
+            "src/cli/y.rs:1: names the deadpool_postgres crate",
         ]
     );
 }

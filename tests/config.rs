@@ -338,6 +338,28 @@ fn every_environment_name_is_read() {
         ("BTPS_HTTP_LISTEN", "127.0.0.1:9480", |c| {
             c.http.listen.map(|a| a.port()) == Some(9480)
         }),
+        ("POSTGRES_URI", "postgres://btps:secret@db/btps", |c| {
+            c.storage.postgres.uri.as_ref().map(|uri| uri.expose())
+                == Some("postgres://btps:secret@db/btps")
+        }),
+        ("POSTGRES_TABLE", "trust_records", |c| {
+            c.storage.postgres.trust_table == "trust_records"
+        }),
+        ("POSTGRES_IDENTITY_TABLE", "identity_records", |c| {
+            c.storage.postgres.identity_table == "identity_records"
+        }),
+        ("BTPS_POSTGRES_POOL_SIZE", "3", |c| {
+            c.storage.postgres.pool_size == 3
+        }),
+        ("BTPS_POSTGRES_CONNECT_TIMEOUT_MS", "750", |c| {
+            c.storage.postgres.connect_timeout == Duration::from_millis(750)
+        }),
+        ("BTPS_POSTGRES_STATEMENT_TIMEOUT_MS", "1500", |c| {
+            c.storage.postgres.statement_timeout == Duration::from_millis(1500)
+        }),
+        ("BTPS_NODE_NAME", "node-7", |c| {
+            c.storage.postgres.node_name.as_deref() == Some("node-7")
+        }),
         ("BTPS_HTTP_TOKEN", "a-token-of-sufficient-length", |c| {
             c.http.token.as_ref().map(|t| t.expose()) == Some("a-token-of-sufficient-length")
         }),

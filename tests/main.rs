@@ -19,6 +19,8 @@ mod hygiene;
 mod interop;
 mod operator;
 mod ops;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod protocol;
 mod schema;
 mod server;

@@ -129,9 +129,36 @@ fn print_report(report: &CheckReport, json_output: bool) {
     print_fields(&fields);
 }
 
+/// Refuses a redb-only command when the configured storage is PostgreSQL, saying
+/// what to use instead (`None`: the storage has a redb file, go on).
+fn redb_only(config: &Config, command: &str, json_output: bool) -> Option<ExitCode> {
+    if config.storage.kind != btps::config::StorageKind::Postgres {
+        return None;
+    }
+    let database = config
+        .storage
+        .postgres
+        .uri
+        .as_ref()
+        .map_or_else(|| "(no uri)".to_owned(), ToString::to_string);
+    let message = format!(
+        "btps {command} works on the redb backend only; this server's storage is PostgreSQL \
+         ({database}): use PostgreSQL's own tools — pg_dump --format=custom to back it up, \
+         pg_restore to restore it, amcheck to check it (docs/postgres.md)"
+    );
+    if json_output {
+        print_json(&json!({"ok": false, "error": message, "storage": "postgres"}));
+    }
+    eprintln!("error: {message}");
+    Some(ExitCode::from(2))
+}
+
 /// Runs `btps backup`.
 pub(crate) fn backup(args: &BackupArgs) -> anyhow::Result<ExitCode> {
     let config = args.output.data.config()?;
+    if let Some(refused) = redb_only(&config, "backup", args.output.json) {
+        return Ok(refused);
+    }
     let out = &args.out;
     if out.is_dir() {
         bail!(
@@ -225,6 +252,12 @@ fn write_copy(
 /// btps database, 2 when it could not be checked.
 pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let config = args.output.data.config()?;
+    // A redb file named with --file can still be checked.
+    if args.file.is_none()
+        && let Some(refused) = redb_only(&config, "check", args.output.json)
+    {
+        return Ok(refused);
+    }
     let database = &config.storage.database_path;
     let path = args.file.clone().unwrap_or_else(|| database.clone());
     let live = same_file(&path, database);
@@ -278,6 +311,9 @@ pub(crate) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
 /// 2 on other errors.
 pub(crate) fn restore(args: &RestoreArgs) -> anyhow::Result<ExitCode> {
     let config = args.output.data.config()?;
+    if let Some(refused) = redb_only(&config, "restore", args.output.json) {
+        return Ok(refused);
+    }
     let database = &config.storage.database_path;
     if !args.file.is_file() {
         bail!("{}: no such file", args.file.display());

@@ -4,10 +4,63 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use btps::config::{Config, process_env};
+use btps::config::{Config, EnvironmentNote, environment_report, process_env};
 use serde_json::json;
 
 use super::admin::print_json;
+
+/// The process environment sorted out: what sets something, what the reference
+/// has that this server does not read, what nobody reads (values never shown).
+fn environment() -> Vec<EnvironmentNote> {
+    let vars: Vec<(String, String)> = std::env::vars_os()
+        .map(|(name, value)| {
+            (
+                name.to_string_lossy().into_owned(),
+                value.to_string_lossy().into_owned(),
+            )
+        })
+        .collect();
+    environment_report(
+        vars.iter()
+            .map(|(name, value)| (name.as_str(), value.as_str())),
+    )
+}
+
+fn environment_json(notes: &[EnvironmentNote]) -> Vec<serde_json::Value> {
+    notes
+        .iter()
+        .map(|note| match note {
+            EnvironmentNote::Recognised { name, setting } => {
+                json!({"name": name, "state": "recognised", "setting": setting})
+            }
+            EnvironmentNote::Unsupported { name, message } => {
+                json!({"name": name, "state": "unsupported", "message": message})
+            }
+            EnvironmentNote::Unknown { name, suggestion } => {
+                json!({"name": name, "state": "unknown", "suggestion": suggestion})
+            }
+        })
+        .collect()
+}
+
+fn print_environment(notes: &[EnvironmentNote]) {
+    if notes.is_empty() {
+        return;
+    }
+    println!("environment:");
+    for note in notes {
+        match note {
+            EnvironmentNote::Recognised { name, setting } => println!("  {name}: sets {setting}"),
+            EnvironmentNote::Unsupported { name, message } => {
+                println!("  {name}: unsupported: {message}");
+            }
+            EnvironmentNote::Unknown { name, suggestion } => match suggestion {
+                Some(known) => println!("  {name}: unknown, not read; did you mean {known}?"),
+                None => println!("  {name}: unknown, not read"),
+            },
+        }
+    }
+}
 
 /// Arguments of `btps check-config`.
 #[derive(Debug, clap::Args)]
@@ -16,14 +69,17 @@ pub(crate) struct CheckConfigArgs {
     /// defaults and environment only (as `btps serve`).
     #[arg(long, env = "BTPS_CONFIG")]
     config: Option<PathBuf>,
-    /// Print JSON instead of text: `{"ok": true, "summary": [{"area", "value"}]}`,
-    /// or `{"ok": false, "problems": [{"setting", "message"}]}`.
+    /// Print JSON instead of text: `{"ok": true, "summary": [{"area", "value"}],
+    /// "environment": [...]}`, or `{"ok": false, "problems": [{"setting", "message"}],
+    /// "environment": [...]}`; each environment entry is `{"name", "state":
+    /// "recognised"|"unsupported"|"unknown", "setting"|"message"|"suggestion"}`.
     #[arg(long)]
     json: bool,
 }
 
 pub(crate) fn check_config(args: &CheckConfigArgs) -> anyhow::Result<ExitCode> {
     let file = super::serve::config_file(args.config.clone());
+    let environment = environment();
     match Config::load(file.as_deref(), &process_env) {
         Ok(config) if args.json => {
             // The summary's `area: value` lines as objects.
@@ -34,7 +90,11 @@ pub(crate) fn check_config(args: &CheckConfigArgs) -> anyhow::Result<ExitCode> {
                     json!({"area": area, "value": value.trim()})
                 })
                 .collect();
-            print_json(&json!({"ok": true, "summary": summary}));
+            print_json(&json!({
+                "ok": true,
+                "summary": summary,
+                "environment": environment_json(&environment),
+            }));
             Ok(ExitCode::SUCCESS)
         }
         Err(errors) if args.json => {
@@ -43,7 +103,11 @@ pub(crate) fn check_config(args: &CheckConfigArgs) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|error| json!({"setting": error.setting, "message": error.message}))
                 .collect();
-            print_json(&json!({"ok": false, "problems": problems}));
+            print_json(&json!({
+                "ok": false,
+                "problems": problems,
+                "environment": environment_json(&environment),
+            }));
             Ok(ExitCode::from(2))
         }
         Ok(config) => {
@@ -51,6 +115,7 @@ pub(crate) fn check_config(args: &CheckConfigArgs) -> anyhow::Result<ExitCode> {
             for line in summary(&config) {
                 println!("  {line}");
             }
+            print_environment(&environment);
             Ok(ExitCode::SUCCESS)
         }
         Err(errors) => {
@@ -62,6 +127,7 @@ pub(crate) fn check_config(args: &CheckConfigArgs) -> anyhow::Result<ExitCode> {
             for error in &errors.0 {
                 println!("  {error}");
             }
+            print_environment(&environment);
             Ok(ExitCode::from(2))
         }
     }
@@ -122,6 +188,20 @@ fn summary(config: &Config) -> Vec<String> {
             config.storage.trust_file_path.display(),
             config.storage.identity_file_path.display()
         ),
+        btps::config::StorageKind::Postgres => {
+            let postgres = &config.storage.postgres;
+            format!(
+                "storage:         postgres {} (tables {} and {}, {} connections, connect timeout {} ms; back up with pg_dump)",
+                postgres
+                    .uri
+                    .as_ref()
+                    .map_or_else(|| "(no uri)".to_owned(), ToString::to_string),
+                postgres.trust_table,
+                postgres.identity_table,
+                postgres.pool_size,
+                postgres.connect_timeout.as_millis()
+            )
+        }
     });
     let servers = if config.dns.servers.is_empty() {
         "system resolvers".to_owned()

@@ -14,6 +14,10 @@ mod delivery;
 mod dns;
 mod keys;
 mod logging;
+#[cfg(feature = "postgres")]
+mod migrate;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod send;
 mod serve;
 mod store;
@@ -72,6 +76,10 @@ enum Command {
     /// Check the configuration (defaults < --config file < environment) and print every
     /// problem, or a summary (exit 2 if invalid).
     CheckConfig(config::CheckConfigArgs),
+    /// Copy every record and entry between a stopped redb file and a PostgreSQL
+    /// database (`--from redb:PATH --to postgres:URI`, or back), then verify the copy.
+    #[cfg(feature = "postgres")]
+    Migrate(migrate::MigrateArgs),
     /// Load generator: start a server (or use --target), send signed BTPS_DOC artifacts
     /// over TLS and print one JSON line of throughput, latency and server resources.
     Bench(bench::BenchArgs),
@@ -100,6 +108,8 @@ pub(crate) fn main() -> ExitCode {
         Command::Send(args) => send::send(&args),
         Command::CheckConfig(args) => config::check_config(&args),
         Command::Bench(args) => bench::bench(args),
+        #[cfg(feature = "postgres")]
+        Command::Migrate(args) => migrate::migrate(&args),
     };
     match outcome {
         Ok(code) => code,

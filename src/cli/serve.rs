@@ -93,6 +93,7 @@ pub(crate) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .map_err(|error| anyhow::anyhow!("invalid configuration:\n{error}"))?;
     }
     super::logging::init(&config.log);
+    warn_about_environment();
     if let Some(file) = &file {
         tracing::info!(file = %file.display(), "configuration read");
     }
@@ -123,11 +124,18 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         );
         tracing::warn!(path = %path.display(), %error, "a private file is open to other users and its mode could not be changed");
     }
-    let store = RedbStore::open(&config.storage.database_path, &config.redb_options())
-        .with_context(|| format!("opening {}", config.storage.database_path.display()))?;
-    let storage: Arc<dyn Storage> = match config.storage.kind {
-        StorageKind::Redb => Arc::new(store.clone()),
-        StorageKind::Json => {
+    // The redb file holds everything (redb) or the mailboxes (json); PostgreSQL
+    // storage has no file.
+    let store = match config.storage.kind {
+        StorageKind::Redb | StorageKind::Json => Some(
+            RedbStore::open(&config.storage.database_path, &config.redb_options())
+                .with_context(|| format!("opening {}", config.storage.database_path.display()))?,
+        ),
+        StorageKind::Postgres => None,
+    };
+    let storage: Arc<dyn Storage> = match (config.storage.kind, &store) {
+        (StorageKind::Postgres, _) => postgres_storage(&config).await?,
+        (StorageKind::Json, Some(store)) => {
             let trust = JsonTrustStore::open(
                 &config.storage.trust_file_path,
                 config.storage.trust_entity_name.as_deref(),
@@ -149,6 +157,11 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
                 Arc::new(store.clone()),
             ))
         }
+        (_, Some(store)) => Arc::new(store.clone()),
+        (_, None) => anyhow::bail!(
+            "no storage for storage.type {}",
+            config.storage.kind.as_str()
+        ),
     };
     let resolver = config
         .dns_resolver()
@@ -210,7 +223,7 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     // DNS records printed through the admin socket name the address actually bound.
     let mut admin_config = config.clone();
     admin_config.listen = address;
-    if let Some(admin) = admin_socket(&admin_config, &storage, &store, &outbound)? {
+    if let Some(admin) = admin_socket(&admin_config, &storage, store.as_ref(), &outbound)? {
         builder = builder.service(admin);
     }
     if config.delivery.enabled {
@@ -246,7 +259,7 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let shutdown = shutdown_signal();
     println!(
         "btps listening on {address} (database {})",
-        config.storage.database_path.display()
+        database_name(&config)
     );
     tracing::info!(address = %address, "listening");
     // Ready only now: the storage is open and every listener is bound, so a client
@@ -315,12 +328,63 @@ fn raise_open_file_limit(max_connections: usize) {
     }
 }
 
+/// Logs the environment variables the server does not read: the reference's
+/// unsupported ones and unknown `BTPS_*` / `POSTGRES_*` / `MONGODB_*` names.
+fn warn_about_environment() {
+    use btps::config::EnvironmentNote;
+    let vars: Vec<String> = std::env::vars_os()
+        .map(|(name, _)| name.to_string_lossy().into_owned())
+        .collect();
+    for note in btps::config::environment_report(vars.iter().map(|name| (name.as_str(), ""))) {
+        match note {
+            EnvironmentNote::Recognised { .. } => {}
+            EnvironmentNote::Unsupported { name, message } => {
+                tracing::warn!(variable = %name, "{message}");
+            }
+            EnvironmentNote::Unknown { name, suggestion } => {
+                tracing::warn!(variable = %name, suggestion = ?suggestion, "unknown environment variable, not read");
+            }
+        }
+    }
+}
+
+/// What the storage is, for the start-up line: the redb file, or the database
+/// with its password hidden.
+fn database_name(config: &Config) -> String {
+    match (config.storage.kind, &config.storage.postgres.uri) {
+        (StorageKind::Postgres, Some(uri)) => uri.to_string(),
+        _ => config.storage.database_path.display().to_string(),
+    }
+}
+
+/// The PostgreSQL backend, connected (and its schema migrated) on a blocking
+/// thread.
+#[cfg(feature = "postgres")]
+async fn postgres_storage(config: &Config) -> anyhow::Result<Arc<dyn Storage>> {
+    let owned = config.clone();
+    let storage = tokio::task::spawn_blocking(move || super::postgres::connect(&owned))
+        .await
+        .context("connecting to PostgreSQL")??;
+    println!(
+        "storage: PostgreSQL {} (node {}); backups with pg_dump, not /backup",
+        storage.name(),
+        storage.node()
+    );
+    tracing::info!(database = %storage.name(), node = %storage.node(), "PostgreSQL storage");
+    Ok(Arc::new(storage))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn postgres_storage(_config: &Config) -> anyhow::Result<Arc<dyn Storage>> {
+    anyhow::bail!("this btps was built without PostgreSQL (cargo feature \"postgres\")")
+}
+
 /// Binds the admin socket (when enabled) as a service of the server.
 #[cfg(unix)]
 fn admin_socket(
     config: &Config,
     storage: &Arc<dyn Storage>,
-    store: &RedbStore,
+    store: Option<&RedbStore>,
     outbound: &Outbound,
 ) -> anyhow::Result<Option<Box<dyn Service>>> {
     use btps::admin::operations::AdminContext;
@@ -342,7 +406,7 @@ fn admin_socket(
     );
     let mut context =
         AdminContext::new(Arc::clone(storage), config.clone()).with_outbound(outbound.clone());
-    if config.storage.kind == StorageKind::Redb || config.storage.kind == StorageKind::Json {
+    if let Some(store) = store {
         // The mailboxes (and, for redb, the records) are in the file: `check` and
         // backups work on it.
         context = context.with_database(store.clone());
@@ -354,7 +418,7 @@ fn admin_socket(
 fn admin_socket(
     _config: &Config,
     _storage: &Arc<dyn Storage>,
-    _store: &RedbStore,
+    _store: Option<&RedbStore>,
     _outbound: &Outbound,
 ) -> anyhow::Result<Option<Box<dyn Service>>> {
     Ok(None)

@@ -29,6 +29,25 @@ pub const SETTINGS: &[(&str, Option<&str>)] = &[
         "storage.identity_entity_name",
         Some("BTPS_IDENTITY_ENTITY_NAME"),
     ),
+    ("storage.postgres.uri", Some("POSTGRES_URI")),
+    ("storage.postgres.trust_table", Some("POSTGRES_TABLE")),
+    (
+        "storage.postgres.identity_table",
+        Some("POSTGRES_IDENTITY_TABLE"),
+    ),
+    (
+        "storage.postgres.pool_size",
+        Some("BTPS_POSTGRES_POOL_SIZE"),
+    ),
+    (
+        "storage.postgres.connect_timeout_ms",
+        Some("BTPS_POSTGRES_CONNECT_TIMEOUT_MS"),
+    ),
+    (
+        "storage.postgres.statement_timeout_ms",
+        Some("BTPS_POSTGRES_STATEMENT_TIMEOUT_MS"),
+    ),
+    ("storage.postgres.node_name", Some("BTPS_NODE_NAME")),
     ("dns.servers", Some("BTPS_DNS_SERVERS")),
     ("dns.timeout_ms", Some("BTPS_DNS_TIMEOUT_MS")),
     ("dns.attempts", Some("BTPS_DNS_ATTEMPTS")),

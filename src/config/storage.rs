@@ -1,10 +1,12 @@
-//! `[storage]`: which store holds the trust and identity records (one redb file, or
-//! the reference's JSON files), where, and how the redb file is opened.
+//! `[storage]`: which store holds the trust and identity records (one redb file,
+//! the reference's JSON files, or a PostgreSQL database — `[storage.postgres]`,
+//! `postgres.rs`), where, and how the redb file is opened.
 
 use std::path::{Path, PathBuf};
 
 use super::Config;
 use super::loader::{Loader, Raw, Section, path};
+use super::postgres::PostgresSettings;
 use crate::store::RedbOptions;
 
 /// Which store backs the trust and identity records.
@@ -14,22 +16,25 @@ pub enum StorageKind {
     Redb,
     /// The reference's JSON files (development, migration).
     Json,
+    /// A PostgreSQL database that several nodes may share (`[storage.postgres]`).
+    Postgres,
 }
 
 impl StorageKind {
-    /// `"redb"` or `"json"`.
+    /// `"redb"`, `"json"` or `"postgres"`.
     pub fn as_str(self) -> &'static str {
         match self {
             StorageKind::Redb => "redb",
             StorageKind::Json => "json",
+            StorageKind::Postgres => "postgres",
         }
     }
 }
 
-/// Storage settings for both kinds of store.
+/// Storage settings for every kind of store.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StorageSettings {
-    /// `redb` or `json`.
+    /// `redb`, `json` or `postgres`.
     pub kind: StorageKind,
     /// The redb file.
     pub database_path: PathBuf,
@@ -45,6 +50,8 @@ pub struct StorageSettings {
     pub trust_entity_name: Option<String>,
     /// The top-level key of the identity file; `None` accepts either file shape.
     pub identity_entity_name: Option<String>,
+    /// The database of `postgres` storage.
+    pub postgres: PostgresSettings,
 }
 
 impl StorageSettings {
@@ -63,6 +70,7 @@ impl StorageSettings {
             identity_file_path: data_dir.join("identities.json"),
             trust_entity_name: None,
             identity_entity_name: None,
+            postgres: PostgresSettings::default(),
         }
     }
 }
@@ -78,7 +86,19 @@ impl Loader<'_> {
             |raw| match raw.text()?.to_ascii_lowercase().as_str() {
                 "redb" => Ok(StorageKind::Redb),
                 "json" => Ok(StorageKind::Json),
-                other => Err(format!("expected \"redb\" or \"json\", found {other:?}")),
+                "postgres" | "postgresql" if cfg!(feature = "postgres") => {
+                    Ok(StorageKind::Postgres)
+                }
+                "postgres" | "postgresql" => Err(
+                    "this btps was built without PostgreSQL (cargo feature \"postgres\")"
+                        .to_owned(),
+                ),
+                "mongodb" | "mongo" => {
+                    Err("MongoDB is not supported; use postgres or redb".to_owned())
+                }
+                other => Err(format!(
+                    "expected \"redb\", \"json\" or \"postgres\", found {other:?}"
+                )),
             },
             &mut storage.kind,
         );
@@ -134,6 +154,13 @@ impl Loader<'_> {
             Raw::text,
             &mut storage.identity_entity_name,
         );
+        self.postgres(&mut section, &mut storage.postgres);
         self.finish(section);
+        if storage.kind == StorageKind::Postgres && storage.postgres.uri.is_none() {
+            self.error(
+                "storage.postgres.uri",
+                "required when storage.type is \"postgres\" (or set POSTGRES_URI)",
+            );
+        }
     }
 }

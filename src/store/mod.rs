@@ -21,8 +21,12 @@
 //! [`transfer`] imports a reference deployment's files into the database and exports
 //! them back. The on-disk layout is documented in `schema/storage.md`.
 //!
-//! Architecture invariant: only the `redb` submodule knows redb and postcard; the
-//! rest of the store, and [`StoreError`], name none of their types.
+//! With the cargo feature `postgres` (on by default), [`PgStorage`] keeps all of it
+//! in a PostgreSQL database that several btps nodes share.
+//!
+//! Architecture invariant: only the `redb` submodule knows redb and postcard, and
+//! only the `postgres` submodule the PostgreSQL crates; the rest of the store, and
+//! [`StoreError`], name none of their types.
 
 mod contract;
 mod error;
@@ -30,6 +34,7 @@ mod json_storage;
 mod json_store;
 mod keys;
 mod memory;
+mod postgres;
 mod redb;
 pub mod transfer;
 
@@ -48,6 +53,9 @@ pub use error::{RecordKind, RecordProblem, StoreError, StoreResult};
 pub use json_storage::JsonFilesStorage;
 pub use json_store::{JsonFileShape, JsonIdentityStore, JsonTrustStore};
 pub use memory::{MemoryMailboxes, MemoryStorage};
+pub use postgres::{DEFAULT_IDENTITY_TABLE, DEFAULT_TRUST_TABLE, redact_uri, valid_table_name};
+#[cfg(feature = "postgres")]
+pub use postgres::{ImportBatch, POSTGRES_SCHEMA_VERSION, PgOptions, PgStorage};
 
 // The domain types the storage contract speaks in, defined in `crate::model` and
 // re-exported here so that a backend (and `btps::store::TrustRecord`) needs only

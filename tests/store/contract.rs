@@ -1,6 +1,7 @@
 //! The storage contract (`store::Storage`), one suite run against every backend:
-//! the redb file, the in-memory store, and the reference's JSON files beside redb
-//! mailboxes.
+//! the redb file, the in-memory store, the reference's JSON files beside redb
+//! mailboxes, and PostgreSQL (a fresh schema of the test cluster, see
+//! `tests/postgres/`).
 
 use std::sync::Arc;
 
@@ -25,11 +26,17 @@ pub(super) fn backends(dir: &std::path::Path) -> Vec<(&'static str, Arc<dyn Stor
         JsonIdentityStore::open(&dir.join("identities.json"), None).unwrap(),
         Arc::new(files_mailboxes),
     );
-    vec![
+    #[allow(unused_mut)]
+    let mut backends = vec![
         ("redb", Arc::new(redb) as Arc<dyn Storage>),
         ("memory", Arc::new(MemoryStorage::new())),
         ("json files", Arc::new(files)),
-    ]
+    ];
+    #[cfg(feature = "postgres")]
+    if let Some(postgres) = crate::postgres::storage() {
+        backends.push(("postgres", postgres as Arc<dyn Storage>));
+    }
+    backends
 }
 
 fn entry(sender: &str, artifact_id: &str) -> PreparedInboxEntry {

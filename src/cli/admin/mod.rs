@@ -78,6 +78,15 @@ impl Admin {
             return Ok(Admin::Socket(client));
         }
         target.existing_data_dir(&config, missing)?;
+        #[cfg(feature = "postgres")]
+        if config.storage.kind == btps::config::StorageKind::Postgres {
+            // A shared database: no file lock, the command works beside running nodes.
+            let storage = super::postgres::connect(&config)?;
+            return Ok(Admin::Direct(AdminContext::new(
+                std::sync::Arc::new(storage),
+                config,
+            )));
+        }
         let store = open_database(&config, matches!(missing, Missing::CreateIf(_)))?;
         Ok(Admin::Direct(AdminContext::for_redb(store, config)))
     }

@@ -71,6 +71,35 @@ impl WriteBatch<'_> {
         Ok(entry.entry_id)
     }
 
+    /// Stores `entry` under its own id, with all its index entries, and moves the
+    /// entry-id counter past it (`btps migrate` copying a database). Fails with
+    /// `AlreadyExists` when the id is taken.
+    pub fn put_entry(&mut self, entry: &MailboxEntry) -> StoreResult<()> {
+        if self.mailbox_entry(entry.entry_id)?.is_some() {
+            return Err(StoreError::AlreadyExists {
+                kind: RecordKind::MailboxEntry,
+                id: entry.entry_id.to_string(),
+            });
+        }
+        {
+            let mut counters = self
+                .txn
+                .open_table(super::tables::COUNTERS)
+                .map_err(|e| self.error(e))?;
+            let current = counters
+                .get(SEQ_ENTRY)
+                .map_err(|e| self.error(e))?
+                .map_or(0, |guard| guard.value());
+            if entry.entry_id > current {
+                counters
+                    .insert(SEQ_ENTRY, entry.entry_id)
+                    .map_err(|e| self.error(e))?;
+            }
+        }
+        self.index_entry(entry, 1)?;
+        self.put_entry_value(entry)
+    }
+
     /// Replaces the stored entry with the same id by `entry` — its mailbox, time,
     /// meta or bytes may have changed — and moves its index entries accordingly.
     /// Fails with `NotFound` when there is no such entry.
@@ -351,6 +380,32 @@ impl WriteBatch<'_> {
 }
 
 impl Snapshot<'_> {
+    /// Entries of every mailbox with an entry id greater than `after`, in entry-id
+    /// order, at most `limit` (`btps migrate` copying a database).
+    pub fn entries_after(&self, after: u64, limit: usize) -> StoreResult<Vec<MailboxEntry>> {
+        let error = |e: redb::Error| database_error(self.path, e);
+        let table = self
+            .txn
+            .open_table(MAILBOX_ENTRY)
+            .map_err(|e| error(e.into()))?;
+        let mut entries = Vec::new();
+        for item in table
+            .range(after.saturating_add(1)..)
+            .map_err(|e| error(e.into()))?
+        {
+            let (key, value) = item.map_err(|e| error(e.into()))?;
+            entries.push(codec::decode_entry(
+                "mailbox_entry",
+                key.value(),
+                value.value(),
+            )?);
+            if entries.len() >= limit {
+                break;
+            }
+        }
+        Ok(entries)
+    }
+
     /// When the next outbox entry is due (its claim's end while one holds it), in
     /// milliseconds since the epoch; `None` when the outbox is empty.
     pub fn outbox_next_due(&self) -> StoreResult<Option<i64>> {

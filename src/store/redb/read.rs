@@ -297,6 +297,21 @@ impl Snapshot<'_> {
         Ok(records.into_iter().map(|(_, record)| record).collect())
     }
 
+    /// Every (key, value) of the meta table whose key starts with `prefix`.
+    pub fn meta_with_prefix(&self, prefix: &str) -> StoreResult<Vec<(String, Vec<u8>)>> {
+        let table = self.txn.open_table(META).map_err(|e| self.error(e))?;
+        let mut found = Vec::new();
+        for item in table.range(prefix..).map_err(|e| self.error(e))? {
+            let (key, value) = item.map_err(|e| self.error(e))?;
+            let key = key.value();
+            if !key.starts_with(prefix) {
+                break;
+            }
+            found.push((key.to_owned(), value.value().to_vec()));
+        }
+        Ok(found)
+    }
+
     /// A value of the meta table.
     pub fn meta(&self, name: &str) -> StoreResult<Option<Vec<u8>>> {
         let table = self.txn.open_table(META).map_err(|e| self.error(e))?;

@@ -29,7 +29,27 @@ fn blocking<T: Send + 'static>(
 
 /// The meta-table key of a subscription's cursor.
 fn cursor_key(name: &str) -> String {
-    format!("subscription:{name}")
+    format!("{CURSOR_PREFIX}{name}")
+}
+
+/// The meta keys of the subscription cursors start with this.
+const CURSOR_PREFIX: &str = "subscription:";
+
+impl RedbStore {
+    /// Every subscription cursor: (name, entry id), by name (`btps migrate`).
+    pub fn subscription_cursors(&self) -> StoreResult<Vec<(String, u64)>> {
+        self.read(|snapshot| {
+            Ok(snapshot
+                .meta_with_prefix(CURSOR_PREFIX)?
+                .into_iter()
+                .filter_map(|(key, value)| {
+                    let name = key.strip_prefix(CURSOR_PREFIX)?.to_owned();
+                    let id = <[u8; 8]>::try_from(value.as_slice()).ok()?;
+                    Some((name, u64::from_be_bytes(id)))
+                })
+                .collect())
+        })
+    }
 }
 
 impl Storage for RedbStore {
