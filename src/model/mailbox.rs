@@ -227,6 +227,22 @@ impl MailboxEntry {
     }
 }
 
+/// The checks every new entry needs: its index keys (owner, artifact id, type,
+/// from, to) are not empty, and its owner is the party named (`from` of an
+/// outbound artifact, `to` of an inbound one), ignoring case.
+fn check_index_keys(keys: [&String; 5], owner_is: (&str, &String)) -> Result<(), String> {
+    let [owner, ..] = keys;
+    let (party, value) = owner_is;
+    if owner.to_lowercase() != value.to_lowercase() {
+        return Err(format!("the owner must be the artifact's {party}"));
+    }
+    let names = ["owner", "artifact id", "artifact type", "from", "to"];
+    match names.iter().zip(keys).find(|(_, value)| value.is_empty()) {
+        Some((name, _)) => Err(format!("{name} must not be empty")),
+        None => Ok(()),
+    }
+}
+
 /// An artifact queued for delivery by a hosted identity (`08-delivery.md` §5.1).
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewOutboxEntry {
@@ -256,20 +272,16 @@ impl NewOutboxEntry {
     /// The entry this becomes (its id assigned by the store), after the checks every
     /// outbox entry needs: non-empty index keys, the owner is the artifact's `from`.
     pub fn into_entry(self) -> Result<MailboxEntry, String> {
-        if self.owner.to_lowercase() != self.from.to_lowercase() {
-            return Err(String::from("the owner must be the artifact's from"));
-        }
-        for (name, value) in [
-            ("owner", &self.owner),
-            ("artifact id", &self.artifact_id),
-            ("artifact type", &self.artifact_type),
+        check_index_keys(
+            [
+                &self.owner,
+                &self.artifact_id,
+                &self.artifact_type,
+                &self.from,
+                &self.to,
+            ],
             ("from", &self.from),
-            ("to", &self.to),
-        ] {
-            if value.is_empty() {
-                return Err(format!("{name} must not be empty"));
-            }
-        }
+        )?;
         Ok(MailboxEntry {
             entry_id: 0,
             owner: self.owner,
@@ -322,21 +334,16 @@ impl NewInboxEntry {
     /// must not be empty (they are index keys), and the owner is the artifact's `to`
     /// (the de-duplication check looks the artifact up in the inbox of its `to`).
     pub(crate) fn validate(&self) -> Result<(), String> {
-        if self.owner.to_lowercase() != self.to.to_lowercase() {
-            return Err(String::from("the owner must be the artifact's to"));
-        }
-        for (name, value) in [
-            ("owner", &self.owner),
-            ("artifact id", &self.artifact_id),
-            ("artifact type", &self.artifact_type),
-            ("from", &self.from),
+        check_index_keys(
+            [
+                &self.owner,
+                &self.artifact_id,
+                &self.artifact_type,
+                &self.from,
+                &self.to,
+            ],
             ("to", &self.to),
-        ] {
-            if value.is_empty() {
-                return Err(format!("{name} must not be empty"));
-            }
-        }
-        Ok(())
+        )
     }
 
     /// The entry this becomes under `entry_id`.

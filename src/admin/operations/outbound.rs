@@ -13,14 +13,13 @@ use crate::identity::{Identity, compute_trust_id};
 use crate::protocol::json::{self as btps_json, Object};
 use crate::protocol::{self, TransporterType};
 use crate::store::{
-    Mailbox, MailboxEntry, PageRequest, Perspective, Timestamp, TrustPatch, TrustRecord,
-    TrustStatus,
+    Mailbox, MailboxEntry, PageRequest, Perspective, Timestamp, TrustPatch, TrustStatus,
 };
-use crate::wire::trust_to_json;
 
 use super::args::{parse_cursor, parse_identity};
 use super::inbox::instant_text;
-use super::{AdminContext, AdminError, AdminResponse, AdminResult, object_json};
+use super::trust::trust_json;
+use super::{AdminContext, AdminError, AdminResponse, AdminResult};
 
 impl From<QueueError> for AdminError {
     fn from(error: QueueError) -> Self {
@@ -451,8 +450,4 @@ pub(super) fn entry_json(entry: &MailboxEntry, now_millis: i64) -> Value {
         "cancelledAt": time(entry.meta.cancelled_at.as_ref()),
         "at": instant_text(entry.at_millis),
     })
-}
-
-fn trust_json(record: &TrustRecord) -> Value {
-    object_json(&trust_to_json(record).to_canonical())
 }

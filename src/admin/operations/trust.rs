@@ -189,6 +189,7 @@ pub(super) fn trust_delete(
     })
 }
 
-fn trust_json(record: &TrustRecord) -> Value {
+/// A trust record in the reference's JSON shape.
+pub(super) fn trust_json(record: &TrustRecord) -> Value {
     object_json(&trust_to_json(record).to_canonical())
 }
