@@ -162,6 +162,9 @@ async fn run(kill_one: bool) {
             ("BTPS_DELIVERY_CONNECT_TIMEOUT_MS", "1000".to_owned()),
             ("BTPS_DELIVERY_RESPONSE_TIMEOUT_MS", "2000".to_owned()),
             ("BTPS_DELIVERY_RETRY_SCHEDULE_MS", vec!["300"; 30].join(",")),
+            // Fewer attempts at once than there are queues, so that a node that
+            // starts first cannot hold every queue's head and the other must claim.
+            ("BTPS_DELIVERY_MAX_IN_FLIGHT", "2".to_owned()),
         ]
     };
     let start = |name: &str, dir: &Path, delivery: bool| {
